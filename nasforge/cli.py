@@ -1,0 +1,424 @@
+"""``nasforge`` command line. Each command parses its arguments, then calls one function.
+
+User errors (NasforgeError) print one line ``nasforge: error: ...`` and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nasforge.core.errors import NasforgeError
+
+# ------------------------------------------------------------------------------------------------
+# output helpers
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    # not a terminal (a pipe, a CI log): wide enough that the table does not wrap
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+            return f"{v:.3g}"
+        return f"{v:.4f}".rstrip("0").rstrip(".")
+    return str(v)
+
+
+#: metric -> (column title, formatter) for tables
+SHOWN_METRICS: dict[str, tuple[str, Any]] = {
+    "accuracy": ("acc %", lambda v: f"{100 * v:.2f}"),
+    "latency_ms": ("lat p50 ms", lambda v: f"{v:.3f}"),
+    "latency_p90_ms": ("lat p90 ms", lambda v: f"{v:.3f}"),
+    "flops": ("MFLOPs", lambda v: f"{v / 1e6:.2f}"),
+    "params": ("params k", lambda v: f"{v / 1e3:.1f}"),
+    "model_bytes": ("size KB", lambda v: f"{v / 1024:.1f}"),
+    "kl": ("KL", lambda v: f"{v:.4g}"),
+    "avg_bits": ("avg bits", lambda v: f"{v:.2f}"),
+    "sparsity": ("sparsity", lambda v: f"{v:.2f}"),
+}
+
+
+def _candidate_table(cands: Sequence[Any], title: str) -> Any:
+    from rich.table import Table
+
+    metrics = [m for m in SHOWN_METRICS if any(m in c.metrics for c in cands)]
+    table = Table(title=title)
+    table.add_column("id", justify="right")
+    table.add_column("key")
+    table.add_column("status")
+    for m in metrics:
+        table.add_column(SHOWN_METRICS[m][0], justify="right")
+    for c in cands:
+        cells = [SHOWN_METRICS[m][1](float(c.metrics[m])) if m in c.metrics else "" for m in metrics]
+        table.add_row(str(c.id), c.key[:10], c.status.value + (" *" if c.pareto else ""), *cells)
+    if any(c.pareto for c in cands):
+        table.caption = "* on the Pareto front"
+    return table
+
+
+class ProgressBar:
+    """Rich progress bar: evaluated/budget, best so far, ETA."""
+
+    def __init__(self, total: int | None, enabled: bool):
+        self.enabled = enabled
+        self.total = total
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> ProgressBar:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[best]}"), TimeRemainingColumn())
+            self._bar.__enter__()
+            self._task = self._bar.add_task("search", total=self.total, best="")
+        return self
+
+    def __call__(self, p: Any) -> None:
+        if self._bar is not None:
+            best = " ".join(f"{k}={_fmt(v)}" for k, v in p.best.items())
+            self._bar.update(self._task, completed=min(p.evaluated, self.total or p.evaluated), best=f"best: {best}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+# ------------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from nasforge.compose import load_and_validate
+
+    spec, space = load_and_validate(args.job, address=args.address)
+    resolved = spec.to_dict()
+    print(json.dumps(resolved, indent=2) if args.json else _yaml_dump(resolved))
+    if not args.json:
+        print(f"# ok: space {space.id}@{space.version} with {len(space.choices())} choices; "
+              f"strategy {spec.strategy.name}; budget {spec.budget.evaluations} evaluations", file=sys.stderr)
+    return 0
+
+
+def _yaml_dump(data: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _run(args: argparse.Namespace, spec: Any, store: Any, job: Any = None) -> int:
+    from nasforge.compose import run_job
+    from nasforge.search.driver import summary_dict
+
+    quiet = args.json or args.quiet
+    say = (lambda s: print(s, file=sys.stderr)) if quiet else print
+    show_bar = not quiet and sys.stdout.isatty()
+    with ProgressBar(spec.budget.evaluations, show_bar) as bar:
+        def progress(p: Any) -> None:
+            bar(p)
+            if not show_bar and not quiet and p.evaluated and p.evaluated % 10 == 0:
+                best = " ".join(f"{k}={_fmt(v)}" for k, v in p.best.items())
+                print(f"evaluated {p.evaluated}/{p.budget} (failed {p.failed}) best: {best}", flush=True)
+
+        result = run_job(spec, store, job=job, address=args.address, on_progress=progress, say=say)
+    summary = summary_dict(result.summary, result.counts, [c.id for c in result.pareto])
+    if args.json:
+        print(json.dumps(summary))
+    elif not args.quiet:
+        console = _console()
+        console.print(_candidate_table(sorted(result.pareto, key=lambda c: c.id), f"Pareto front of {result.job.id}"))
+        console.print(f"job {result.job.id}: {result.summary.state.value} ({result.summary.stop_reason}); "
+                      f"{result.counts.get('done', 0)} done, {result.counts.get('failed', 0)} failed; "
+                      f"artifacts in {next(iter(result.artifacts.values())).parent if result.artifacts else '-'}")
+    return 0 if result.summary.state.value in ("done", "cancelled") else 1
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from nasforge.compose import load_and_validate, open_store_for
+
+    spec, _ = load_and_validate(args.job, address=args.address)
+    if args.address and args.address.startswith(("http://", "https://")):
+        from nasforge.workers.cluster import submit_to_cluster
+
+        return submit_to_cluster(args.job, spec, address=args.address, wait=not args.detach, json_out=args.json)
+    store = open_store_for(spec)
+    if args.detach:
+        job = store.create_job(spec.to_dict(), name=spec.name, seed=spec.seed)
+        from nasforge.core.paths import job_dir
+
+        logf = open(job_dir(job.id) / "driver.log", "ab")  # noqa: SIM115 - handed to the child
+        cmd = [sys.executable, "-m", "nasforge.cli", "resume", job.id, "--quiet"]
+        if args.address:
+            cmd += ["--address", args.address]
+        subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         start_new_session=True, env={**os.environ, "NASFORGE_STORE_URL": spec.store.url or ""} if spec.store.url else None)
+        print(json.dumps({"job_id": job.id, "state": "created"}) if args.json else job.id)
+        return 0
+    return _run(args, spec, store)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from nasforge.compose import open_store_for
+    from nasforge.core.spec import JobSpec
+
+    store = open_store_for(url=args.store)
+    job = store.get_job(args.job_id)
+    spec = JobSpec.model_validate(dict(job.spec))
+    if job.state.value in ("done", "cancelled"):
+        print(f"job {job.id} is already {job.state.value}")
+        return 0
+    return _run(args, spec, store, job=job)
+
+
+def _job_row(job: Any) -> dict[str, Any]:
+    counts = dict(job.counts)
+    budget = (job.spec.get("budget") or {}).get("evaluations")
+    evaluated = counts.get("done", 0) + counts.get("failed", 0)
+    return {
+        "job_id": job.id, "name": job.name, "state": job.state.value,
+        "evaluated": evaluated, "budget": budget, "counts": counts,
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "duration_s": job.duration_s,
+    }
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from nasforge.compose import open_store_for
+
+    store = open_store_for(url=args.store)
+    rows = [_job_row(j) for j in store.list_jobs()]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    from rich.table import Table
+
+    table = Table(title="jobs")
+    for col in ("job", "state", "progress", "started", "duration"):
+        table.add_column(col)
+    for r in rows:
+        prog = f"{r['evaluated']}/{r['budget']}" if r["budget"] else str(r["evaluated"])
+        dur = f"{r['duration_s']:.0f} s" if r["duration_s"] is not None else "-"
+        table.add_row(r["job_id"], r["state"], prog, (r["started_at"] or "-")[:19], dur)
+    _console().print(table)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from nasforge.compose import open_store_for
+    from nasforge.core.types import CandidateStatus
+
+    store = open_store_for(url=args.store)
+    job = store.get_job(args.job_id)
+    row = _job_row(job)
+    ckpt = store.load_checkpoint(job.id)
+    row["round"] = ckpt[0] if ckpt else 0
+    done = store.get_candidates(job.id, status=CandidateStatus.DONE)
+    best: dict[str, float] = {}
+    for o in job.spec.get("objectives", []):
+        vals = [c.metrics[o["metric"]] for c in done if o["metric"] in c.metrics]
+        if vals:
+            best[o["metric"]] = max(vals) if o["direction"] == "maximize" else min(vals)
+    row["best"] = best
+    row["error"] = job.error
+    if args.json:
+        print(json.dumps(row))
+        return 0
+    c = row["counts"]
+    print(f"job {job.id} ({job.name}): {job.state.value}")
+    print(f"  round {row['round']}; evaluated {row['evaluated']}/{row['budget']}: done {c.get('done', 0)}, "
+          f"pending {c.get('pending', 0) + c.get('running', 0)}, failed {c.get('failed', 0)}")
+    print("  best so far: " + (", ".join(f"{k}={_fmt(v)}" for k, v in best.items()) or "-"))
+    if job.error:
+        print(f"  note: {job.error}")
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from nasforge.compose import open_store_for
+    from nasforge.store import export_formats
+
+    store = open_store_for(url=args.store)
+    store.get_job(args.job_id)
+    cands = store.get_candidates(args.job_id)
+    if args.pareto:
+        cands = [c for c in cands if c.pareto]
+    fmt = args.format
+    if fmt == "parquet" and not args.output:
+        raise NasforgeError("results --format parquet needs -o FILE (Parquet is binary)")
+    if fmt == "table":
+        _console().print(_candidate_table(cands, f"candidates of {args.job_id}"))
+        return 0
+    if args.output:
+        writer = {"json": export_formats.write_json, "csv": export_formats.write_csv,
+                  "parquet": export_formats.write_parquet}[fmt]
+        writer(cands, Path(args.output))
+        print(f"wrote {len(cands)} candidates to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(export_formats.to_json(cands) if fmt == "json" else export_formats.to_csv(cands))
+        sys.stdout.write("\n")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from nasforge.compose import open_store_for
+    from nasforge.export import export_candidate
+
+    if (args.candidate is None) == (args.best is None):
+        raise NasforgeError("export: give a CANDIDATE (id or key) or --best METRIC, not both")
+    store = open_store_for(url=args.store)
+    cand, target, files = export_candidate(store, args.job_id, args.output, ref=args.candidate, best=args.best)
+    if args.json:
+        print(json.dumps({"candidate_id": cand.id, "key": cand.key, "dir": str(target), "files": [f.name for f in files]}))
+    else:
+        print(f"exported candidate {cand.id} ({cand.key}) to {target}: {', '.join(f.name for f in files)}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from nasforge.compose import cancel_job, open_store_for
+
+    store = open_store_for(url=args.store)
+    changed = cancel_job(args.job_id, store)
+    print(f"job {args.job_id} cancelled" if changed else f"job {args.job_id} was not running")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from nasforge.tracking.ui import run_ui
+
+    return run_ui(args.uri, host="127.0.0.1", port=args.port)
+
+
+def cmd_profile_device(args: argparse.Namespace) -> int:
+    from nasforge.core.paths import home
+    from nasforge.spaces import SPACES
+    from nasforge.workers.profile import profile_device
+
+    space = SPACES.get(args.space, "--space")(json.loads(args.options) if args.options else {})
+    out_path = Path(args.out) if args.out else home() / "latency" / f"{args.space}.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out = profile_device(space, out=out_path, warmup=args.warmup, repeats=args.repeats,
+                         threads=args.threads, batch_size=args.batch_size, log=print)
+    print(f"latency table written to {out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nasforge", description="Neural architecture search and compression service.")
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_store(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--store", default=None, help="SQLAlchemy URL of the store (default: NASFORGE_STORE_URL or SQLite in NASFORGE_HOME)")
+
+    sp = sub.add_parser("validate", help="check a job file and print the resolved job")
+    sp.add_argument("job")
+    sp.add_argument("--address", default=None)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_validate)
+
+    sp = sub.add_parser("submit", help="run a job (foreground by default)")
+    sp.add_argument("job")
+    sp.add_argument("--address", default=None, help="Ray cluster: ray://HOST:10001 or the Jobs API http://HEAD:8265")
+    sp.add_argument("--detach", action="store_true", help="return the job id at once; the job runs in the background")
+    sp.add_argument("--json", action="store_true", help="print one JSON object when the job ends")
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=cmd_submit)
+
+    sp = sub.add_parser("resume", help="continue an interrupted job")
+    sp.add_argument("job_id")
+    sp.add_argument("--address", default=None)
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--quiet", action="store_true")
+    with_store(sp)
+    sp.set_defaults(func=cmd_resume)
+
+    sp = sub.add_parser("list", help="jobs with state, progress, start and duration")
+    sp.add_argument("--json", action="store_true")
+    with_store(sp)
+    sp.set_defaults(func=cmd_list)
+
+    sp = sub.add_parser("status", help="one job: round, evaluated/pending/failed, best so far")
+    sp.add_argument("job_id")
+    sp.add_argument("--json", action="store_true")
+    with_store(sp)
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("results", help="candidates of a job")
+    sp.add_argument("job_id")
+    sp.add_argument("--pareto", action="store_true", help="only the Pareto front")
+    sp.add_argument("--format", choices=("table", "json", "csv", "parquet"), default="table")
+    sp.add_argument("-o", "--output", default=None)
+    with_store(sp)
+    sp.set_defaults(func=cmd_results)
+
+    sp = sub.add_parser("export", help="export a candidate for deployment")
+    sp.add_argument("job_id")
+    sp.add_argument("candidate", nargs="?", default=None, help="candidate id or key")
+    sp.add_argument("--best", default=None, metavar="METRIC", help="export the best done candidate by METRIC")
+    sp.add_argument("-o", "--output", required=True, help="folder inside NASFORGE_HOME/exports")
+    sp.add_argument("--json", action="store_true")
+    with_store(sp)
+    sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("cancel", help="cancel a running job")
+    sp.add_argument("job_id")
+    with_store(sp)
+    sp.set_defaults(func=cmd_cancel)
+
+    sp = sub.add_parser("ui", help="the MLflow UI on this project's tracking store (127.0.0.1)")
+    sp.add_argument("--port", type=int, default=5000)
+    sp.add_argument("--uri", default=None, help="tracking URI (default: SQLite in NASFORGE_HOME)")
+    sp.set_defaults(func=cmd_ui)
+
+    sp = sub.add_parser("profile-device", help="build a per-operation latency table on this device")
+    sp.add_argument("--space", required=True)
+    sp.add_argument("--options", default=None, help="space options as JSON")
+    sp.add_argument("--out", default=None, help="JSON file (default NASFORGE_HOME/latency/SPACE.json)")
+    sp.add_argument("--warmup", type=int, default=3)
+    sp.add_argument("--repeats", type=int, default=10)
+    sp.add_argument("--threads", type=int, default=1)
+    sp.add_argument("--batch-size", type=int, default=1)
+    sp.set_defaults(func=cmd_profile_device)
+    return p
+
+
+def _version() -> str:
+    from nasforge import __version__
+
+    return f"nasforge {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NasforgeError as e:
+        msg = " ".join(str(e).split())
+        print(f"nasforge: error: {msg}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("nasforge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

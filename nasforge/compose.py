@@ -1,0 +1,237 @@
+"""Composition: a JobSpec -> space, workload, strategy, evaluator, store, tracker -> a run.
+
+Everything is looked up in registries by name; there is no per-name branching here. ``validate``
+checks every name and option before anything is written, so a bad job file leaves no row behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nasforge.core.errors import JobSpecError, ResourceUnavailableError, StoreError
+from nasforge.core.interfaces import NullTracker, Store, Tracker
+from nasforge.core.paths import job_dir
+from nasforge.core.spec import JobSpec, load_job_file
+from nasforge.core.types import Candidate, Job, JobState
+from nasforge.search import STRATEGIES
+from nasforge.search.driver import DriverSummary, Progress, SearchDriver
+from nasforge.spaces.base import SearchSpace
+from nasforge.workers import WORKLOADS, workload_kind
+
+log = logging.getLogger("nasforge")
+
+
+def _validate_component_options(cls: Any, options: dict[str, Any], where: str) -> None:
+    from nasforge.workers.supernet_workload import _validate_options
+
+    _validate_options(cls, options, where)
+
+
+def validate(spec: JobSpec, *, address: str | None = None) -> SearchSpace:
+    """Check names, options and local resources. Writes nothing. Returns the built space."""
+    kind = workload_kind(spec)
+    workload_cls = WORKLOADS.get(kind, "workload")
+    # names first: cheap, and the error is the most useful one
+    strategy_cls = STRATEGIES.get(spec.strategy.name, "strategy.name")
+    _validate_component_options(strategy_cls, spec.strategy.options, "strategy.options")
+    if spec.predictor is not None:
+        from nasforge.predictors import PREDICTORS
+
+        pred_cls = PREDICTORS.get(spec.predictor.name, "predictor.name")
+        _validate_component_options(pred_cls, spec.predictor.options, "predictor.options")
+    workload_cls.validate_spec(spec)
+    space = workload_cls.build_space(spec)
+    build_strategy(spec, space)  # strategies check their budget/options against the space here
+    if spec.store.url is not None:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(spec.store.url)
+        except ArgumentError:
+            raise JobSpecError(
+                f"store.url: {spec.store.url!r} is not a SQLAlchemy URL (e.g. sqlite:///path.db, "
+                "postgresql+psycopg2://user@host/db)"
+            ) from None
+    if address is None:
+        if spec.workers.gpus > 0:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ResourceUnavailableError(
+                    f"workers.gpus: {spec.workers.gpus:g} GPU per worker requested but this machine has no "
+                    "CUDA GPU; set workers.gpus: 0 or submit with --address to a cluster with GPUs"
+                )
+        if spec.workers.resources:
+            raise ResourceUnavailableError(
+                f"workers.resources: custom resources {sorted(spec.workers.resources)} exist only on a Ray "
+                "cluster; remove them or submit with --address"
+            )
+    return space
+
+
+def load_and_validate(path: str | Path, *, address: str | None = None) -> tuple[JobSpec, SearchSpace]:
+    spec = load_job_file(path)
+    space = validate(spec, address=address)
+    return spec, space
+
+
+def open_store_for(spec: JobSpec | None = None, url: str | None = None) -> Store:
+    from nasforge.store import open_store
+
+    return open_store(url or (spec.store.url if spec is not None else None) or os.environ.get("NASFORGE_STORE_URL"))
+
+
+def open_tracker(spec: JobSpec) -> Tracker:
+    if not spec.tracking.enabled:
+        return NullTracker()
+    from nasforge.tracking import MlflowTracker, ensure_tracking_store
+
+    # created once here, before any worker starts: MLflow's migrations race on a new database
+    try:
+        uri = ensure_tracking_store(spec.tracking.uri)
+    except Exception as e:  # noqa: BLE001 - tracking is a view; the search goes on without it
+        log.warning("tracking store %s unavailable (%s); the search continues untracked, the store "
+                    "keeps every result", spec.tracking.uri, e)
+        return NullTracker()
+    return MlflowTracker(uri, spec.tracking.experiment)
+
+
+def build_strategy(spec: JobSpec, space: SearchSpace) -> Any:
+    cls = STRATEGIES.get(spec.strategy.name, "strategy.name")
+    return cls(space, objectives=spec.objective_list(), constraints=spec.constraint_list(), seed=spec.seed,
+               options=spec.strategy.options)
+
+
+@dataclass
+class RunResult:
+    job: Job
+    summary: DriverSummary
+    pareto: list[Candidate]
+    counts: dict[str, int]
+    artifacts: dict[str, Path]
+
+
+def finish_artifacts(store: Store, job: Job, spec: JobSpec, pareto: list[Candidate]) -> dict[str, Path]:
+    """pareto.png, candidates.parquet and the best arch.json in the job folder."""
+    from nasforge.store.export_formats import write_parquet
+    from nasforge.tracking.plots import pareto_plot
+
+    out = job_dir(job.id)
+    cands = store.get_candidates(job.id)
+    artifacts: dict[str, Path] = {}
+    parquet = out / "candidates.parquet"
+    write_parquet(cands, parquet)
+    artifacts["candidates.parquet"] = parquet
+    objectives = spec.objective_list()
+    if len(objectives) >= 2:
+        png = out / "pareto.png"
+        pareto_plot(cands, objectives[1].metric, objectives[0].metric, png)
+        artifacts["pareto.png"] = png
+    if pareto:
+        first = objectives[0]
+        best = min(pareto, key=lambda c: first.sign() * float(c.metrics[first.metric]))
+        arch_json = out / "arch.json"
+        arch_json.write_text(json.dumps({**best.arch.to_dict(), "key": best.key, "candidate_id": best.id,
+                                         "metrics": dict(best.metrics)}, indent=2) + "\n")
+        artifacts["arch.json"] = arch_json
+    return artifacts
+
+
+def run_job(
+    spec: JobSpec,
+    store: Store,
+    *,
+    job: Job | None = None,
+    address: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    say: Callable[[str], None] = print,
+) -> RunResult:
+    """Run (or resume, when ``job`` is given) a job to its end. The store is the source of truth."""
+    from nasforge.workers.pool import RayPoolEvaluator
+
+    space = validate(spec, address=address)
+    kind = workload_kind(spec)
+    workload_cls = WORKLOADS.get(kind)
+    if job is None:
+        job = store.create_job(spec.to_dict(), name=spec.name, seed=spec.seed)
+        say(f"job {job.id} created")
+    jdir = job_dir(job.id)
+    (jdir / "job.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    (jdir / "driver.pid").write_text(str(os.getpid()))
+    tracker = open_tracker(spec)
+    evaluator = None
+    state = JobState.FAILED
+    error: str | None = None
+    try:
+        tracker.start_job(store.get_job(job.id))
+        store.set_job_state(job.id, JobState.TRAINING if kind == "supernet" else JobState.RUNNING)
+        prep = workload_cls.prepare(spec, jdir, log=say)
+        if prep:
+            tracker.log_progress(job.id, 0, {f"prepare_{k}": v for k, v in prep.items()})
+        store.set_job_state(job.id, JobState.RUNNING)
+        evaluator = RayPoolEvaluator(spec, jdir, kind=kind, address=address)
+        strategy = build_strategy(spec, space)
+        driver = SearchDriver(
+            job=job, space=space, strategy=strategy, evaluator=evaluator, store=store, tracker=tracker,
+            objectives=spec.objective_list(), constraints=spec.constraint_list(),
+            max_evaluations=spec.budget.evaluations, wall_time_s=spec.budget.wall_time_s,
+            batch_size=spec.budget.batch_size, on_progress=on_progress,
+        )
+        summary = driver.run()
+        state = summary.state
+    except KeyboardInterrupt:
+        state = JobState.INTERRUPTED
+        error = "interrupted (Ctrl-C); continue with: nasforge resume " + job.id
+        raise
+    except BaseException as e:
+        error = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        if evaluator is not None:
+            evaluator.close()
+        current = store.get_job(job.id).state
+        if current == JobState.CANCELLED:
+            state = JobState.CANCELLED
+        store.set_job_state(job.id, state, error=error)
+        pareto = [c for c in store.get_candidates(job.id) if c.pareto]
+        artifacts: dict[str, Path] = {}
+        if state in (JobState.DONE, JobState.CANCELLED):
+            try:
+                artifacts = finish_artifacts(store, job, spec, pareto)
+            except Exception as e:  # noqa: BLE001 - artifacts are a view; the store has the data
+                say(f"warning: could not write artifacts: {e}")
+        tracker.finish_job(job.id, state, pareto, artifacts)
+        tracker.close()
+        (jdir / "driver.pid").unlink(missing_ok=True)
+    return RunResult(store.get_job(job.id), summary, pareto, store.counts(job.id), artifacts)
+
+
+def resume_job(job_id: str, store: Store, **kwargs: Any) -> RunResult:
+    job = store.get_job(job_id)
+    if job.state in (JobState.DONE, JobState.CANCELLED):
+        raise StoreError(f"job {job_id} is {job.state.value}; nothing to resume")
+    spec = JobSpec.model_validate(dict(job.spec))
+    return run_job(spec, store, job=job, **kwargs)
+
+
+def cancel_job(job_id: str, store: Store) -> bool:
+    """Mark the job cancelled; interrupt its driver process if it runs on this machine."""
+    job = store.get_job(job_id)
+    if job.state in (JobState.DONE, JobState.CANCELLED, JobState.FAILED):
+        return False
+    store.set_job_state(job_id, JobState.CANCELLED, error="cancelled by user")
+    pid_file = job_dir(job_id) / "driver.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGINT)
+        except (ProcessLookupError, ValueError, PermissionError):
+            pass
+    return True

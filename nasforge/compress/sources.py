@@ -1,0 +1,105 @@
+"""Build a trained model from a job's ``model:`` block, without any download.
+
+Sources:
+- ``timm:NAME``: ``timm.create_model(NAME, pretrained=False, **options)`` then ``weights``
+  (required: a safetensors or torch state-dict file on disk).
+- ``package.module:factory``: ``factory(**options)`` returns an ``nn.Module``; ``weights``
+  (optional) is loaded into it. A module not importable from ``sys.path`` is also looked up
+  under ``search_roots`` (the job records the directory the job was submitted from).
+``export:PATH`` (a nasforge export folder) is resolved by the compression workload.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nasforge.core.errors import JobSpecError, NasforgeError
+
+
+class ModelSourceError(NasforgeError):
+    """``model.source`` / ``model.weights`` cannot be turned into a model."""
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` or a torch file (``weights_only``; nested under
+    ``state_dict`` / ``model`` is unwrapped)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ModelSourceError(f"model.weights: {path} does not exist; give a safetensors or .pt file on disk")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(p))
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise ModelSourceError(f"model.weights: cannot read {path} as a torch state dict ({e})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping):
+        raise ModelSourceError(f"model.weights: {path} holds a {type(obj).__name__}, not a state dict")
+    return dict(obj)
+
+
+def import_factory(path: str, search_roots: Sequence[str | Path] = ()) -> Any:
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise JobSpecError(f"model.source: {path!r} must look like 'package.module:factory' or 'timm:NAME'")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as first:
+        for root in [*search_roots, Path.cwd()]:
+            root = str(Path(root).resolve())
+            candidate = Path(root, *module_name.split("."))
+            if candidate.with_suffix(".py").is_file() or (candidate / "__init__.py").is_file():
+                if root not in sys.path:
+                    sys.path.append(root)
+                module = importlib.import_module(module_name)
+                break
+        else:
+            raise JobSpecError(f"model.source: cannot import {module_name!r} ({first}); install it or run "
+                               "from the folder that holds it") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise JobSpecError(f"model.source: {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def build_model(source: str, weights: str | None, options: Mapping[str, Any],
+                search_roots: Sequence[str | Path] = (), *, require_weights: bool = True) -> nn.Module:
+    """The model in eval mode on CPU (see the module docstring). ``require_weights=False`` builds a
+    timm architecture with random weights (for loaders that overwrite every tensor)."""
+    if source.startswith("timm:"):
+        import timm
+
+        name = source.split(":", 1)[1]
+        if weights is None and require_weights:
+            raise JobSpecError(f"model.weights: required for {source!r} (nasforge never downloads weights); "
+                               "give a safetensors / .pt state dict on disk")
+        try:
+            model = timm.create_model(name, pretrained=False, **dict(options))
+        except (RuntimeError, TypeError, ValueError) as e:
+            raise JobSpecError(f"model.source: timm cannot build {name!r} with options {dict(options)} ({e})") from None
+    else:
+        factory = import_factory(source, search_roots)
+        model = factory(**dict(options))
+        if not isinstance(model, nn.Module):
+            raise ModelSourceError(f"model.source: {source} returned {type(model).__name__}, not an nn.Module")
+    if weights is not None:
+        sd = load_state_dict_file(weights)
+        try:
+            model.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            first = str(e).splitlines()[0:3]
+            raise ModelSourceError(f"model.weights: {weights} does not fit {source}: {' '.join(first)}") from None
+    return model.eval().cpu()

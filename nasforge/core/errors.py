@@ -1,0 +1,40 @@
+"""Errors a user can cause. The CLI prints ``str(err)`` on one line and exits with code 2.
+
+Anything that is not a :class:`NasforgeError` is a bug in nasforge and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class NasforgeError(Exception):
+    """Base class for user-facing errors: the message names the file/key and the fix."""
+
+    exit_code = 2
+
+
+class JobSpecError(NasforgeError):
+    """The job file is malformed: unknown key, wrong type, bad value, unreadable file."""
+
+
+class UnknownNameError(NasforgeError):
+    """A registry lookup (space, strategy, supernet, predictor, ...) found no such name."""
+
+
+class InvalidArchError(NasforgeError):
+    """An architecture does not belong to its search space."""
+
+
+class ResourceUnavailableError(NasforgeError):
+    """Workers asked for resources (GPUs, custom resources) that the cluster does not have."""
+
+
+class StoreError(NasforgeError):
+    """The store cannot be opened, or a job / candidate asked for does not exist."""
+
+
+class ExportError(NasforgeError):
+    """An export was refused (path outside the output folder, candidate not done, ...)."""
+
+
+class BudgetError(NasforgeError):
+    """A compression budget cannot be met with the levels allowed."""

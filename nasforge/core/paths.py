@@ -1,0 +1,43 @@
+"""Where nasforge keeps its files: ``NASFORGE_HOME`` (default ``./.nasforge``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nasforge.core.errors import ExportError
+
+
+def home() -> Path:
+    """The project's state folder; created on first use."""
+    p = Path(os.environ.get("NASFORGE_HOME", ".nasforge")).resolve()
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def default_store_url() -> str:
+    return f"sqlite:///{home() / 'nasforge.db'}"
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{home() / 'mlflow.db'}"
+
+
+def job_dir(job_id: str) -> Path:
+    """Per-job working folder (supernet checkpoints, level databases, logs)."""
+    p = home() / "jobs" / job_id
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def confined(base: Path, target: str | Path) -> Path:
+    """Resolve ``target`` (relative to ``base`` when relative) and refuse anything outside ``base``."""
+    base = Path(base).resolve()
+    t = Path(target)
+    resolved = (t if t.is_absolute() else base / t).resolve()
+    if resolved != base and base not in resolved.parents:
+        raise ExportError(
+            f"export path {str(target)!r} is outside the output folder {base}; "
+            "choose a folder inside it (set NASFORGE_HOME to move the output folder)"
+        )
+    return resolved

@@ -1,0 +1,349 @@
+"""The job file: YAML text -> validated ``JobSpec`` (pydantic, unknown keys rejected).
+
+``load_job_file`` is the only way a job file enters nasforge. Every problem becomes one
+``JobSpecError`` whose message starts with the file and the key path (``budget.evaluations``)
+and says what is allowed. Registry names (space, strategy, ...) and component options are
+checked later by ``nasforge.compose.validate`` before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from nasforge.core.errors import JobSpecError
+from nasforge.core.types import Constraint, Direction, Objective
+
+MAX_JOB_FILE_BYTES = 1_000_000
+MAX_YAML_DEPTH = 32
+MAX_YAML_NODES = 20_000
+
+#: Metrics a job may name in objectives / constraints. ``latency_ms@CLASS`` names the latency
+#: measured on device class CLASS (see workers.device_classes).
+KNOWN_METRICS: dict[str, str] = {
+    "accuracy": "top-1 accuracy on the evaluation split (0..1)",
+    "loss": "cross-entropy on the evaluation split",
+    "latency_ms": "median measured latency of one forward pass (ms)",
+    "latency_p90_ms": "90th percentile measured latency (ms)",
+    "flops": "multiply-accumulates of one forward pass at batch size 1",
+    "params": "parameter count",
+    "model_bytes": "bytes of the weights as stored (packed for compressed models)",
+    "kl": "KL divergence of outputs to the uncompressed model (compression jobs)",
+    "bops": "bit operations: MACs x weight bits x activation bits (compression jobs)",
+    "avg_bits": "parameter-weighted average weight bit-width (compression jobs)",
+    "sparsity": "fraction of prunable weights set to zero (compression jobs)",
+    "predicted_accuracy": "accuracy predicted by the job's predictor",
+}
+_METRIC_RE = re.compile(r"^(?P<base>[a-z_0-9]+)(@(?P<cls>[A-Za-z0-9_.:-]+))?$")
+
+
+def check_metric(name: str) -> str:
+    m = _METRIC_RE.match(name)
+    if not m or m.group("base") not in KNOWN_METRICS:
+        raise ValueError(f"unknown metric {name!r}; known metrics: {', '.join(KNOWN_METRICS)}")
+    if m.group("cls") and m.group("base") not in ("latency_ms", "latency_p90_ms"):
+        raise ValueError(f"only latency metrics take a device class suffix, got {name!r}")
+    return name
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NamedComponent(_Strict):
+    """A registry name plus free-form options validated by the component itself."""
+
+    name: str = Field(description="registered name of the component")
+    options: dict[str, Any] = Field(default_factory=dict, description="component options")
+
+
+class SpaceSpec(NamedComponent):
+    """Search space: ``bignas_cnn``, ``elastic_vit``, ``compression``, ..."""
+
+
+class SupernetSpec(_Strict):
+    """Supernet search: the weight-sharing family (bignas, elastic_vit, mos, ...) and its options."""
+
+    name: str = Field(description="registered supernet family, e.g. bignas")
+    options: dict[str, Any] = Field(default_factory=dict, description="supernet options (see the family)")
+    checkpoint: str | None = Field(
+        default=None, description="path of a trained supernet (safetensors); skips training"
+    )
+
+
+class ModelSpec(_Strict):
+    """A trained model to compress: ``timm:NAME``, ``job:JOB_ID`` or ``package.module:factory``."""
+
+    source: str = Field(description="timm:NAME | job:JOB_ID[:CANDIDATE] | package.module:factory")
+    weights: str | None = Field(default=None, description="weights file (safetensors or .pt)")
+    options: dict[str, Any] = Field(default_factory=dict, description="factory keyword arguments")
+
+
+class TrainingSpec(_Strict):
+    """How the supernet is trained before the search (supernet jobs only)."""
+
+    trainer: str = Field(default="sandwich", description="registered trainer")
+    epochs: float = Field(default=8, gt=0, le=10_000, description="passes over the training split")
+    batch_size: int = Field(default=128, ge=1, le=65_536, description="training batch size")
+    lr: float = Field(default=0.05, gt=0, le=10, description="peak learning rate (after warm-up)")
+    warmup_epochs: float = Field(default=0.5, ge=0, description="linear learning-rate warm-up")
+    weight_decay: float = Field(default=1e-5, ge=0, description="weight decay (largest child only, BigNAS)")
+    options: dict[str, Any] = Field(default_factory=dict, description="trainer options")
+
+
+class StrategySpec(NamedComponent):
+    """Search strategy: ``random``, ``nsga2``, ``optuna``, ``evopress``, ``guided``, ..."""
+
+
+class ObjectiveSpec(_Strict):
+    """One objective: a metric and whether to maximize or minimize it."""
+
+    metric: str = Field(description="a metric name (see Metrics below)")
+    direction: Direction = Field(description="maximize | minimize")
+
+    _check = field_validator("metric")(lambda cls, v: check_metric(v))
+
+    def to_objective(self) -> Objective:
+        return Objective(self.metric, self.direction)
+
+
+_CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_0-9@.:-]+)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
+
+
+class ConstraintSpec(_Strict):
+    """A hard limit, written as a string 'latency_ms <= 5' or as a mapping of these keys."""
+
+    metric: str = Field(description="a metric name")
+    op: Literal["<=", "<", ">=", ">"] = Field(description="comparison")
+    bound: float = Field(description="the limit")
+
+    _check = field_validator("metric")(lambda cls, v: check_metric(v))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_string(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            m = _CONSTRAINT_RE.match(data)
+            if not m:
+                raise ValueError(f"constraint {data!r} must look like 'latency_ms <= 5'")
+            return {"metric": m.group(1), "op": m.group(2), "bound": float(m.group(3))}
+        return data
+
+    def to_constraint(self) -> Constraint:
+        return Constraint(self.metric, self.op, self.bound)
+
+
+class BudgetSpec(_Strict):
+    """When the search stops: after `evaluations` real evaluations and/or `wall_time_s`."""
+
+    evaluations: int | None = Field(default=100, ge=1, le=10_000_000, description="candidates to evaluate for real")
+    wall_time_s: float | None = Field(default=None, gt=0, description="stop after this many seconds of search")
+    batch_size: int = Field(default=20, ge=1, le=100_000, description="candidates asked per round")
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> BudgetSpec:
+        if self.evaluations is None and self.wall_time_s is None:
+            raise ValueError("set budget.evaluations or budget.wall_time_s (or both)")
+        return self
+
+
+class DatasetSpec(_Strict):
+    """The dataset: shipped (mnist5k, digits) or yours (folder of class folders, .npz/.parquet arrays)."""
+
+    name: str = Field(default="mnist5k", description="mnist5k | digits | folder | arrays")
+    path: str | None = Field(default=None, description="folder of class folders, .npz or .parquet")
+    seed: int = Field(default=0, description="seed of the deterministic train/val/test split")
+    val_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of the data held out for validation")
+    test_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of the data held out for test")
+
+
+class LatencySpec(_Strict):
+    """How latency is measured on each worker: warm-up, then timed repeats."""
+
+    enabled: bool = Field(default=True, description="measure latency at all")
+    batch_size: int = Field(default=1, ge=1, le=4096, description="batch size of the timed forward pass")
+    warmup: int = Field(default=5, ge=0, le=10_000, description="untimed runs first")
+    repeats: int = Field(default=20, ge=1, le=100_000, description="timed runs; median and p90 reported")
+    threads: int = Field(default=1, ge=1, le=256, description="torch threads on CPU workers")
+    device_classes: list[str] = Field(
+        default_factory=list, description="Ray custom resources 'device:CLASS' to measure on"
+    )
+
+
+class EvaluationSpec(_Strict):
+    """How each candidate is scored."""
+
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    split: Literal["val", "test"] = Field(default="val", description="split candidates are scored on")
+    batch_size: int = Field(default=256, ge=1, le=65_536, description="batch size of accuracy evaluation")
+    max_images: int | None = Field(default=None, ge=1, description="score on at most this many images")
+    bn_recalibration_images: int = Field(default=256, ge=0, le=1_000_000, description="training images used to recalibrate a child's BN statistics")
+    latency: LatencySpec = Field(default_factory=LatencySpec)
+
+
+class WorkersSpec(_Strict):
+    """The pool of Ray actors that evaluate candidates."""
+
+    count: int = Field(default=2, ge=1, le=4096, description="Ray actors evaluating candidates")
+    cpus: float = Field(default=1, gt=0, le=1024, description="CPUs per worker")
+    gpus: float = Field(default=0, ge=0, le=64, description="GPUs per worker")
+    resources: dict[str, float] = Field(default_factory=dict, description="Ray custom resources per worker")
+    max_retries: int = Field(default=2, ge=0, le=100, description="re-runs of a candidate whose worker died")
+    chunk_size: int = Field(default=4, ge=1, le=10_000, description="candidates per Ray call")
+
+
+class StoreSpec(_Strict):
+    """Where jobs and candidates are stored (any SQLAlchemy URL)."""
+
+    url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in NASFORGE_HOME")
+
+
+class TrackingSpec(_Strict):
+    """MLflow tracking: one parent run per job, one child run per candidate."""
+
+    enabled: bool = Field(default=True, description="log to MLflow")
+    uri: str | None = Field(default=None, description="MLflow tracking URI; default SQLite in NASFORGE_HOME")
+    experiment: str = Field(default="nasforge", description="MLflow experiment name")
+
+
+class PredictorSpec(_Strict):
+    """An accuracy predictor for predictor-guided strategies."""
+
+    name: str = Field(description="registered predictor, e.g. mlp_ensemble, gbt, gp")
+    options: dict[str, Any] = Field(default_factory=dict, description="predictor options")
+
+
+class JobSpec(_Strict):
+    """A whole job file."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$", description="job name (letters, digits, _ . -); prefix of the job id")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="seeds the strategy, training and sampling: same seed, same candidates")
+    space: SpaceSpec
+    supernet: SupernetSpec | None = None
+    model: ModelSpec | None = None
+    training: TrainingSpec | None = None
+    strategy: StrategySpec
+    objectives: list[ObjectiveSpec] = Field(min_length=1, max_length=8)
+    constraints: list[ConstraintSpec] = Field(default_factory=list)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    workers: WorkersSpec = Field(default_factory=WorkersSpec)
+    predictor: PredictorSpec | None = None
+    store: StoreSpec = Field(default_factory=StoreSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    export_dir: str = Field(
+        default="exports", description="folder for exports, relative to NASFORGE_HOME; may not escape it"
+    )
+
+    @field_validator("export_dir")
+    @classmethod
+    def _confined(cls, v: str) -> str:
+        p = Path(v)
+        if p.is_absolute() or ".." in p.parts:
+            raise ValueError("must be a relative path inside NASFORGE_HOME (no '..', not absolute)")
+        return v
+
+    @model_validator(mode="after")
+    def _workload(self) -> JobSpec:
+        if (self.supernet is None) == (self.model is None):
+            raise ValueError("give exactly one of 'supernet' (supernet search) or 'model' (compression)")
+        if self.training is not None and self.supernet is None:
+            raise ValueError("'training' applies to supernet jobs only; remove it or add 'supernet'")
+        metrics = [o.metric for o in self.objectives]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError("objectives name the same metric twice")
+        return self
+
+    def objective_list(self) -> list[Objective]:
+        return [o.to_objective() for o in self.objectives]
+
+    def constraint_list(self) -> list[Constraint]:
+        return [c.to_constraint() for c in self.constraints]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors/aliases (no billion-laughs) and deep nesting."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise JobSpecError(
+                f"line {event.start_mark.line + 1}: YAML aliases/anchors are not allowed in job files"
+            )
+        self._nf_depth = getattr(self, "_nf_depth", 0) + 1
+        self._nf_nodes = getattr(self, "_nf_nodes", 0) + 1
+        try:
+            if self._nf_depth > MAX_YAML_DEPTH:
+                raise JobSpecError(f"nesting deeper than {MAX_YAML_DEPTH} levels is not allowed")
+            if self._nf_nodes > MAX_YAML_NODES:
+                raise JobSpecError(f"more than {MAX_YAML_NODES} YAML nodes is not allowed")
+            return super().compose_node(parent, index)
+        finally:
+            self._nf_depth -= 1
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key; remove it or check its spelling (see docs/job-file.md)"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    msg = msg.removeprefix("Value error, ")
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{loc or '<top>'}: {msg}{more}"
+
+
+def parse_job_text(text: str, source: str = "<job>") -> JobSpec:
+    if not text.strip():
+        raise JobSpecError(f"{source}: the job file is empty; see examples/quickstart.yaml")
+    try:
+        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - SafeLoader subclass
+    except JobSpecError as e:
+        raise JobSpecError(f"{source}: {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise JobSpecError(f"{source}: {where}not valid YAML ({problem})") from None
+    if data is None:
+        raise JobSpecError(f"{source}: the job file is empty (only comments); see examples/quickstart.yaml")
+    if not isinstance(data, dict):
+        raise JobSpecError(
+            f"{source}: the top level must be a mapping of keys (name, space, strategy, ...), "
+            f"got {type(data).__name__}"
+        )
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as e:
+        raise JobSpecError(f"{source}: {_format_validation_error(e)}") from None
+
+
+def load_job_file(path: str | Path) -> JobSpec:
+    """Read and validate a job file. Raises JobSpecError (never anything else for bad input)."""
+    p = Path(path)
+    if not p.is_file():
+        raise JobSpecError(f"{p}: no such job file")
+    size = p.stat().st_size
+    if size > MAX_JOB_FILE_BYTES:
+        raise JobSpecError(f"{p}: job file is {size} bytes; the limit is {MAX_JOB_FILE_BYTES}")
+    raw = p.read_bytes()
+    if b"\x00" in raw:
+        raise JobSpecError(f"{p}: binary file, not a YAML job file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise JobSpecError(f"{p}: not UTF-8 text; a job file is YAML") from None
+    return parse_job_text(text, str(p))

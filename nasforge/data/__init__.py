@@ -1,0 +1,5 @@
+"""Datasets: ``load_dataset(spec) -> DataSplits`` (see :mod:`nasforge.data.loaders`)."""
+
+from nasforge.data.loaders import DATASET_NAMES, DatasetError, DataSplits, clear_cache, load_dataset
+
+__all__ = ["DATASET_NAMES", "DataSplits", "DatasetError", "clear_cache", "load_dataset"]

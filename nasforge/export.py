@@ -1,0 +1,86 @@
+"""Export a stored candidate for deployment, and load an export back.
+
+``export_candidate`` writes ``arch.json`` (versioned schema), the weights and the runtime formats
+through the job's Workload, into a folder confined to ``NASFORGE_HOME/<export_dir>``.
+``load_export`` (``nasforge.load``) reads ``arch.json`` and rebuilds the model through the
+Workload registered for its ``kind``; no supernet or job store is needed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nasforge.core.errors import ExportError, StoreError
+from nasforge.core.interfaces import Store
+from nasforge.core.paths import confined, home, job_dir
+from nasforge.core.spec import JobSpec
+from nasforge.core.types import ARCH_SCHEMA_VERSION, Candidate, CandidateStatus, Direction
+from nasforge.workers import WORKLOADS, workload_kind
+
+
+def export_root(spec: JobSpec) -> Path:
+    root = confined(home(), spec.export_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def resolve_output(spec: JobSpec, out: str | Path) -> Path:
+    """``out`` relative to the export root, or absolute inside it; anything else is refused."""
+    root = export_root(spec)
+    target = Path(out)
+    if not target.is_absolute() and (Path.cwd() / target).resolve().is_relative_to(root):
+        target = (Path.cwd() / target).resolve()  # e.g. ".nasforge/exports/x" from the project root
+    return confined(root, target)
+
+
+def pick_candidate(store: Store, job_id: str, ref: str | None, best: str | None, spec: JobSpec) -> Candidate:
+    """The candidate named by id/key, or the best done one by metric ``best``."""
+    if ref is not None:
+        cand = store.get_candidate(job_id, int(ref) if ref.isdigit() else ref)
+    else:
+        assert best is not None
+        direction = next((o.direction for o in spec.objectives if o.metric == best), None)
+        if direction is None:
+            direction = Direction.MINIMIZE if best.startswith(("latency", "flops", "params", "model_bytes", "kl", "loss", "bops")) else Direction.MAXIMIZE
+        done = [c for c in store.get_candidates(job_id, status=CandidateStatus.DONE) if best in c.metrics]
+        feasible = [c for c in done if all(k.to_constraint().satisfied(c.metrics) for k in spec.constraints)]
+        pool = feasible or done
+        if not pool:
+            raise StoreError(f"job {job_id} has no done candidate with metric {best!r}")
+        sign = 1.0 if direction == Direction.MINIMIZE else -1.0
+        cand = min(pool, key=lambda c: (sign * float(c.metrics[best]), c.id))
+    if cand.status != CandidateStatus.DONE:
+        raise ExportError(f"candidate {cand.id} is {cand.status.value}, only done candidates can be exported")
+    return cand
+
+
+def export_candidate(store: Store, job_id: str, out: str | Path, *, ref: str | None = None,
+                     best: str | None = None) -> tuple[Candidate, Path, list[Path]]:
+    job = store.get_job(job_id)
+    spec = JobSpec.model_validate(dict(job.spec))
+    target = resolve_output(spec, out)
+    cand = pick_candidate(store, job_id, ref, best, spec)
+    kind = workload_kind(spec)
+    workload = WORKLOADS.get(kind)(spec, job_dir(job_id))
+    workload.setup()
+    metadata: dict[str, Any] = {
+        "metrics": dict(cand.metrics),
+        "device": dict(cand.device) if cand.device else None,
+        "source": {"job_id": job_id, "candidate_id": cand.id, "job_name": job.name},
+    }
+    files = workload.export(cand.arch, target, metadata)
+    return cand, target, files
+
+
+def load_export(path: str | Path) -> Any:
+    p = Path(path)
+    meta_path = p / "arch.json"
+    if not meta_path.is_file():
+        raise ExportError(f"{p}: no arch.json; is this a folder written by 'nasforge export'?")
+    meta = json.loads(meta_path.read_text())
+    if int(meta.get("schema_version", 0)) > ARCH_SCHEMA_VERSION:
+        raise ExportError(f"{meta_path}: schema_version {meta['schema_version']} is newer than this nasforge reads "
+                          f"({ARCH_SCHEMA_VERSION}); upgrade nasforge")
+    return WORKLOADS.get(meta["kind"], f"{meta_path}: kind").load_export(p, meta)

@@ -1,0 +1,349 @@
+"""SearchDriver: the one loop every job runs.
+
+ask -> record pending -> evaluate -> record -> track -> tell -> checkpoint, until the budget is
+spent, the strategy has nothing more to ask, or the job is cancelled.
+
+Exactly-once and resume: candidates are keyed by ``Arch.key()`` per job. A strategy that asks an
+arch already done (after a resume, or a duplicate proposal) gets the stored result back without a
+new evaluation. The strategy is checkpointed after every round, so ``resume`` restores it and
+re-asks the same round; its done candidates are reused and only the rest is evaluated. With
+deterministic objectives the resumed job ends with the same Pareto front as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nasforge.core.interfaces import Evaluator, Store, Tracker
+from nasforge.core.types import (
+    Arch,
+    Candidate,
+    CandidateStatus,
+    Constraint,
+    EvalResult,
+    Job,
+    JobState,
+    Objective,
+)
+from nasforge.search.base import Strategy
+from nasforge.search.pareto import constrained_pareto_mask
+from nasforge.spaces.base import SearchSpace
+
+#: rounds in a row without a new evaluation after which the strategy counts as exhausted
+MAX_IDLE_ROUNDS = 5
+#: seconds between checks of the store for a cancellation
+CANCEL_CHECK_S = 1.0
+
+
+class _StoreWriter:
+    """Runs store and tracker writes on one background thread, in submission order.
+
+    The driver hands writes over and goes on dispatching work; ``close`` waits for every write and
+    re-raises the first error. A write that failed stops the ones after it (their order matters:
+    a checkpoint must never land before the results it counts).
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="nasforge-store-writer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                fn, args = item
+                try:
+                    fn(*args)
+                except BaseException as e:  # noqa: BLE001 - handed to the driver thread
+                    self._error = e
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._error is not None:
+            self.close()
+        self._queue.put((fn, args))
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a progress display needs after each result."""
+
+    evaluated: int
+    budget: int | None
+    failed: int
+    round: int
+    best: dict[str, float]
+    elapsed_s: float
+
+
+@dataclass
+class DriverSummary:
+    job_id: str
+    state: JobState
+    rounds: int
+    evaluated: int
+    failed: int
+    reused: int
+    pareto_keys: list[str] = field(default_factory=list)
+    stop_reason: str = ""
+
+
+def objective_matrix(cands: Sequence[Candidate], objectives: Sequence[Objective]) -> np.ndarray:
+    """(n, m) matrix to minimize; NaN-free (missing metrics become +inf)."""
+    out = np.full((len(cands), len(objectives)), np.inf)
+    for i, c in enumerate(cands):
+        for j, o in enumerate(objectives):
+            v = c.metrics.get(o.metric)
+            if v is not None and not math.isnan(float(v)):
+                out[i, j] = o.sign() * float(v)
+    return out
+
+
+def pareto_front(
+    cands: Sequence[Candidate], objectives: Sequence[Objective], constraints: Sequence[Constraint]
+) -> list[Candidate]:
+    """Done, feasible candidates that no other feasible candidate dominates."""
+    done = [c for c in cands if c.status == CandidateStatus.DONE]
+    if not done:
+        return []
+    F = objective_matrix(done, objectives)
+    viol = np.array([sum(k.violation(c.metrics) for k in constraints) for c in done])
+    finite = np.all(np.isfinite(F), axis=1)
+    feasible = (viol == 0) & finite
+    if not feasible.any():
+        return []
+    mask = constrained_pareto_mask(F[feasible], viol[feasible])
+    chosen = [c for c, keep in zip([c for c, f in zip(done, feasible, strict=True) if f], mask, strict=True) if keep]
+    return chosen
+
+
+class SearchDriver:
+    """Runs one job. All collaborators are passed in (see ``nasforge.compose``)."""
+
+    def __init__(
+        self,
+        *,
+        job: Job,
+        space: SearchSpace,
+        strategy: Strategy,
+        evaluator: Evaluator,
+        store: Store,
+        tracker: Tracker,
+        objectives: Sequence[Objective],
+        constraints: Sequence[Constraint] = (),
+        max_evaluations: int | None,
+        wall_time_s: float | None = None,
+        batch_size: int = 20,
+        on_progress: Callable[[Progress], None] | None = None,
+        cost_prefilter: bool = True,
+    ):
+        self.job = job
+        self.space = space
+        self.strategy = strategy
+        self.evaluator = evaluator
+        self.store = store
+        self.tracker = tracker
+        self.objectives = list(objectives)
+        self.constraints = list(constraints)
+        self.max_evaluations = max_evaluations
+        self.wall_time_s = wall_time_s
+        self.batch_size = batch_size
+        self.on_progress = on_progress
+        self.cost_prefilter = cost_prefilter
+
+    # ---- helpers --------------------------------------------------------------------------
+    def _cost_violation(self, arch: Arch) -> str | None:
+        """A reason to skip evaluation when a constraint on an analytic cost already fails."""
+        if not self.cost_prefilter or not self.constraints:
+            return None
+        cost_metrics = {"flops", "params"}
+        relevant = [c for c in self.constraints if c.metric in cost_metrics]
+        if not relevant:
+            return None
+        cost = self.space.cost(arch)
+        for c in relevant:
+            if c.metric in cost and not c.satisfied(cost):
+                return f"violates constraint {c} ({c.metric}={cost[c.metric]:.6g}); not evaluated"
+        return None
+
+    def _best(self, results: Sequence[EvalResult], best: dict[str, float]) -> dict[str, float]:
+        for r in results:
+            if not r.ok:
+                continue
+            if self.constraints and any(not c.satisfied(r.metrics) for c in self.constraints):
+                continue
+            for o in self.objectives:
+                v = r.metrics.get(o.metric)
+                if v is None:
+                    continue
+                cur = best.get(o.metric)
+                if cur is None or o.sign() * v < o.sign() * cur:
+                    best[o.metric] = float(v)
+        return best
+
+    # ---- the loop -------------------------------------------------------------------------
+    def run(self) -> DriverSummary:
+        job_id = self.job.id
+        t_start = time.monotonic()
+        step = 0
+        elapsed_before = 0.0
+        ckpt = self.store.load_checkpoint(job_id)
+        if ckpt is not None:
+            step, state = ckpt
+            self.strategy.load_state_dict(state["strategy"])
+            elapsed_before = float(state.get("elapsed_s", 0.0))
+            committed = int(state.get("committed", 0))
+        else:
+            committed = 0
+        # What the job already knows (after a resume): reused, never evaluated again.
+        known: dict[str, EvalResult] = {
+            c.key: EvalResult(c.key, c.metrics, c.device, c.worker, c.duration_s or 0.0, c.error)
+            for c in self.store.get_candidates(job_id)
+            if c.status in (CandidateStatus.DONE, CandidateStatus.FAILED)
+        }
+        best = self._best(list(known.values()), {})
+        evaluated = len(known)
+        failed = sum(not r.ok for r in known.values())
+        reused = 0
+        idle_rounds = 0
+        summary = DriverSummary(job_id, JobState.RUNNING, step, evaluated, failed, 0)
+        writer = _StoreWriter()
+        cancelled = threading.Event()
+        last_cancel_check = -math.inf
+
+        def elapsed() -> float:
+            return elapsed_before + (time.monotonic() - t_start)
+
+        def check_cancelled() -> None:
+            if self.store.get_job(job_id).state == JobState.CANCELLED:
+                cancelled.set()
+
+        def record(results: list[EvalResult]) -> None:
+            self.tracker.log_candidates(job_id, self.store.record_results(job_id, results))
+
+        # ``committed`` counts evaluations of finished rounds only: round sizes derive from it, so a
+        # resumed job asks exactly the rounds an uninterrupted one would have asked. Store writes go
+        # through ``writer`` (one background thread, in order) so workers do not wait on them.
+        try:
+            while True:
+                if self.max_evaluations is not None and committed >= self.max_evaluations:
+                    summary.stop_reason = "evaluation budget spent"
+                    break
+                if self.wall_time_s is not None and elapsed() >= self.wall_time_s:
+                    summary.stop_reason = "wall-time budget spent"
+                    break
+                if time.monotonic() - last_cancel_check >= CANCEL_CHECK_S:
+                    last_cancel_check = time.monotonic()
+                    writer.submit(check_cancelled)
+                if cancelled.is_set():
+                    summary.state = JobState.CANCELLED
+                    summary.stop_reason = "cancelled"
+                    break
+                n = self.batch_size
+                if self.max_evaluations is not None:
+                    n = min(n, self.max_evaluations - committed)
+                archs = [self.space.validate(a) for a in self.strategy.ask(n)]
+                if not archs:
+                    summary.stop_reason = "strategy has nothing more to ask"
+                    break
+                writer.submit(self.store.add_candidates, job_id, archs, step)
+                todo: list[Arch] = []
+                skipped: list[EvalResult] = []
+                planned: set[str] = set()
+                for arch in archs:
+                    key = arch.key()
+                    if key in planned:
+                        continue
+                    planned.add(key)
+                    if key in known:
+                        reused += 1
+                        continue
+                    reason = self._cost_violation(arch)
+                    if reason is not None:
+                        skipped.append(EvalResult(key, self.space.cost(arch), error=reason))
+                    else:
+                        todo.append(arch)
+                if skipped:
+                    writer.submit(record, skipped)
+                    known.update((r.arch_key, r) for r in skipped)
+                    evaluated += len(skipped)
+                    failed += len(skipped)
+                if todo:
+                    idle_rounds = 0
+                    writer.submit(self.store.mark_running, job_id, [a.key() for a in todo])
+
+                    def progress(res: EvalResult, _step: int = step) -> None:
+                        nonlocal evaluated, failed
+                        evaluated += 1
+                        failed += 0 if res.ok else 1
+                        self._best([res], best)
+                        if self.on_progress is not None:
+                            self.on_progress(Progress(evaluated, self.max_evaluations, failed, _step, dict(best), elapsed()))
+
+                    results = self.evaluator.evaluate(todo, on_result=progress)
+                    writer.submit(record, results)
+                    known.update((r.arch_key, r) for r in results)
+                elif not skipped:
+                    idle_rounds += 1
+                    if idle_rounds >= MAX_IDLE_ROUNDS:
+                        summary.stop_reason = f"strategy proposed only known candidates {MAX_IDLE_ROUNDS} rounds in a row"
+                        break
+                self.strategy.tell(archs, [known[a.key()] for a in archs])
+                step += 1
+                committed = evaluated = len(known)
+                failed = sum(not r.ok for r in known.values())
+                writer.submit(self.store.save_checkpoint, job_id, step,
+                              {"strategy": self.strategy.state_dict(), "elapsed_s": elapsed(), "committed": committed})
+                round_metrics: dict[str, float] = {"evaluated": float(evaluated), "failed": float(failed)}
+                round_metrics.update({f"best_{k}": v for k, v in best.items()})
+                report = getattr(self.strategy, "report", None)
+                if callable(report):
+                    round_metrics.update({f"strategy_{k}": float(v) for k, v in report().items()})
+                writer.submit(self.tracker.log_progress, job_id, step, round_metrics)
+                if self.on_progress is not None:
+                    self.on_progress(Progress(evaluated, self.max_evaluations, failed, step, dict(best), elapsed()))
+        finally:
+            writer.close()  # every queued write lands (or its error is raised) before we go on
+
+        all_cands = self.store.get_candidates(job_id)
+        front = pareto_front(all_cands, self.objectives, self.constraints)
+        self.store.set_pareto(job_id, [c.key for c in front])
+        summary.rounds = step
+        summary.evaluated = evaluated
+        summary.failed = failed
+        summary.reused = reused
+        summary.pareto_keys = [c.key for c in front]
+        if summary.state == JobState.RUNNING:
+            summary.state = JobState.DONE
+        return summary
+
+
+def summary_dict(summary: DriverSummary, counts: dict[str, int], pareto_ids: list[int]) -> dict[str, Any]:
+    """The one JSON object ``submit --json`` prints."""
+    return {
+        "job_id": summary.job_id,
+        "state": summary.state.value,
+        "counts": counts,
+        "rounds": summary.rounds,
+        "pareto": pareto_ids,
+        "stop_reason": summary.stop_reason,
+    }

@@ -1,0 +1,1 @@
+"""Alembic migrations of the nasforge store (run programmatically by ``open_store``)."""

@@ -1,0 +1,1 @@
+"""Alembic revision files of the nasforge store, oldest first."""

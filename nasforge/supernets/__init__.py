@@ -1,0 +1,21 @@
+"""Weight-sharing supernets, their dynamic layers, trainers, BN recalibration, extraction.
+
+Imports torch only when a registered entry is resolved.
+"""
+
+from nasforge.core.registry import Registry
+
+SUPERNETS: Registry = Registry(
+    "supernet",
+    {
+        "bignas": "nasforge.supernets.bignas:BigNASSupernet",
+    },
+)
+TRAINERS: Registry = Registry(
+    "trainer",
+    {
+        "sandwich": "nasforge.supernets.trainer:SandwichTrainer",
+    },
+)
+
+__all__ = ["SUPERNETS", "TRAINERS"]

@@ -1,0 +1,74 @@
+"""``nasforge ui``: the MLflow UI on this project's tracking store, bound to 127.0.0.1.
+
+Also runnable as ``python -m nasforge.tracking.ui [--port P] [--uri URI]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from nasforge.core.paths import default_tracking_uri
+
+
+def ui_command(uri: str, host: str = "127.0.0.1", port: int = 5000, *, workers: int = 1) -> list[str]:
+    """The ``mlflow server`` command line serving ``uri`` (a database URI) on ``host:port``."""
+    from nasforge.tracking.mlflow_tracker import default_artifact_root
+
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
+           "--port", str(port), "--workers", str(workers)]
+    root = default_artifact_root(uri)
+    if root is not None:
+        cmd += ["--default-artifact-root", root]
+    return cmd
+
+
+def run_ui(uri: str | None = None, host: str = "127.0.0.1", port: int = 5000) -> int:
+    """Serve the MLflow UI for ``uri`` (default: ``NASFORGE_HOME/mlflow.db``) until Ctrl-C.
+
+    Creates the tracking database first when it does not exist. Returns the server's exit code
+    (0 after Ctrl-C / SIGTERM).
+    """
+    from nasforge.tracking.mlflow_tracker import apply_http_env_defaults, ensure_tracking_store
+
+    apply_http_env_defaults()
+    uri = ensure_tracking_store(uri or default_tracking_uri())
+    cmd = ui_command(uri, host, port)
+    print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C stops it)", flush=True)
+    # The UI needs no GenAI job runner (it would start a pool of huey consumers on this machine).
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
+    proc = subprocess.Popen(cmd, start_new_session=True, env=env)
+
+    def _stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the server and its gunicorn/uvicorn workers
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nasforge.tracking.ui", description=__doc__)
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--uri", default=None, help="tracking URI (default: NASFORGE_HOME/mlflow.db)")
+    args = parser.parse_args(argv)
+    return run_ui(args.uri, port=args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

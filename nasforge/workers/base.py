@@ -1,0 +1,74 @@
+"""Workload: everything job-kind specific that runs in the coordinator and in each worker.
+
+One Workload class per job kind (``supernet`` for supernet search, ``compression`` for bit /
+sparsity allocation), registered in ``nasforge.workers.WORKLOADS``. The driver and the Ray pool
+stay generic; they call only these methods.
+
+Life cycle:
+1. coordinator: ``build_space(spec)`` -> the SearchSpace (cheap; also used by ``validate``).
+2. coordinator: ``prepare(spec, job_dir, log)`` once per job before workers start (train the
+   supernet, build the per-layer level database ...). Must be resumable: when its outputs are
+   already in ``job_dir`` it returns at once.
+3. each worker: ``Workload(spec, job_dir)`` then ``setup()`` loads the model once.
+4. each worker: ``evaluate(arch) -> metrics`` many times; raising marks that candidate failed.
+5. coordinator: ``export(arch, out_dir)`` writes a deployable folder that ``nasforge.load`` reads.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nasforge.core.spec import JobSpec
+from nasforge.core.types import Arch
+from nasforge.spaces.base import SearchSpace
+
+LogFn = Callable[[str], None]
+
+
+class Workload(ABC):
+    kind: str = ""
+
+    def __init__(self, spec: JobSpec, job_dir: Path):
+        self.spec = spec
+        self.job_dir = Path(job_dir)
+
+    @classmethod
+    @abstractmethod
+    def build_space(cls, spec: JobSpec) -> SearchSpace: ...
+
+    @classmethod
+    def validate_spec(cls, spec: JobSpec) -> None:
+        """Check component names/options of the spec (raise NasforgeError); writes nothing."""
+        cls.build_space(spec)
+
+    @classmethod
+    def prepare(cls, spec: JobSpec, job_dir: Path, log: LogFn = print) -> dict[str, float]:
+        """One-time, resumable preparation in the coordinator; returns metrics to track."""
+        return {}
+
+    @abstractmethod
+    def setup(self) -> None:
+        """Load model and data (once per worker)."""
+
+    @abstractmethod
+    def evaluate(self, arch: Arch) -> dict[str, float]:
+        """Metrics of one arch (accuracy, flops, params, model_bytes, latency_ms, ...)."""
+
+    @abstractmethod
+    def device_profile(self) -> dict[str, Any]:
+        """Where latency was measured: cpu model / gpu name, torch version, threads, dtype, batch."""
+
+    @abstractmethod
+    def export(self, arch: Arch, out_dir: Path, metadata: dict[str, Any]) -> list[Path]:
+        """Write the deployable folder; ``metadata`` goes into arch.json. Returns files written.
+
+        ``arch.json`` must hold ``"kind": cls.kind`` so ``nasforge.load`` finds ``load_export``.
+        """
+
+    @classmethod
+    @abstractmethod
+    def load_export(cls, path: Path, meta: dict[str, Any]) -> Any:
+        """Rebuild the exported model (a plain ``nn.Module`` in eval mode) from its folder."""

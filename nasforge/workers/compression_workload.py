@@ -1,0 +1,324 @@
+"""CompressionWorkload: bit / sparsity allocation on any trained model (job files with ``model:``).
+
+- ``build_space``: build the model (``timm:NAME`` + weights, ``package.module:factory`` [+
+  weights], or ``export:PATH`` of a nasforge export), discover its Conv/Linear layers and return
+  a torch-free ``CompressionSpace`` whose options carry the layer table. Cached per process.
+- ``prepare`` (coordinator, once, resumable): into ``JOB_DIR/compress/`` the dense weights,
+  the reference logits of the uncompressed model on the calibration images (a prefix of the
+  train split) and on the held-out split, and the per-layer level database (every layer at every
+  level, computed once).
+- ``setup`` / ``evaluate`` (workers): swap the stored levels into one model and measure ``kl``
+  (mean KL(p_dense || p_compressed) on the calibration images), ``accuracy`` and ``loss`` on the
+  held-out split, and the exact costs ``model_bytes`` (packed), ``avg_bits``, ``sparsity``,
+  ``bops``, ``params``, ``flops``. Latency is not claimed: fake-quant and unstructured sparsity
+  do not run faster on CPU.
+- ``export``: ``model.safetensors`` (packed integer codes + fp16 scales + 1-bit masks),
+  ``allocation.json`` and ``arch.json`` (``"kind": "compression"``); ``load_export`` rebuilds the
+  compressed model (``nasforge.compress.export.load_compressed``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nasforge.core.errors import JobSpecError
+from nasforge.core.spec import JobSpec
+from nasforge.core.types import ARCH_SCHEMA_VERSION, Arch
+from nasforge.spaces.base import SearchSpace
+from nasforge.spaces.compression import CompressionSpace, CompressionSpaceOptions
+from nasforge.workers.base import LogFn, Workload
+
+FILLED_KEYS = ("layers", "other_bytes", "other_params")
+_SPACE_CACHE: dict[str, CompressionSpace] = {}
+_MODEL_CACHE: dict[str, Any] = {}
+
+
+def _space_options(spec: JobSpec) -> CompressionSpaceOptions:
+    from pydantic import ValidationError
+
+    if spec.space.name != "compression":
+        raise JobSpecError(f"space.name: a job with 'model:' compresses a model; use space 'compression', "
+                           f"not {spec.space.name!r}")
+    given = dict(spec.space.options)
+    for k in FILLED_KEYS:
+        if k in given:
+            raise JobSpecError(f"space.options.{k}: filled in by layer discovery; remove it")
+    try:
+        return CompressionSpaceOptions.model_validate(given)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        msg = "unknown option" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+        allowed = ", ".join(k for k in CompressionSpaceOptions.model_fields if k not in FILLED_KEYS)
+        raise JobSpecError(f"space.options.{loc}: {msg} (options: {allowed})") from None
+
+
+def _model_key(spec: JobSpec) -> str:
+    assert spec.model is not None
+    return json.dumps([spec.model.source, spec.model.weights, spec.model.options], sort_keys=True, default=str)
+
+
+def build_dense_model(spec: JobSpec, search_roots: tuple[str, ...] = ()) -> Any:
+    """The uncompressed model of ``spec.model`` (eval mode, CPU)."""
+    from nasforge.compress.sources import build_model
+
+    if spec.model is None:
+        raise JobSpecError("model: a compression job needs a 'model:' block (source, weights, options)")
+    src = spec.model.source
+    if src.startswith("export:"):
+        from nasforge.export import load_export
+
+        path = src.split(":", 1)[1]
+        if not Path(path).exists():
+            raise JobSpecError(f"model.source: export folder {path} does not exist")
+        return load_export(path).eval().cpu()
+    if src.startswith("job:"):
+        raise JobSpecError("model.source: 'job:' sources are not supported yet; export the candidate "
+                           "(nasforge export JOB CAND -o DIR) and use 'export:DIR'")
+    return build_model(src, spec.model.weights, spec.model.options, search_roots)
+
+
+class CompressionWorkload(Workload):
+    kind = "compression"
+
+    # ---- coordinator ----------------------------------------------------------------------
+    @classmethod
+    def input_shape(cls, spec: JobSpec, opts: CompressionSpaceOptions) -> tuple[int, ...]:
+        if opts.input_shape is not None:
+            return tuple(opts.input_shape)
+        from nasforge.data import load_dataset
+
+        return tuple(load_dataset(spec.evaluation.dataset).input_shape)
+
+    @classmethod
+    def _model(cls, spec: JobSpec, search_roots: tuple[str, ...] = ()) -> Any:
+        key = _model_key(spec)
+        if key not in _MODEL_CACHE:
+            _MODEL_CACHE.clear()  # one model per process
+            _MODEL_CACHE[key] = build_dense_model(spec, search_roots)
+        return _MODEL_CACHE[key]
+
+    @classmethod
+    def build_space(cls, spec: JobSpec, search_roots: tuple[str, ...] = ()) -> SearchSpace:
+        import torch
+
+        from nasforge.compress.discovery import discover_layers, state_dict_split
+
+        opts = _space_options(spec)
+        key = _model_key(spec) + opts.model_dump_json()
+        if key in _SPACE_CACHE:
+            return _SPACE_CACHE[key]
+        model = cls._model(spec, search_roots)
+        shape = cls.input_shape(spec, opts)
+        x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+        layers, _unknown = discover_layers(model, x, group_by=opts.group_by, skip_first=opts.skip_first,
+                                           skip_last=opts.skip_last, skip=opts.skip)
+        if not layers:
+            raise JobSpecError(f"model.source: {spec.model.source if spec.model else '?'} has no Conv/Linear "
+                               "layer left to compress (check space.options.skip*)")
+        other_bytes, other_params = state_dict_split(model, layers)
+        space = CompressionSpace(opts.model_copy(update={"layers": layers, "other_bytes": other_bytes,
+                                                         "other_params": other_params}))
+        _SPACE_CACHE[key] = space
+        return space
+
+    @classmethod
+    def validate_spec(cls, spec: JobSpec) -> None:
+        from nasforge.data import DATASET_NAMES
+
+        if spec.model is None:
+            raise JobSpecError("model: a compression job needs a 'model:' block")
+        ds = spec.evaluation.dataset
+        if ds.name not in DATASET_NAMES:
+            raise JobSpecError(f"evaluation.dataset.name: unknown dataset {ds.name!r}; choose one of {', '.join(DATASET_NAMES)}")
+        if spec.model.weights is not None and not Path(spec.model.weights).expanduser().exists():
+            raise JobSpecError(f"model.weights: {spec.model.weights} does not exist")
+        cls.build_space(spec)
+
+    @staticmethod
+    def root(job_dir: Path) -> Path:
+        return Path(job_dir) / "compress"
+
+    @classmethod
+    def prepare(cls, spec: JobSpec, job_dir: Path, log: LogFn = print) -> dict[str, float]:
+        """Dense weights, reference logits and the level database into ``JOB_DIR/compress``."""
+        import torch
+        from safetensors.torch import save_file, save_model
+
+        from nasforge.compress.levels import LevelDatabase
+        from nasforge.compress.metrics import accuracy, logits_of
+        from nasforge.data import load_dataset
+
+        root = cls.root(job_dir)
+        ready = root / "ready.json"
+        if ready.exists():
+            return json.loads(ready.read_text())["metrics"]
+        root.mkdir(parents=True, exist_ok=True)
+        roots = (str(Path.cwd()),)
+        (root / "model.json").write_text(json.dumps({"search_roots": list(roots)}))
+        t0 = time.perf_counter()
+        space = cls.build_space(spec, roots)
+        assert isinstance(space, CompressionSpace)
+        model = cls._model(spec, roots)
+        save_model(model, str(root / "dense.safetensors"))
+        data = load_dataset(spec.evaluation.dataset)
+        calib = data.train[0][: space.opts.calibration_images]
+        X, y = cls._heldout(spec, data)
+        torch.manual_seed(spec.seed)
+        ref_calib = logits_of(model, calib, spec.evaluation.batch_size)
+        ref_eval = logits_of(model, X, spec.evaluation.batch_size)
+        save_file({"calib": ref_calib.contiguous(), "eval": ref_eval.contiguous()}, str(root / "reference.safetensors"))
+        log(f"compression: {len(space.opts.layers)} layers in {len(space.groups())} groups, "
+            f"dense accuracy {accuracy(ref_eval, y):.4f}; building the level database")
+        db = LevelDatabase(root / "levels", space)
+        db.build(model, calib)
+        metrics = {"dense_accuracy": accuracy(ref_eval, y), "layers": float(len(space.opts.layers)),
+                   "groups": float(len(space.groups())), "levels": float(len(db.levels())),
+                   "prepare_seconds": time.perf_counter() - t0}
+        ready.write_text(json.dumps({"metrics": metrics}))
+        return metrics
+
+    @staticmethod
+    def _heldout(spec: JobSpec, data: Any) -> tuple[Any, Any]:
+        X, y = data.val if spec.evaluation.split == "val" else data.test
+        if spec.evaluation.max_images is not None:
+            X, y = X[: spec.evaluation.max_images], y[: spec.evaluation.max_images]
+        return X, y
+
+    # ---- worker ---------------------------------------------------------------------------
+    def setup(self) -> None:
+        import torch
+        from safetensors.torch import load_file, load_model
+
+        from nasforge.compress.levels import LevelDatabase
+        from nasforge.data import load_dataset
+
+        spec = self.spec
+        self.threads = spec.evaluation.latency.threads
+        torch.set_num_threads(self.threads)
+        root = self.root(self.job_dir)
+        if not (root / "ready.json").exists():
+            self.prepare(spec, self.job_dir, log=lambda s: None)
+        roots = tuple(json.loads((root / "model.json").read_text()).get("search_roots", []))
+        space = self.build_space(spec, roots)
+        assert isinstance(space, CompressionSpace)
+        self.space = space
+        self.model = build_dense_model(spec, roots)
+        load_model(self.model, str(root / "dense.safetensors"))
+        self.model.eval()
+        self.dense_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        ref = load_file(str(root / "reference.safetensors"))
+        self.ref_calib, self.ref_eval = ref["calib"], ref["eval"]
+        data = load_dataset(spec.evaluation.dataset)
+        self.calib = data.train[0][: space.opts.calibration_images]
+        self.eval_X, self.eval_y = self._heldout(spec, data)
+        self.db = LevelDatabase(root / "levels", space)
+        self.search_roots = roots
+
+    def compressed_model(self, arch: Arch) -> Any:
+        """The worker's model with ``arch``'s levels swapped in (shared; valid until the next call)."""
+        self.db.apply(self.model, self.space.layer_levels(self.space.validate(arch)))
+        return self.model
+
+    def evaluate(self, arch: Arch) -> dict[str, float]:
+        from nasforge.compress.metrics import accuracy, cross_entropy, kl_divergence, logits_of
+
+        model = self.compressed_model(arch)
+        bs = self.spec.evaluation.batch_size
+        metrics = {"kl": kl_divergence(self.ref_calib, logits_of(model, self.calib, bs))}
+        logits = logits_of(model, self.eval_X, bs)
+        metrics["accuracy"] = accuracy(logits, self.eval_y)
+        metrics["loss"] = cross_entropy(logits, self.eval_y)
+        metrics.update({k: float(v) for k, v in self.space.cost(arch).items()})
+        return metrics
+
+    def device_profile(self) -> dict[str, Any]:
+        import platform
+
+        import torch
+
+        return {"device": "cpu", "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                "threads": self.threads, "dtype": "float32 (fake-quant)",
+                "latency": "not measured: fake-quant and unstructured sparsity do not run faster on CPU"}
+
+    # ---- export ---------------------------------------------------------------------------
+    def export(self, arch: Arch, out_dir: Path, metadata: dict[str, Any]) -> list[Path]:
+        from nasforge.compress.export import WEIGHTS_FILE, load_compressed, pack_state_dict, write_weights
+        from nasforge.compress.metrics import logits_of
+
+        assert self.spec.model is not None
+        arch = self.space.validate(arch)
+        out_dir = Path(out_dir)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True)
+        self.model.load_state_dict(self.dense_state)
+        tensors, layer_meta = pack_state_dict(self.model, self.space, arch, self.calib)
+        weights = out_dir / WEIGHTS_FILE
+        written = write_weights(tensors, layer_meta, weights)
+        levels = self.space.layer_levels(arch)
+        allocation = {
+            "layers": [{"name": la.name, "group": la.group, "shape": la.shape, "bits": levels[la.name][0],
+                        "sparsity": levels[la.name][1]} for la in self.space.opts.layers],
+            "quantizer": {"granularity": self.space.opts.granularity, "group_size": self.space.opts.group_size,
+                          "symmetric": self.space.opts.symmetric},
+            "pruning": self.space.opts.pruning,
+            "costs": self.space.cost(arch),
+        }
+        alloc_path = out_dir / "allocation.json"
+        alloc_path.write_text(json.dumps(allocation, indent=2) + "\n")
+        meta = {
+            "schema_version": ARCH_SCHEMA_VERSION,
+            "kind": self.kind,
+            "space": {"id": self.space.id, "version": self.space.version},
+            "arch": arch.to_dict(),
+            "key": arch.key(),
+            "model": {"source": self.spec.model.source, "options": dict(self.spec.model.options),
+                      "weights": self.spec.model.weights, "search_roots": list(self.search_roots)},
+            "packed_bytes": written,
+            "files": [WEIGHTS_FILE, "allocation.json"],
+            **metadata,
+        }
+        arch_json = out_dir / "arch.json"
+        arch_json.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        # the reloaded export must compute what was evaluated
+        fake = logits_of(self.compressed_model(arch), self.calib[:64])
+        again = logits_of(load_compressed(out_dir, build=self._builder()), self.calib[:64])
+        diff = float((fake - again).abs().max())
+        meta["reload_check"] = {"max_abs_logit_diff": diff, "images": int(len(fake))}
+        arch_json.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        if diff > 1e-3 * max(1.0, float(fake.abs().max())):
+            raise RuntimeError(f"compressed export reloads with logits off by {diff:.3g}")
+        return [weights, alloc_path, arch_json]
+
+    def _builder(self) -> Any:
+        spec = self.spec
+
+        def build(block: Mapping[str, Any]) -> Any:
+            return build_dense_model(spec, tuple(block.get("search_roots", [])))
+
+        return build
+
+    @classmethod
+    def load_export(cls, path: Path, meta: dict[str, Any]) -> Any:
+        from nasforge.compress.export import load_compressed
+        from nasforge.compress.sources import build_model
+
+        def build(block: Mapping[str, Any]) -> Any:
+            src = block["source"]
+            if src.startswith("export:"):
+                from nasforge.export import load_export
+
+                return load_export(src.split(":", 1)[1])
+            return build_model(src, None, block.get("options", {}), block.get("search_roots", []),
+                               require_weights=False)
+
+        return load_compressed(path, build=build)
+
+
+__all__ = ["CompressionWorkload", "build_dense_model"]

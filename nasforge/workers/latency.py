@@ -1,0 +1,104 @@
+"""Real latency measurement: warm-up, then repeated timed forward passes.
+
+CPU: ``time.perf_counter`` around each call, with the torch thread count set explicitly (a reused
+Ray worker keeps whatever the last task set, so we always set it and record it).
+GPU: CUDA events around each call, synchronised, so host overhead is not counted as device time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def cpu_model_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_profile(device: torch.device, *, threads: int, batch_size: int, dtype: torch.dtype) -> dict[str, Any]:
+    """What a latency figure was measured on; ``id`` is a stable hash used as the cache key."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        kind = "gpu"
+    else:
+        name = cpu_model_name()
+        kind = "cpu"
+    profile: dict[str, Any] = {
+        "kind": kind,
+        "name": name,
+        "torch": torch.__version__,
+        "threads": threads,
+        "batch_size": batch_size,
+        "dtype": str(dtype).removeprefix("torch."),
+        "host_cpus": os.cpu_count(),
+    }
+    ident = {k: profile[k] for k in ("kind", "name", "torch", "threads", "batch_size", "dtype")}
+    profile["id"] = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    return profile
+
+
+@torch.inference_mode()
+def measure_latency(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    warmup: int = 5,
+    repeats: int = 20,
+    threads: int | None = 1,
+) -> dict[str, float]:
+    """Median and p90 latency (ms) of ``model(example_input)`` on the input's device.
+
+    ``threads`` sets ``torch.set_num_threads`` for the measurement (CPU); ``None`` leaves it.
+    Returns ``latency_ms`` (median), ``latency_p90_ms``, ``latency_mean_ms``, ``latency_cv``
+    (std/mean of the repeats) and ``latency_threads``.
+    """
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    model.eval()
+    device = example_input.device
+    times: list[float] = []
+    if device.type == "cuda":
+        for _ in range(warmup):
+            model(example_input)
+        torch.cuda.synchronize(device)
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+        for s, e in zip(starts, ends, strict=True):
+            s.record()
+            model(example_input)
+            e.record()
+        torch.cuda.synchronize(device)
+        times = [s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)]
+    else:
+        for _ in range(warmup):
+            model(example_input)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(example_input)
+            times.append((time.perf_counter() - t0) * 1e3)
+    arr = np.asarray(times, dtype=np.float64)
+    mean = float(arr.mean())
+    return {
+        "latency_ms": float(np.median(arr)),
+        "latency_p90_ms": float(np.percentile(arr, 90)),
+        "latency_mean_ms": mean,
+        "latency_cv": float(arr.std() / mean) if mean > 0 else 0.0,
+        "latency_threads": float(torch.get_num_threads()),
+    }

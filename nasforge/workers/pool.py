@@ -1,0 +1,326 @@
+"""RayPoolEvaluator: a pool of Ray actors, each holding the job's Workload once.
+
+- Placement: each actor asks for ``workers.cpus`` CPUs, ``workers.gpus`` GPUs and the custom
+  resources in ``workers.resources``. Before any actor is created the request is checked
+  against the live nodes: a request no node can satisfy raises ResourceUnavailableError at once
+  (Ray would otherwise keep the actor pending forever).
+- Dispatch: archs go out in chunks of ``workers.chunk_size``; each actor has up to two chunks in
+  flight so it never waits for the driver between chunks.
+- Faults: when an actor dies (process or node lost) its chunks are re-queued on live actors and a
+  replacement actor is started; a chunk is retried arch by arch after its first loss, and an arch
+  whose evaluation killed a worker more than ``workers.max_retries`` times comes back failed,
+  with the reason. Exceptions raised by the workload come back as failed results at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
+
+from nasforge.core.errors import ResourceUnavailableError
+from nasforge.core.interfaces import Evaluator
+from nasforge.core.spec import JobSpec
+from nasforge.core.types import Arch, EvalResult
+
+log = logging.getLogger(__name__)
+
+SETUP_TIMEOUT_S = 900.0
+#: how long a replacement worker may take to start before the pool goes on without it
+REPLACEMENT_TIMEOUT_S = 60.0
+
+
+def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
+    """Connect to ``address`` or start a local Ray instance. Returns True if this call started it."""
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": True,
+        "configure_logging": False,
+        "ignore_reinit_error": True,
+    }
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        # "local": always a new instance of our own, even when another Ray cluster runs here
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
+    return True
+
+
+def worker_request(spec: JobSpec) -> dict[str, float]:
+    req: dict[str, float] = {"CPU": float(spec.workers.cpus)}
+    if spec.workers.gpus:
+        req["GPU"] = float(spec.workers.gpus)
+    for name, amount in spec.workers.resources.items():
+        req[name] = float(amount)
+    return req
+
+
+def placeable_workers(request: Mapping[str, float], nodes: Sequence[Mapping[str, Any]]) -> int:
+    """How many workers with ``request`` fit on the live nodes' total resources."""
+    total = 0
+    for node in nodes:
+        if not node.get("Alive", False):
+            continue
+        res = node.get("Resources", {})
+        fits = min((int(res.get(k, 0.0) // v) if v > 0 else 10**9) for k, v in request.items())
+        total += max(fits, 0)
+    return total
+
+
+def check_placement(request: Mapping[str, float], count: int) -> int:
+    """Raise ResourceUnavailableError if no node can host one worker; else the count to start."""
+    nodes = ray.nodes()
+    fits = placeable_workers(request, nodes)
+    if fits == 0:
+        have: dict[str, float] = {}
+        for node in nodes:
+            if node.get("Alive"):
+                for k, v in node.get("Resources", {}).items():
+                    if not k.startswith("node:") and k not in ("memory", "object_store_memory"):
+                        have[k] = max(have.get(k, 0.0), v)
+        missing = [k for k, v in request.items() if have.get(k, 0.0) < v]
+        hint = (
+            "set workers.gpus: 0 or submit with --address to a cluster that has GPUs"
+            if "GPU" in missing
+            else "lower workers.cpus / workers.resources or add nodes that have them"
+        )
+        raise ResourceUnavailableError(
+            f"workers: each worker asks for {dict(request)} but no node of the Ray cluster has "
+            f"{', '.join(missing) or 'that much'} (largest node has {have}); {hint}"
+        )
+    if fits < count:
+        log.warning("workers.count=%d but the cluster fits only %d such workers; starting %d", count, fits, fits)
+    return min(count, fits)
+
+
+@ray.remote(max_restarts=0, max_task_retries=0)
+class EvalWorker:
+    """Holds one Workload; evaluates chunks of archs (as JSON) and returns result dicts."""
+
+    def __init__(self, kind: str, spec_json: dict[str, Any], job_dir: str, threads: int, index: int):
+        import torch
+
+        from nasforge.core.registry import import_object
+        from nasforge.workers import WORKLOADS
+
+        self.threads = threads
+        torch.set_num_threads(threads)
+        self.name = f"w{index}@{socket.gethostname()}:{os.getpid()}"
+        spec = JobSpec.model_validate(spec_json)
+        # a registered kind, or "package.module:Class" (worker processes see only static registries)
+        workload_cls = import_object(kind) if ":" in kind else WORKLOADS.get(kind)
+        self.workload = workload_cls(spec, Path(job_dir))
+        self.workload.setup()
+        self.profile = self.workload.device_profile()
+
+    def ready(self) -> dict[str, Any]:
+        return {"name": self.name, "device": self.profile, "node": ray.get_runtime_context().get_node_id()}
+
+    def evaluate(self, archs_json: list[str]) -> list[dict[str, Any]]:
+        import torch
+
+        torch.set_num_threads(self.threads)  # a reused process may have been changed since
+        out = []
+        for text in archs_json:
+            arch = Arch.from_json(text)
+            t0 = time.perf_counter()
+            try:
+                metrics = self.workload.evaluate(arch)
+                error = None
+            except Exception as e:  # noqa: BLE001 - a candidate's failure is data, not a crash
+                metrics = {}
+                error = f"{type(e).__name__}: {e}"
+                tb = traceback.format_exc(limit=3)
+                log.debug("candidate %s failed: %s", arch.key(), tb)
+            out.append(
+                {
+                    "arch_key": arch.key(),
+                    "metrics": metrics,
+                    "device": self.profile,
+                    "worker": self.name,
+                    "duration_s": time.perf_counter() - t0,
+                    "error": error,
+                }
+            )
+        return out
+
+
+@dataclass
+class _Slot:
+    actor: Any
+    name: str
+    in_flight: dict[Any, list[int]] = field(default_factory=dict)  # object ref -> arch indices
+
+
+class RayPoolEvaluator(Evaluator):
+    """Evaluator over ``spec.workers.count`` Ray actors (see module docstring)."""
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        job_dir: Path,
+        *,
+        kind: str,
+        address: str | None = None,
+        max_in_flight: int = 2,
+    ):
+        self.spec = spec
+        self.kind = kind
+        self.job_dir = Path(job_dir)
+        self.max_in_flight = max_in_flight
+        self.chunk_size = spec.workers.chunk_size
+        self.max_retries = spec.workers.max_retries
+        self.threads = spec.evaluation.latency.threads
+        self._started_ray = ensure_ray(address, num_cpus=max(os.cpu_count() or 1, int(spec.workers.count * spec.workers.cpus)))
+        self.request = worker_request(spec)
+        try:
+            self.count = check_placement(self.request, spec.workers.count)
+            self._next_index = 0
+            self.slots: list[_Slot] = []
+            self.restarts = 0
+            self.lost_workers = 0
+            self._start_actors(self.count)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- actors ---------------------------------------------------------------------------
+    def _new_actor(self) -> Any:
+        idx = self._next_index
+        self._next_index += 1
+        opts: dict[str, Any] = {"num_cpus": self.request["CPU"]}
+        if "GPU" in self.request:
+            opts["num_gpus"] = self.request["GPU"]
+        custom = {k: v for k, v in self.request.items() if k not in ("CPU", "GPU")}
+        if custom:
+            opts["resources"] = custom
+        return EvalWorker.options(**opts).remote(  # type: ignore[attr-defined]
+            self.kind, self.spec.to_dict(), str(self.job_dir), self.threads, idx
+        )
+
+    def _start_actors(self, n: int, timeout_s: float = SETUP_TIMEOUT_S) -> None:
+        actors = [self._new_actor() for _ in range(n)]
+        refs = [a.ready.remote() for a in actors]
+        try:
+            infos = ray.get(refs, timeout=timeout_s)
+        except GetTimeoutError:
+            for a in actors:
+                ray.kill(a)
+            raise ResourceUnavailableError(
+                f"workers did not start within {timeout_s:.0f} s; check the cluster's free resources"
+            ) from None
+        except RayActorError as e:
+            cause = getattr(e, "cause", None) or e
+            raise RuntimeError(f"a worker failed while loading the workload: {cause}") from None
+        for actor, info in zip(actors, infos, strict=True):
+            self.slots.append(_Slot(actor=actor, name=info["name"]))
+        self.device_profiles = {info["name"]: info["device"] for info in infos}
+
+    @property
+    def worker_names(self) -> list[str]:
+        return [s.name for s in self.slots]
+
+    # ---- evaluation -----------------------------------------------------------------------
+    def evaluate(
+        self, archs: Sequence[Arch], on_result: Callable[[EvalResult], None] | None = None
+    ) -> list[EvalResult]:
+        results: list[EvalResult | None] = [None] * len(archs)
+        payload = [a.to_json() for a in archs]
+        deaths = [0] * len(archs)
+        queue: deque[list[int]] = deque(
+            list(range(i, min(i + self.chunk_size, len(archs)))) for i in range(0, len(archs), self.chunk_size)
+        )
+        ref_to_slot: dict[Any, _Slot] = {}
+
+        def fail(i: int, error: str) -> None:
+            res = EvalResult(arch_key=archs[i].key(), error=error)
+            results[i] = res
+            if on_result is not None:
+                on_result(res)
+
+        def dispatch() -> None:
+            for slot in sorted(self.slots, key=lambda s: len(s.in_flight)):
+                while queue and len(slot.in_flight) < self.max_in_flight:
+                    chunk = queue.popleft()
+                    ref = slot.actor.evaluate.remote([payload[i] for i in chunk])
+                    slot.in_flight[ref] = chunk
+                    ref_to_slot[ref] = slot
+
+        dispatch()
+        while ref_to_slot:
+            ready, _ = ray.wait(list(ref_to_slot), num_returns=1)
+            ref = ready[0]
+            slot = ref_to_slot.pop(ref)
+            chunk = slot.in_flight.pop(ref)
+            try:
+                rows = ray.get(ref)
+            except RayActorError as e:
+                self._replace(slot, ref_to_slot, queue, deaths, chunk, e, fail)
+            except RayError as e:  # task-level failure not caused by actor death
+                for i in chunk:
+                    fail(i, f"worker error: {type(e).__name__}: {e}")
+            else:
+                for i, row in zip(chunk, rows, strict=True):
+                    res = EvalResult(**row)
+                    results[i] = res
+                    if on_result is not None:
+                        on_result(res)
+            dispatch()
+        return [r for r in results if r is not None]
+
+    def _replace(self, dead: _Slot, ref_to_slot: dict[Any, _Slot], queue: deque[list[int]],
+                 deaths: list[int], chunk: list[int], err: Exception,
+                 fail: Callable[[int, str], None]) -> None:
+        """An actor died: requeue its work one arch per chunk, fail repeat killers, start a new one."""
+        lost = [chunk, *dead.in_flight.values()]
+        for ref in list(dead.in_flight):
+            ref_to_slot.pop(ref, None)
+        dead.in_flight.clear()
+        if dead in self.slots:
+            self.slots.remove(dead)
+            self.lost_workers += 1
+        log.warning("worker %s died (%s); re-queueing %d candidates", dead.name, type(err).__name__,
+                    sum(len(c) for c in lost))
+        for c in lost:
+            for i in c:
+                deaths[i] += 1
+                if deaths[i] > self.max_retries:
+                    fail(i, f"worker died {deaths[i]} times while evaluating this candidate "
+                            f"(last: {type(err).__name__}); not retried (workers.max_retries={self.max_retries})")
+                else:
+                    queue.append([i])
+        # room for a replacement on the live nodes (totals: freed resources show up with a delay)
+        if placeable_workers(self.request, ray.nodes()) > len(self.slots):
+            try:
+                self._start_actors(1, timeout_s=REPLACEMENT_TIMEOUT_S)
+                self.restarts += 1
+            except Exception as e:  # noqa: BLE001 - keep going on the survivors
+                log.warning("could not start a replacement worker: %s", e)
+        else:
+            log.warning("no room for a replacement worker; going on with %d", len(self.slots))
+        if not self.slots:
+            raise RuntimeError("every worker died and none could be restarted")
+
+    def close(self) -> None:
+        for slot in getattr(self, "slots", []):
+            try:
+                ray.kill(slot.actor)
+            except Exception:  # noqa: BLE001, S110 - already gone
+                pass
+        self.slots = []
+        if getattr(self, "_started_ray", False) and ray.is_initialized():
+            ray.shutdown()
+            self._started_ray = False

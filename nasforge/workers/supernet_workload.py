@@ -1,0 +1,275 @@
+"""SupernetWorkload: supernet jobs (BigNAS CNN, ElasticViT, Mixture-of-Supernets, ...).
+
+prepare: train the supernet with the job's trainer (resumable from its checkpoints), unless the
+job names a trained checkpoint. Worker: load the trained supernet once; per candidate extract the
+child, recalibrate its BN statistics on ``evaluation.bn_recalibration_images`` training images
+(cached per arch), then measure accuracy, counted FLOPs/params, model bytes and real latency.
+Export: the same prepared child as safetensors, ONNX (checked against onnxruntime) and
+``torch.export`` program, with an ``arch.json`` that lets ``nasforge.load`` rebuild it without
+the supernet.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from nasforge.core.errors import JobSpecError, NasforgeError
+from nasforge.core.spec import JobSpec
+from nasforge.core.types import ARCH_SCHEMA_VERSION, Arch
+from nasforge.spaces import SPACES
+from nasforge.spaces.base import SearchSpace
+from nasforge.supernets import SUPERNETS, TRAINERS
+from nasforge.workers.base import LogFn, Workload
+
+#: absolute tolerance of the ONNX check (float32 logits)
+ONNX_ATOL = 1e-4
+CHILD_CACHE_SIZE = 16
+DATASETS = ("mnist5k", "digits", "folder", "arrays")
+
+
+def _validate_options(cls: Any, options: dict[str, Any], where: str) -> None:
+    from pydantic import ValidationError
+
+    model = getattr(cls, "Options", None)
+    if model is None:
+        return
+    try:
+        model.model_validate(options)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        msg = "unknown option" if first["type"] == "extra_forbidden" else first["msg"]
+        allowed = ", ".join(model.model_fields)
+        raise JobSpecError(f"{where}.{loc}: {msg} (options: {allowed})") from None
+
+
+class SupernetWorkload(Workload):
+    kind = "supernet"
+
+    # ---- coordinator ----------------------------------------------------------------------
+    @classmethod
+    def build_space(cls, spec: JobSpec) -> SearchSpace:
+        space_cls = SPACES.get(spec.space.name, "space.name")
+        _validate_options(space_cls, spec.space.options, "space.options")
+        return space_cls(spec.space.options)
+
+    @classmethod
+    def validate_spec(cls, spec: JobSpec) -> None:
+        assert spec.supernet is not None
+        space = cls.build_space(spec)
+        net_cls = SUPERNETS.get(spec.supernet.name, "supernet.name")
+        if getattr(net_cls, "spaces", ()) and space.id not in net_cls.spaces:
+            raise JobSpecError(
+                f"supernet.name: supernet {spec.supernet.name!r} serves spaces {list(net_cls.spaces)}, "
+                f"not {space.id!r}"
+            )
+        _validate_options(net_cls, spec.supernet.options, "supernet.options")
+        training = spec.training
+        if spec.supernet.checkpoint is None:
+            if training is None:
+                raise JobSpecError("training: required when supernet.checkpoint is not given")
+            trainer_cls = TRAINERS.get(training.trainer, "training.trainer")
+            _validate_options(trainer_cls, training.options, "training.options")
+        elif not Path(spec.supernet.checkpoint).exists():
+            raise JobSpecError(f"supernet.checkpoint: {spec.supernet.checkpoint} does not exist")
+        ds = spec.evaluation.dataset
+        if ds.name not in DATASETS:
+            raise JobSpecError(f"evaluation.dataset.name: unknown dataset {ds.name!r}; choose one of {', '.join(DATASETS)}")
+        if ds.name in ("folder", "arrays"):
+            if ds.path is None:
+                raise JobSpecError(f"evaluation.dataset.path: required for dataset {ds.name!r}")
+            if not Path(ds.path).exists():
+                raise JobSpecError(f"evaluation.dataset.path: {ds.path} does not exist")
+
+    @staticmethod
+    def checkpoint_dir(spec: JobSpec, job_dir: Path) -> Path:
+        assert spec.supernet is not None
+        if spec.supernet.checkpoint is not None:
+            return Path(spec.supernet.checkpoint)
+        return Path(job_dir) / "supernet"
+
+    @classmethod
+    def _build_supernet(cls, spec: JobSpec) -> Any:
+        assert spec.supernet is not None
+        space = cls.build_space(spec)
+        return SUPERNETS.get(spec.supernet.name)(space, spec.supernet.options)
+
+    @classmethod
+    def prepare(cls, spec: JobSpec, job_dir: Path, log: LogFn = print) -> dict[str, float]:
+        """Train the supernet (resumes from the last epoch checkpoint if one exists)."""
+        assert spec.supernet is not None
+        if spec.supernet.checkpoint is not None:
+            return {}
+        import torch
+
+        from nasforge.data import load_dataset
+
+        assert spec.training is not None
+        ckpt_dir = cls.checkpoint_dir(spec, job_dir)
+        done_marker = ckpt_dir / "trained.json"
+        if done_marker.exists():
+            return json.loads(done_marker.read_text())
+        torch.manual_seed(spec.seed)
+        data = load_dataset(spec.evaluation.dataset)
+        net = cls._build_supernet(spec)
+        trainer_cls = TRAINERS.get(spec.training.trainer)
+        trainer = trainer_cls(net, data, spec.training, seed=spec.seed, checkpoint_dir=ckpt_dir,
+                              options=spec.training.options)
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+            log(f"supernet epoch {epoch}: {shown}")
+
+        metrics = {k: float(v) for k, v in trainer.fit(on_epoch=on_epoch).items()}
+        done_marker.write_text(json.dumps(metrics))
+        return metrics
+
+    # ---- worker ---------------------------------------------------------------------------
+    def setup(self) -> None:
+        import torch
+
+        from nasforge.data import load_dataset
+        from nasforge.supernets.trainer import load_trained_supernet
+
+        spec = self.spec
+        assert spec.supernet is not None
+        self.space = self.build_space(spec)
+        self.data = load_dataset(spec.evaluation.dataset)
+        self.device = torch.device("cuda" if spec.workers.gpus > 0 and torch.cuda.is_available() else "cpu")
+        self.supernet = load_trained_supernet(
+            self.space, spec.supernet.name, spec.supernet.options, self.checkpoint_dir(spec, self.job_dir)
+        ).to(self.device).eval()
+        n_cal = spec.evaluation.bn_recalibration_images
+        self.calib = self.data.train[0][:n_cal].to(self.device)
+        X, y = self.data.val if spec.evaluation.split == "val" else self.data.test
+        if spec.evaluation.max_images is not None:
+            X, y = X[: spec.evaluation.max_images], y[: spec.evaluation.max_images]
+        self.eval_X, self.eval_y = X.to(self.device), y.to(self.device)
+        self._children: OrderedDict[str, Any] = OrderedDict()
+
+    def child(self, arch: Arch) -> Any:
+        """The recalibrated standalone child (cached per arch key, LRU)."""
+        from nasforge.supernets.evaluate import prepare_child
+
+        key = arch.key()
+        if key in self._children:
+            self._children.move_to_end(key)
+            return self._children[key]
+        model = prepare_child(self.supernet, arch, self.calib)
+        self._children[key] = model
+        if len(self._children) > CHILD_CACHE_SIZE:
+            self._children.popitem(last=False)
+        return model
+
+    def example_input(self, arch: Arch, batch_size: int) -> Any:
+        """A batch of the dataset's native shape: what the deployed child receives (it resizes)."""
+        import torch
+
+        c, h, w = self.data.input_shape
+        g = torch.Generator().manual_seed(0)
+        return torch.randn(batch_size, c, h, w, generator=g).to(self.device)
+
+    def evaluate(self, arch: Arch) -> dict[str, float]:
+        from nasforge.supernets.evaluate import count_flops_params, evaluate_classifier
+        from nasforge.workers.latency import measure_latency
+
+        model = self.child(arch)
+        metrics: dict[str, float] = {}
+        metrics.update(evaluate_classifier(model, self.eval_X, self.eval_y, self.spec.evaluation.batch_size))
+        counted = count_flops_params(model, self.data.input_shape)
+        metrics["flops"] = float(counted["flops"])
+        metrics["params"] = float(counted["params"])
+        metrics["model_bytes"] = float(
+            sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        )
+        lat = self.spec.evaluation.latency
+        if lat.enabled:
+            timing = measure_latency(
+                model, self.example_input(arch, lat.batch_size),
+                warmup=lat.warmup, repeats=lat.repeats, threads=lat.threads,
+            )
+            metrics.update(timing)
+        return metrics
+
+    def device_profile(self) -> dict[str, Any]:
+        import torch
+
+        from nasforge.workers.latency import device_profile
+
+        lat = self.spec.evaluation.latency
+        return device_profile(self.device, threads=lat.threads, batch_size=lat.batch_size, dtype=torch.float32)
+
+    # ---- export ---------------------------------------------------------------------------
+    def export(self, arch: Arch, out_dir: Path, metadata: dict[str, Any]) -> list[Path]:
+        import numpy as np
+        import onnxruntime as ort
+        import torch
+        from safetensors.torch import save_model
+
+        assert self.spec.supernet is not None
+        out_dir = Path(out_dir)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True)
+        model = self.child(arch).cpu().eval()
+        files: list[Path] = []
+
+        weights = out_dir / "model.safetensors"
+        save_model(model, str(weights))
+        files.append(weights)
+
+        x = self.eval_X[:8].cpu()  # native shape: the child resizes to its resolution itself
+        c, h, w = self.data.input_shape
+        with torch.inference_mode():
+            ref = model(x).numpy()
+
+        onnx_path = out_dir / "model.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes on shape checks the ONNX check below covers
+            torch.onnx.export(model, (x,), str(onnx_path), input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"input": x.numpy()})[0]
+        onnx_diff = float(np.max(np.abs(got - ref)))
+        if onnx_diff > ONNX_ATOL:
+            raise NasforgeError(f"ONNX export differs from torch by {onnx_diff:.3g} (> {ONNX_ATOL}); not exported")
+        files.append(onnx_path)
+
+        pt2 = out_dir / "model.pt2"
+        batch = torch.export.Dim("batch", min=1, max=65536)
+        program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(pt2))
+        files.append(pt2)
+
+        meta = {
+            "schema_version": ARCH_SCHEMA_VERSION,
+            "kind": self.kind,
+            "space": self.space.describe(),
+            "supernet": {"name": self.spec.supernet.name, "options": self.spec.supernet.options},
+            "arch": arch.to_dict(),
+            "key": arch.key(),
+            "input_shape": [c, h, w],
+            "onnx_check": {"max_abs_diff": onnx_diff, "atol": ONNX_ATOL, "runtime": f"onnxruntime {ort.__version__}"},
+            "files": [p.name for p in files],
+            **metadata,
+        }
+        arch_json = out_dir / "arch.json"
+        arch_json.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        files.append(arch_json)
+        return files
+
+    @classmethod
+    def load_export(cls, path: Path, meta: dict[str, Any]) -> Any:
+        from safetensors.torch import load_model
+
+        space = SPACES.get(meta["space"]["id"])(meta["space"]["options"])
+        arch = space.validate(Arch.from_dict(meta["arch"]))
+        net_cls = SUPERNETS.get(meta["supernet"]["name"])
+        model = net_cls.build_child(space, arch)
+        load_model(model, str(Path(path) / "model.safetensors"))
+        return model.eval()

@@ -1,0 +1,125 @@
+"""Every bad job file: exit code 2, one line naming the problem, nothing written to the store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nasforge.cli import main
+
+BAD = Path(__file__).parent.parent / "jobs" / "bad"
+
+#: file stem -> text the one-line message must contain (the key path or the problem)
+EXPECTED = {
+    "unknown_top_key": "nmae: unknown key",
+    "unknown_nested_key": "budget.evaluationz: unknown key",
+    "wrong_type_budget": "budget.evaluations",
+    "negative_budget": "budget.evaluations",
+    "negative_wall_time": "budget.wall_time_s",
+    "zero_workers": "workers.count",
+    "unknown_space": "space.name: unknown space",
+    "unknown_strategy": "strategy.name: unknown strategy",
+    "unknown_supernet": "supernet.name: unknown supernet",
+    "unknown_trainer": "training.trainer: unknown trainer",
+    "constraint_unknown_metric": "unknown metric 'acuracy'",
+    "constraint_bad_syntax": "must look like 'latency_ms <= 5'",
+    "objective_unknown_metric": "objectives.0.metric: unknown metric 'top5'",
+    "objective_bad_direction": "objectives.0.direction",
+    "duplicate_objective": "same metric twice",
+    "no_objectives": "objectives",
+    "missing_name": "name: required key is missing",
+    "bad_name_chars": "name:",
+    "both_supernet_and_model": "exactly one of 'supernet'",
+    "neither_supernet_nor_model": "exactly one of 'supernet'",
+    "training_without_supernet": "'training' applies to supernet jobs only",
+    "export_dir_escape": "export_dir: must be a relative path inside NASFORGE_HOME",
+    "export_dir_absolute": "export_dir: must be a relative path inside NASFORGE_HOME",
+    "not_a_mapping": "top level must be a mapping",
+    "invalid_yaml": "not valid YAML",
+    "yaml_bomb": "aliases/anchors are not allowed",
+    "deep_nesting": "nesting deeper than",
+    "bad_space_option": "space.options.no_such_option: unknown option",
+    "bad_strategy_option": "strategy.options.populaton: unknown option",
+    "unknown_dataset": "evaluation.dataset.name: unknown dataset",
+    "dataset_path_missing": "evaluation.dataset.path",
+    "bad_split": "evaluation.split",
+    "zero_latency_repeats": "evaluation.latency.repeats",
+    "negative_seed": "seed",
+    "gpus_on_cpu_machine": "workers.gpus",
+    "custom_resource_without_cluster": "workers.resources",
+    "bad_store_url": "store.url",
+    "path_escape_checkpoint": "supernet.checkpoint",
+    "empty": "empty",
+    "only_comments": "empty",
+    "binary": "binary file",
+    "not_utf8": "not UTF-8",
+}
+
+
+def test_corpus_is_complete() -> None:
+    files = {p.stem for p in BAD.glob("*.yaml")}
+    assert files == set(EXPECTED), f"corpus and expectations differ: {files ^ set(EXPECTED)}"
+    assert len(files) >= 25
+
+
+def _store_rows(home: Path) -> int:
+    db = home / "nasforge.db"
+    if not db.exists():
+        return 0
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
+        return sum(conn.execute(f"select count(*) from {t}").fetchone()[0] for t in ("jobs", "candidates") if t in tables)
+
+
+@pytest.mark.parametrize("stem", sorted(EXPECTED))
+def test_bad_job_file(stem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    if stem == "gpus_on_cpu_machine":
+        torch = pytest.importorskip("torch")
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU, so asking for one is not an error here")
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    code = main(["submit", str(BAD / f"{stem}.yaml")])
+    out, err = capsys.readouterr()
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("nasforge: error: ")
+    assert EXPECTED[stem] in lines[0], lines[0]
+    assert _store_rows(tmp_path) == 0
+
+
+def test_huge_file_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    huge = tmp_path / "huge.yaml"
+    with huge.open("w") as f:
+        f.write("name: huge\ncomment: |\n")
+        line = "  " + "x" * 998 + "\n"
+        for _ in range(100_000):  # 100 MB
+            f.write(line)
+    code = main(["validate", str(huge)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "the limit is" in err
+    assert _store_rows(tmp_path) == 0
+
+
+def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
+    assert "no such job file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_exit_code_through_the_console_script(tmp_path: Path) -> None:
+    """The real entry point (a new process) exits 2 with one line on stderr."""
+    for stem in ("unknown_space", "yaml_bomb", "negative_budget"):
+        proc = subprocess.run([sys.executable, "-m", "nasforge.cli", "submit", str(BAD / f"{stem}.yaml")],
+                              capture_output=True, text=True, env={"NASFORGE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+        assert proc.returncode == 2, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert EXPECTED[stem] in proc.stderr
+    assert _store_rows(tmp_path) == 0

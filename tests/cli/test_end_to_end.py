@@ -1,0 +1,234 @@
+"""The quickstart path end to end through the real CLI: train, search, results, export, resume.
+
+One small supernet is trained once per session (a real BigNAS supernet on MNIST-5k, one short
+epoch); the other tests search it through ``supernet.checkpoint`` so they take seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).parents[2]
+
+
+def _job(tmp: Path, name: str, **over: object) -> Path:
+    spec = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
+    spec["name"] = name
+    spec["training"]["epochs"] = 1
+    spec["budget"] = {"evaluations": 12, "batch_size": 6}
+    spec["strategy"] = {"name": "nsga2", "options": {"population": 6}}
+    spec["evaluation"]["max_images"] = 200
+    spec["evaluation"]["bn_recalibration_images"] = 64
+    spec["evaluation"]["latency"] = {"batch_size": 1, "warmup": 1, "repeats": 3, "threads": 1}
+    spec["constraints"] = []
+    spec.update(over)
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NASFORGE_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "nasforge.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Runs the quickstart shape once: supernet training + a 12-candidate search + --json summary."""
+    home = tmp_path_factory.mktemp("home")
+    job = _job(home, "e2e")
+    proc = _cli(home, "submit", str(job), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    ckpt = home / "jobs" / summary["job_id"] / "supernet"
+    return {"home": home, "summary": summary, "checkpoint": ckpt}
+
+
+def test_submit_json_summary(trained: dict) -> None:
+    s = trained["summary"]
+    assert s["state"] == "done"
+    assert s["counts"]["done"] + s["counts"]["failed"] == 12
+    assert s["pareto"] and all(isinstance(i, int) for i in s["pareto"])
+
+
+def test_results_json_lists_every_candidate_with_metrics(trained: dict) -> None:
+    home, job_id = trained["home"], trained["summary"]["job_id"]
+    proc = _cli(home, "results", job_id, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert len(rows) == 12
+    for r in rows:
+        assert {"candidate_id", "key", "status", "arch", "metrics", "pareto"} <= set(r)
+        if r["status"] == "done":
+            for m in ("accuracy", "latency_ms", "latency_p90_ms", "flops", "params"):
+                assert m in r["metrics"], (m, r)
+            assert r["metrics"]["latency_p90_ms"] >= r["metrics"]["latency_ms"] > 0
+    assert sum(r["pareto"] for r in rows) == len(trained["summary"]["pareto"])
+    listed = json.loads(_cli(home, "list", "--json").stdout)
+    assert any(j["job_id"] == job_id and j["state"] == "done" for j in listed)
+
+
+def test_export_loads_and_matches_the_supernet_child(trained: dict) -> None:
+    import onnxruntime as ort
+    import torch
+    from nasforge.supernets.evaluate import prepare_child
+    from nasforge.supernets.trainer import load_trained_supernet
+
+    import nasforge
+    from nasforge.core.spec import load_job_file
+    from nasforge.data import load_dataset
+    from nasforge.spaces import SPACES
+
+    home, job_id = trained["home"], trained["summary"]["job_id"]
+    out = home / "exports" / "best"
+    proc = _cli(home, "export", job_id, "--best", "accuracy", "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads(proc.stdout)
+    assert {"arch.json", "model.safetensors", "model.onnx", "model.pt2"} <= set(info["files"])
+    meta = json.loads((out / "arch.json").read_text())
+    assert meta["schema_version"] == 1 and meta["source"]["job_id"] == job_id
+
+    os.environ["NASFORGE_HOME"] = str(home)
+    model = nasforge.load(out)
+    spec = load_job_file(home / "e2e.yaml")
+    data = load_dataset(spec.evaluation.dataset)
+    space = SPACES.get("bignas_cnn")(spec.space.options)
+    from nasforge.core.types import Arch
+
+    arch = Arch.from_dict(meta["arch"])
+    net = load_trained_supernet(space, "bignas", {}, trained["checkpoint"])
+    child = prepare_child(net, arch, data.train[0][: spec.evaluation.bn_recalibration_images])
+    X = data.test[0][:256]
+    with torch.inference_mode():
+        ref = child(X).argmax(1).numpy()
+        got = model(X).argmax(1).numpy()
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_top1 = sess.run(None, {"input": X.numpy()})[0].argmax(1)
+    assert (got == ref).mean() == 1.0
+    assert (onnx_top1 == ref).mean() == 1.0
+    program = torch.export.load(str(out / "model.pt2"))
+    assert (program.module()(X).argmax(1).numpy() == ref).mean() == 1.0
+
+
+def test_export_path_outside_output_folder_is_refused(trained: dict, tmp_path: Path) -> None:
+    home, job_id = trained["home"], trained["summary"]["job_id"]
+    proc = _cli(home, "export", job_id, "--best", "accuracy", "-o", str(tmp_path / "elsewhere"))
+    assert proc.returncode == 2
+    assert "outside the output folder" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = _cli(home, "export", job_id, "--best", "accuracy", "-o", "../../escape")
+    assert proc.returncode == 2
+
+
+def _search_job(trained: dict, name: str, evaluations: int = 12) -> Path:
+    home = trained["home"]
+    return _job(home, name, supernet={"name": "bignas", "checkpoint": str(trained["checkpoint"])},
+                training=None, budget={"evaluations": evaluations, "batch_size": 6})
+
+
+def _keys(home: Path, job_id: str) -> list[str]:
+    rows = json.loads(_cli(home, "results", job_id, "--format", "json").stdout)
+    return [r["key"] for r in sorted(rows, key=lambda r: r["candidate_id"])]
+
+
+def test_same_seed_same_candidates_in_order(trained: dict) -> None:
+    """Deterministic objectives (accuracy, FLOPs): the same seed asks the same candidates.
+
+    Measured latency differs run to run, so a search steered by it adapts to what it measured;
+    that is why this test steers on FLOPs.
+    """
+    home = trained["home"]
+    ids = []
+    for name in ("seed-a", "seed-b"):
+        job = _search_job(trained, name)
+        spec = yaml.safe_load(job.read_text())
+        spec.pop("training", None)
+        spec["objectives"] = [{"metric": "accuracy", "direction": "maximize"},
+                              {"metric": "flops", "direction": "minimize"}]
+        job.write_text(yaml.safe_dump(spec))
+        proc = _cli(home, "submit", str(job), "--json")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        ids.append(json.loads(proc.stdout.strip().splitlines()[-1])["job_id"])
+    assert _keys(home, ids[0]) == _keys(home, ids[1])
+
+
+def test_sigkill_then_resume_finishes_without_reevaluating(trained: dict) -> None:
+    from nasforge.store import open_store
+
+    home = trained["home"]
+    job = _search_job(trained, "killed", evaluations=30)
+    spec = yaml.safe_load(job.read_text())
+    spec.pop("training", None)
+    job.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "NASFORGE_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, "-m", "nasforge.cli", "submit", str(job), "--quiet"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    store = open_store(f"sqlite:///{home / 'nasforge.db'}")
+    job_id = None
+    deadline = time.monotonic() + 600
+    done_before: dict[str, tuple] = {}
+    while time.monotonic() < deadline:
+        jobs = [j for j in store.list_jobs() if j.name == "killed"]
+        if jobs:
+            job_id = jobs[0].id
+            done = [c for c in store.get_candidates(job_id) if c.status.value == "done"]
+            if len(done) >= 8:
+                break
+        time.sleep(0.2)
+    assert job_id is not None
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+    proc.wait(timeout=60)
+    done_before = {c.key: (c.finished_at, c.worker, dict(c.metrics))
+                   for c in store.get_candidates(job_id) if c.status.value == "done"}
+    assert 8 <= len(done_before) < 30
+    res = _cli(home, "resume", job_id, "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1])["state"] == "done"
+    after = store.get_candidates(job_id)
+    keys = [c.key for c in after]
+    assert len(keys) == len(set(keys)) == 30
+    assert all(c.status.value in ("done", "failed") for c in after)
+    for c in after:
+        if c.key in done_before:
+            assert (c.finished_at, c.worker, dict(c.metrics)) == done_before[c.key], "a done candidate was evaluated again"
+    status = json.loads(_cli(home, "status", job_id, "--json").stdout)
+    assert status["state"] == "done" and status["evaluated"] == 30
+    assert set(done_before) <= set(keys)
+
+
+def test_cancel_marks_job_cancelled(trained: dict) -> None:
+    home = trained["home"]
+    job = _search_job(trained, "to-cancel", evaluations=200)
+    spec = yaml.safe_load(job.read_text())
+    spec.pop("training", None)
+    job.write_text(yaml.safe_dump(spec))
+    out = _cli(home, "submit", str(job), "--detach", "--json")
+    assert out.returncode == 0, out.stderr
+    job_id = json.loads(out.stdout)["job_id"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        st = json.loads(_cli(home, "status", job_id, "--json").stdout)
+        if st["evaluated"] > 0:
+            break
+        time.sleep(1)
+    cancel = _cli(home, "cancel", job_id)
+    assert cancel.returncode == 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        st = json.loads(_cli(home, "status", job_id, "--json").stdout)
+        if st["state"] == "cancelled" and not (home / "jobs" / job_id / "driver.pid").exists():
+            break
+        time.sleep(1)
+    assert st["state"] == "cancelled"
+    assert st["evaluated"] < 200

@@ -1,0 +1,51 @@
+"""A compression job through the real CLI: submit (Ray workers, store, MLflow), export, nasforge.load."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+JOB = """
+name: compress-tiny
+seed: 0
+model: {source: "tests.compress.helpers:tiny_digits_cnn", options: {width: 8}}
+space: {name: compression, options: {mode: joint, bits: [2, 4, 8], sparsities: [0.0, 0.5], calibration_images: 64}}
+strategy: {name: evopress, options: {selection: [[6, 64]]}}
+objectives: [{metric: kl, direction: minimize}, {metric: model_bytes, direction: minimize}]
+constraints: ["model_bytes <= 3000"]
+budget: {evaluations: 14, batch_size: 6}
+evaluation: {dataset: {name: digits}, batch_size: 256, max_images: 200}
+workers: {count: 1, cpus: 1}
+tracking: {experiment: compress-tiny}
+"""
+
+
+@pytest.mark.slow
+def test_submit_export_load(tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text(JOB)
+    env = {**os.environ, "NASFORGE_HOME": str(tmp_path / "home")}
+    root = Path(__file__).resolve().parents[2]
+
+    def cli(*args: str) -> dict:
+        out = subprocess.run([sys.executable, "-m", "nasforge.cli", *args, "--json"], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    summary = cli("submit", str(job))
+    assert summary["state"] == "done"
+    exported = cli("export", summary["job_id"], "--best", "kl", "-o", "best")
+    meta = json.loads((Path(exported["dir"]) / "arch.json").read_text())
+    assert meta["kind"] == "compression" and meta["metrics"]["model_bytes"] <= 3000
+    assert meta["packed_bytes"] == meta["metrics"]["model_bytes"]
+    import nasforge
+
+    model = nasforge.load(exported["dir"])
+    assert model(torch.randn(3, 1, 8, 8)).shape == (3, 10)

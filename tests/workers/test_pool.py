@@ -1,0 +1,87 @@
+"""RayPoolEvaluator with real Ray actors: order, failures as data, dead workers, placement."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+
+from nasforge.core.errors import ResourceUnavailableError
+from nasforge.workers.pool import RayPoolEvaluator
+from tests.toy import ToySpace, toy_metrics, toy_spec
+
+pytestmark = pytest.mark.slow
+KIND = "tests.toy:ToyWorkload"
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def _archs(n: int, seed: int = 0):
+    space = ToySpace()
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        a = space.sample(rng)
+        if a["mode"] != "raise" and a not in out:
+            out.append(a)
+    return out
+
+
+def test_results_in_input_order_and_failures_are_data(ray_local, tmp_path: Path) -> None:
+    archs = _archs(9)
+    bad = archs[4].replace(mode="raise")
+    archs[4] = bad
+    seen = []
+    with RayPoolEvaluator(toy_spec(), tmp_path, kind=KIND) as ev:
+        results = ev.evaluate(archs, on_result=seen.append)
+        assert len(ev.worker_names) == 2
+    assert [r.arch_key for r in results] == [a.key() for a in archs]
+    assert len(seen) == len(archs)
+    assert not results[4].ok and "toy failure" in results[4].error
+    for a, r in zip(archs, results, strict=True):
+        if a is not bad:
+            assert r.ok and r.metrics["accuracy"] == pytest.approx(toy_metrics(a)["accuracy"])
+            assert r.device["kind"] == "toy" and r.worker
+
+
+def test_dead_worker_requeues_and_repeat_killer_fails(ray_local, tmp_path: Path) -> None:
+    archs = _archs(8, seed=1)
+    killer = archs[3]
+    (tmp_path / "kill_keys.txt").write_text(killer.key())
+    ev = RayPoolEvaluator(toy_spec(), tmp_path, kind=KIND)
+    try:
+        results = ev.evaluate(archs)
+        assert ev.restarts >= 2  # the killer took down a worker more than once
+    finally:
+        ev.close()
+    by_key = {r.arch_key: r for r in results}
+    assert len(results) == len(archs) and set(by_key) == {a.key() for a in archs}
+    assert not by_key[killer.key()].ok
+    assert "worker died 2 times" in by_key[killer.key()].error
+    assert all(by_key[a.key()].ok for a in archs if a != killer)
+
+
+def test_missing_gpu_fails_fast_with_a_clear_message(tmp_path: Path) -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+    spec = toy_spec(workers={"count": 1, "gpus": 1})
+    t0 = time.monotonic()
+    with pytest.raises(ResourceUnavailableError, match="workers: each worker asks for .*GPU"):
+        RayPoolEvaluator(spec, tmp_path, kind=KIND)
+    assert time.monotonic() - t0 < 60
+    assert not ray.is_initialized()  # the Ray it started is gone
+
+
+def test_unknown_custom_resource_fails_fast(tmp_path: Path) -> None:
+    spec = toy_spec(workers={"count": 1, "resources": {"device:a100": 1}})
+    with pytest.raises(ResourceUnavailableError, match="device:a100"):
+        RayPoolEvaluator(spec, tmp_path, kind=KIND)
+    assert not ray.is_initialized()

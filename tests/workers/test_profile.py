@@ -1,0 +1,71 @@
+"""The per-op latency profiler writes a table LatencyLUT can read, covering every op of the space."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from nasforge.predictors.latency import LatencyLUT, LatencyTableError, op_key  # noqa: E402
+from nasforge.spaces.bignas_cnn import BigNASCNNSpace  # noqa: E402
+from nasforge.supernets.bignas import BigNASSupernet  # noqa: E402
+from nasforge.workers.latency import measure_latency  # noqa: E402
+from nasforge.workers.profile import profile_device  # noqa: E402
+
+TINY = {"preset": "mnist", "resolutions": [20, 28], "kernels": [3], "expands": [2, 4], "widths": [0.5, 1.0]}
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory: pytest.TempPathFactory) -> tuple[BigNASCNNSpace, Path]:
+    space = BigNASCNNSpace(TINY)
+    out = tmp_path_factory.mktemp("lut") / "cpu.json"
+    path = profile_device(space, out=out, warmup=1, repeats=3, rounds=2, threads=1, batch_size=1)
+    return space, path
+
+
+def test_table_format_and_coverage(table: tuple[BigNASCNNSpace, Path]) -> None:
+    space, path = table
+    data = json.loads(path.read_text())
+    assert data["format"] == "nasforge-latency-lut" and data["device"]["kind"] == "cpu"
+    assert data["device"]["id"] and data["settings"]["rounds"] == 2
+    assert len(data["spread"]["round_total_ms"]) == 2
+    keys = {row["key"] for row in data["ops"]}
+    assert len(keys) == len(data["ops"])
+    assert all(row["latency_ms"] > 0 and row["p10_ms"] <= row["latency_ms"] <= row["p90_ms"] for row in data["ops"])
+    rng = np.random.default_rng(5)
+    for _ in range(200):  # every op of any arch is in the table
+        assert {op_key(d) for d in space.ops(space.sample(rng))} <= keys
+
+
+def test_lut_sum_ranks_measured_child_latency(table: tuple[BigNASCNNSpace, Path]) -> None:
+    space, path = table
+    lut = LatencyLUT.load(path)
+    archs = [space.smallest(), space.largest()] + [space.sample(np.random.default_rng(i)) for i in range(6)]
+    predicted = lut.predict(space, archs)
+    assert np.all(predicted > 0)
+    # interleaved: 3 rounds over all children, median per child
+    children = [BigNASSupernet.build_child(space, a).eval() for a in archs]
+    x = {a["resolution"]: torch.randn(1, 1, 28, 28) for a in archs}
+    rounds = [[measure_latency(m, x[a["resolution"]], warmup=2, repeats=5)["latency_ms"]
+               for m, a in zip(children, archs, strict=True)] for _ in range(3)]
+    measured = np.median(np.array(rounds), axis=0)
+    assert measured[1] > measured[0] and predicted[1] > predicted[0]
+    from scipy.stats import spearmanr
+
+    assert spearmanr(measured, predicted).statistic > 0.5, (measured, predicted)
+
+
+def test_other_space_and_bad_file_are_refused(table: tuple[BigNASCNNSpace, Path], tmp_path: Path) -> None:
+    space, path = table
+    lut = LatencyLUT.load(path)
+    big = BigNASCNNSpace({"preset": "mnist"})  # kernels 5 were never profiled
+    with pytest.raises(LatencyTableError, match="profile-device"):
+        lut.predict(big, [big.largest()])
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(LatencyTableError, match="not a nasforge-latency-lut"):
+        LatencyLUT.load(bad)
