@@ -9,6 +9,7 @@ SUPERNETS: Registry = Registry(
     "supernet",
     {
         "bignas": "nasforge.supernets.bignas:BigNASSupernet",
+        "lm_transformer": "nasforge.supernets.lm_transformer:LMTransformerSupernet",
     },
 )
 TRAINERS: Registry = Registry(

@@ -8,7 +8,11 @@ Contract (tests/supernets/test_supernet_contract.py runs it for every registered
   and with ``torch.export``.
 - ``build_child(space, arch)`` (a classmethod) builds the same plain module with fresh weights,
   from the space and arch alone: exports load without the supernet.
-- ``input_shape(arch)`` is the (C, H, W) the child expects (resolution may be elastic).
+- ``input_shape(arch)`` is the shape of one input the child expects, without the batch dim:
+  (C, H, W) for image models (resolution may be elastic), (L,) for token models.
+- ``input_kind`` says what ``forward`` takes: ``"image"`` (float32 N x C x H x W) or ``"tokens"``
+  (int64 N x L token ids); ``example_input(arch, n)`` returns a valid batch of that kind (used by
+  the contract suite, FLOPs counting and exports).
 """
 
 from __future__ import annotations
@@ -52,4 +56,11 @@ class Supernet(nn.Module, ABC):
     def build_child(cls, space: SearchSpace, arch: Arch) -> nn.Module: ...
 
     @abstractmethod
-    def input_shape(self, arch: Arch) -> tuple[int, int, int]: ...
+    def input_shape(self, arch: Arch) -> tuple[int, ...]: ...
+
+    #: "image": forward takes float (N, C, H, W); "tokens": int64 token ids (N, L)
+    input_kind: ClassVar[str] = "image"
+
+    def example_input(self, arch: Arch, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A batch of ``n`` valid inputs for child ``arch``: standard-normal images by default."""
+        return torch.randn(n, *self.input_shape(arch), generator=generator)

@@ -104,8 +104,12 @@ def evaluate_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batc
 
 
 @torch.no_grad()
-def count_flops_params(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, float]:
-    """FLOPs and params of ``model`` for one input of shape ``input_shape`` (C, H, W).
+def count_flops_params(model: nn.Module, input_shape: tuple[int, ...],
+                       input_dtype: torch.dtype | None = None) -> dict[str, float]:
+    """FLOPs and params of ``model`` for one input of shape ``input_shape`` (C, H, W), or (L,).
+
+    ``input_dtype`` is the dtype of the (all-zero) probe input: default the model's parameter
+    dtype; ``torch.long`` for token models (zeros are valid token ids).
 
     ``flops`` counts multiply-accumulates of ``nn.Conv*`` and ``nn.Linear`` layers at batch 1
     (from the shapes seen by forward hooks); BN, activations, pooling and additions are not
@@ -133,8 +137,8 @@ def count_flops_params(model: nn.Module, input_shape: tuple[int, ...]) -> dict[s
     try:
         model.eval()
         p = next(model.parameters(), None)
-        x = torch.zeros(1, *input_shape, device=p.device if p is not None else "cpu",
-                        dtype=p.dtype if p is not None else torch.float32)
+        dtype = input_dtype or (p.dtype if p is not None else torch.float32)
+        x = torch.zeros(1, *input_shape, device=p.device if p is not None else "cpu", dtype=dtype)
         model(x)
     finally:
         for h in handles:
