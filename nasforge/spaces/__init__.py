@@ -8,8 +8,9 @@ SPACES: Registry[type[SearchSpace]] = Registry(
     {
         "bignas_cnn": "nasforge.spaces.bignas_cnn:BigNASCNNSpace",
         "compression": "nasforge.spaces.compression:CompressionSpace",
-        "lm_transformer": "nasforge.spaces.lm_transformer:LMTransformerSpace",
         "elastic_vit": "nasforge.spaces.elastic_vit:ElasticViTSpace",
+        "lm_transformer": "nasforge.spaces.lm_transformer:LMTransformerSpace",
+        "pooling_layout": "nasforge.spaces.pooling_layout:PoolingLayoutSpace",
     },
 )
 

@@ -10,12 +10,14 @@ SUPERNETS: Registry = Registry(
     {
         "bignas": "nasforge.supernets.bignas:BigNASSupernet",
         "lm_transformer": "nasforge.supernets.lm_transformer:LMTransformerSupernet",
+        "pooling_mixture": "nasforge.supernets.pooling_mixture:PoolingMixtureSupernet",
     },
 )
 TRAINERS: Registry = Registry(
     "trainer",
     {
         "sandwich": "nasforge.supernets.trainer:SandwichTrainer",
+        "pooling_mixture": "nasforge.supernets.pooling_mixture:PoolingMixtureTrainer",
     },
 )
 
