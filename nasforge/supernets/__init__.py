@@ -9,6 +9,7 @@ SUPERNETS: Registry = Registry(
     "supernet",
     {
         "bignas": "nasforge.supernets.bignas:BigNASSupernet",
+        "elastic_vit": "nasforge.supernets.elastic_vit:ElasticViTSupernet",
         "lm_transformer": "nasforge.supernets.lm_transformer:LMTransformerSupernet",
         "pooling_mixture": "nasforge.supernets.pooling_mixture:PoolingMixtureSupernet",
     },

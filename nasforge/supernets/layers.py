@@ -123,3 +123,24 @@ class DynamicLinear(nn.Module):
         out, inp = linear.weight.shape
         linear.weight.copy_(self.weight[:out, :inp])
         linear.bias.copy_(self.bias[:out])
+
+
+class DynamicLayerNorm(nn.Module):
+    """LayerNorm over the leading ``d`` features (``d`` read from the input's last dim)."""
+
+    def __init__(self, max_features: int, *, eps: float = 1e-5):
+        super().__init__()
+        self.max_features, self.eps = max_features, eps
+        self.weight = nn.Parameter(torch.ones(max_features))
+        self.bias = nn.Parameter(torch.zeros(max_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = x.shape[-1]
+        return F.layer_norm(x, (d,), self.weight[:d], self.bias[:d], self.eps)
+
+    @torch.no_grad()
+    def copy_to(self, ln: nn.LayerNorm) -> None:
+        d = ln.normalized_shape[-1]
+        ln.weight.copy_(self.weight[:d])
+        ln.bias.copy_(self.bias[:d])
+        ln.eps = self.eps
