@@ -127,7 +127,8 @@ class EvalWorker:
         self.profile = self.workload.device_profile()
 
     def ready(self) -> dict[str, Any]:
-        return {"name": self.name, "device": self.profile, "node": ray.get_runtime_context().get_node_id()}
+        return {"name": self.name, "device": self.profile, "node": ray.get_runtime_context().get_node_id(),
+                "pid": os.getpid()}
 
     def evaluate(self, archs_json: list[str]) -> list[dict[str, Any]]:
         import torch
@@ -162,6 +163,8 @@ class EvalWorker:
 class _Slot:
     actor: Any
     name: str
+    node_id: str = ""
+    pid: int = 0
     in_flight: dict[Any, list[int]] = field(default_factory=dict)  # object ref -> arch indices
 
 
@@ -192,6 +195,7 @@ class RayPoolEvaluator(Evaluator):
             self.slots: list[_Slot] = []
             self.restarts = 0
             self.lost_workers = 0
+            self.requeued = 0  # candidates sent again after their worker died
             self._start_actors(self.count)
         except BaseException:
             self.close()
@@ -226,7 +230,7 @@ class RayPoolEvaluator(Evaluator):
             cause = getattr(e, "cause", None) or e
             raise RuntimeError(f"a worker failed while loading the workload: {cause}") from None
         for actor, info in zip(actors, infos, strict=True):
-            self.slots.append(_Slot(actor=actor, name=info["name"]))
+            self.slots.append(_Slot(actor=actor, name=info["name"], node_id=info["node"], pid=info["pid"]))
         self.device_profiles = {info["name"]: info["device"] for info in infos}
 
     @property
@@ -302,6 +306,7 @@ class RayPoolEvaluator(Evaluator):
                             f"(last: {type(err).__name__}); not retried (workers.max_retries={self.max_retries})")
                 else:
                     queue.append([i])
+                    self.requeued += 1
         # room for a replacement on the live nodes (totals: freed resources show up with a delay)
         if placeable_workers(self.request, ray.nodes()) > len(self.slots):
             try:
