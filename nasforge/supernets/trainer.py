@@ -9,6 +9,13 @@ weight decay is added once (it is the largest child's regularizer; BN and bias p
 none) and one SGD (Nesterov) update follows. ``sampling: uniform`` trains one uniformly sampled
 child per step from the labels (single-path baseline).
 
+Which children are drawn (``sampler``): ``uniform`` (default) draws them uniformly from the space
+(BigNAS); ``complexity`` and ``performance`` use ElasticViT's samplers
+(:mod:`nasforge.supernets.sampling`, settings in ``sampler_options``): children in FLOPs buckets
+that cover the space, each child within ``max_flops_ratio`` in FLOPs of the one drawn at the
+previous step, and for ``performance`` the best of several candidates by a running loss
+estimate. The sandwich rule still adds the largest and the smallest child.
+
 Learning rate: linear warm-up to ``spec.lr`` over ``spec.warmup_epochs``, then exponential decay
 that reaches ``final_lr_fraction * lr`` at ``decay_end_fraction`` of training, constant after.
 
@@ -45,6 +52,7 @@ from nasforge.core.types import Arch
 from nasforge.spaces.base import SearchSpace
 from nasforge.supernets.base import Supernet
 from nasforge.supernets.evaluate import evaluate_classifier, prepare_child
+from nasforge.supernets.sampling import ComplexityAwareSampler, SamplerOptions
 
 CHECKPOINT_PREFIX = "epoch-"
 KEEP_CHECKPOINTS = 2
@@ -116,6 +124,11 @@ class SandwichOptions(BaseModel):
     sampling: Literal["sandwich", "uniform"] = Field(
         default="sandwich", description="sandwich: largest + smallest + N random; uniform: one random child per step")
     num_random: int = Field(default=2, ge=0, le=64, description="random children per step (sandwich)")
+    sampler: Literal["uniform", "complexity", "performance"] = Field(
+        default="uniform", description="how the random children are drawn: uniform (BigNAS) | complexity "
+        "(FLOPs buckets, bounded FLOPs change between steps) | performance (complexity + best of candidates)")
+    sampler_options: SamplerOptions = Field(default_factory=SamplerOptions,
+                                            description="settings of the complexity / performance samplers")
     inplace_distill: bool = Field(default=True, description="children learn from the largest's soft predictions")
     distill_temperature: float = Field(default=1.0, gt=0, le=100, description="softmax temperature of distillation")
     dropout: float = Field(default=0.1, ge=0, lt=1, description="dropout before the classifier, largest child only")
@@ -186,8 +199,13 @@ class SandwichTrainer:
         self.device = torch.device(device) if device is not None else next(supernet.parameters()).device
         self._check_data()
         if arch_sampler is None:
-            arch_sampler = (SandwichSampler(self.space, options.num_random) if options.sampling == "sandwich"
-                            else UniformSampler(self.space, 1))
+            sandwich = options.sampling == "sandwich"
+            if options.sampler != "uniform":
+                arch_sampler = ComplexityAwareSampler(
+                    self.space, options.num_random if sandwich else 1, include_smallest=sandwich,
+                    options=options.sampler_options, performance=options.sampler == "performance")
+            else:
+                arch_sampler = SandwichSampler(self.space, options.num_random) if sandwich else UniformSampler(self.space, 1)
         self.sampler = arch_sampler
         self.train_largest = options.sampling == "sandwich"
         n = int(data.train[0].shape[0])
