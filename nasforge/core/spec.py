@@ -26,7 +26,8 @@ MAX_YAML_NODES = 20_000
 #: measured on device class CLASS (see workers.device_classes).
 KNOWN_METRICS: dict[str, str] = {
     "accuracy": "top-1 accuracy on the evaluation split (0..1)",
-    "loss": "cross-entropy on the evaluation split",
+    "loss": "cross-entropy on the evaluation split (per token for language models)",
+    "perplexity": "exp(loss) of a language model on the evaluation split",
     "latency_ms": "median measured latency of one forward pass (ms)",
     "latency_p90_ms": "90th percentile measured latency (ms)",
     "flops": "multiply-accumulates of one forward pass at batch size 1",
@@ -154,11 +155,12 @@ class BudgetSpec(_Strict):
 class DatasetSpec(_Strict):
     """The dataset: shipped (mnist5k, digits) or yours (folder of class folders, .npz/.parquet arrays)."""
 
-    name: str = Field(default="mnist5k", description="mnist5k | digits | folder | arrays")
+    name: str = Field(default="mnist5k", description="mnist5k | digits | folder | arrays | pystdlib (text)")
     path: str | None = Field(default=None, description="folder of class folders, .npz or .parquet")
     seed: int = Field(default=0, description="seed of the deterministic train/val/test split")
     val_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of the data held out for validation")
     test_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of the data held out for test")
+    seq_len: int = Field(default=64, ge=1, le=65_536, description="text datasets: tokens per training sequence")
 
 
 class LatencySpec(_Strict):

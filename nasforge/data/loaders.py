@@ -1,4 +1,4 @@
-"""Image classification datasets as normalized tensors, split deterministically by seed.
+"""Datasets as tensors, split deterministically by seed: images, and text for language models.
 
 ``load_dataset(spec)`` turns an ``evaluation.dataset`` block into :class:`DataSplits`:
 
@@ -16,6 +16,8 @@
     * ``.parquet`` has a label column named ``label`` (or ``y``) and either an image column
       ``image`` (encoded PNG/JPEG bytes, or a struct with a ``bytes`` field as Hugging Face
       datasets write it) or only numeric pixel columns (flat pixels, D a perfect square).
+- ``pystdlib``: the Python standard library's sources as byte tokens, for language models: ``X``
+  and ``y`` are int64 (N, ``seq_len``) windows, ``y`` the next tokens (see :mod:`nasforge.data.text`).
 
 Labels are mapped to 0..K-1 in sorted order of their distinct values. Splits are stratified
 (scikit-learn) with ``random_state=spec.seed`` and come in shuffled order (a prefix of a split is a
@@ -40,9 +42,11 @@ import torch
 
 from nasforge.core.errors import NasforgeError
 from nasforge.core.spec import DatasetSpec
+from nasforge.data.text import TEXT_DATASET_NAMES, VOCAB_SIZE, split_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-DATASET_NAMES = ("mnist5k", "digits", "folder", "arrays")
+IMAGE_DATASET_NAMES = ("mnist5k", "digits", "folder", "arrays")
+DATASET_NAMES = IMAGE_DATASET_NAMES + TEXT_DATASET_NAMES
 
 
 class DatasetError(NasforgeError):
@@ -57,14 +61,16 @@ class DataSplits:
     """Train / val / test splits of one dataset.
 
     Each split is ``(X, y)``: ``X`` float32 (N, C, H, W) standardized per channel with the train
-    split's statistics, ``y`` int64 class ids in ``0..num_classes-1``.
+    split's statistics, ``y`` int64 class ids in ``0..num_classes-1``. Text datasets: ``X`` and
+    ``y`` int64 token ids (N, L), ``y[:, t]`` the token after ``X[:, t]``; ``num_classes`` is the
+    vocabulary size and ``input_shape`` is ``(L,)``.
     """
 
     train: Split
     val: Split
     test: Split
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     name: str
     classes: tuple[str, ...] = ()
     mean: tuple[float, ...] = ()
@@ -100,6 +106,8 @@ def load_dataset(spec: DatasetSpec, *, image_size: tuple[int, int] | None = None
         raise DatasetError(
             "evaluation.dataset: val_fraction + test_fraction must leave at least 10% for training; lower them"
         )
+    if spec.name in TEXT_DATASET_NAMES:
+        return _load_text(spec)
     key = (spec.name, spec.path, spec.seed, spec.val_fraction, spec.test_fraction,
            tuple(image_size) if image_size else None)
     with _LOCK:
@@ -121,6 +129,22 @@ def clear_cache() -> None:
     """Forget every loaded dataset (tests; a changed file on disk)."""
     with _LOCK:
         _CACHE.clear()
+        _TEXT_CACHE.clear()
+
+
+_TEXT_CACHE: dict[tuple, tuple[tuple[np.ndarray, np.ndarray], ...]] = {}
+
+
+def _load_text(spec: DatasetSpec) -> DataSplits:
+    key = (spec.name, spec.seed, spec.val_fraction, spec.test_fraction, spec.seq_len)
+    with _LOCK:
+        parts = _TEXT_CACHE.get(key)
+        if parts is None:
+            parts = split_text(spec.seed, spec.val_fraction, spec.test_fraction, spec.seq_len)
+            _TEXT_CACHE[key] = parts
+    splits = [(torch.from_numpy(x.copy()), torch.from_numpy(t.copy())) for x, t in parts]
+    return DataSplits(train=splits[0], val=splits[1], test=splits[2], num_classes=VOCAB_SIZE,
+                      input_shape=(spec.seq_len,), name=spec.name)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -27,11 +27,12 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 256
     eval mode (no dropout). Each BN's running mean / variance are replaced by the exact mean and
     unbiased variance of all its inputs over all images (accumulated in float64, not a momentum
     average), so the result depends only on the weights, the images and ``batch_size``
-    (deterministic). Afterwards the model is in eval mode. No images: the model is unchanged.
+    (deterministic). Afterwards the model is in eval mode. No images or no BN layers (e.g. a
+    LayerNorm transformer): the model is unchanged and nothing runs.
     """
-    if images.shape[0] == 0:
-        return model.eval()
     bns = _bn_layers(model)
+    if images.shape[0] == 0 or not bns:
+        return model.eval()
     sums: dict[int, list[Any]] = {}
 
     def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
@@ -85,6 +86,10 @@ def prepare_child(supernet: Any, arch: Arch, calib_images: torch.Tensor, batch_s
 def evaluate_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
     """Top-1 ``accuracy`` (0..1) and mean cross-entropy ``loss`` of ``model`` on (X, y).
 
+    Sequence outputs (logits (N, L, V) with targets (N, L), e.g. a language model's next-token
+    predictions) count every position as one prediction: per-token accuracy and cross-entropy,
+    averaged over all N * L positions.
+
     Puts the model in eval mode (and leaves it there). Inputs are moved to the model's device.
     """
     model.eval()
@@ -98,9 +103,12 @@ def evaluate_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, batc
         xb = X[start:start + batch_size].to(device)
         yb = y[start:start + batch_size].to(device)
         logits = model(xb)
+        if logits.dim() > 2:
+            logits, yb = logits.reshape(-1, logits.shape[-1]), yb.reshape(-1)
         correct += int((logits.argmax(dim=1) == yb).sum())
         loss += float(F.cross_entropy(logits.float(), yb, reduction="sum"))
-    return {"accuracy": correct / n, "loss": loss / n}
+    total = n * (int(y[0].numel()) if y.dim() > 1 else 1)
+    return {"accuracy": correct / total, "loss": loss / total}
 
 
 @torch.no_grad()

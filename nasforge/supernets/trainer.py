@@ -16,6 +16,11 @@ that cover the space, each child within ``max_flops_ratio`` in FLOPs of the one 
 previous step, and for ``performance`` the best of several candidates by a running loss
 estimate. The sandwich rule still adds the largest and the smallest child.
 
+Language models (supernets with ``input_kind == "tokens"``, logits (N, L, V) against next-token
+targets (N, L)): every position is one prediction; the label loss is the mean per-token
+cross-entropy and in-place distillation is the per-token KL to the largest child's next-token
+distributions. Scores are next-token accuracy (``*_acc``) on the evaluation split.
+
 Learning rate: linear warm-up to ``spec.lr`` over ``spec.warmup_epochs``, then exponential decay
 that reaches ``final_lr_fraction * lr`` at ``decay_end_fraction`` of training, constant after.
 
@@ -230,6 +235,12 @@ class SandwichTrainer:
                 f"space.options.num_classes: the space has {o} classes but dataset {self.data.name} has "
                 f"{self.data.num_classes}; set space.options.num_classes: {self.data.num_classes}"
             )
+        ctx = getattr(self.space.options, "context", None)
+        if ctx is not None and len(self.data.input_shape) == 1 and ctx < self.data.input_shape[0]:
+            raise NasforgeError(
+                f"space.options.context: the space holds {ctx} positions but dataset {self.data.name} has sequences "
+                f"of {self.data.input_shape[0]}; set evaluation.dataset.seq_len <= {ctx} or raise the context"
+            )
         c = getattr(self.space.options, "in_channels", None)
         if c is not None and c != self.data.input_shape[0]:
             raise NasforgeError(
@@ -256,11 +267,13 @@ class SandwichTrainer:
         for i, arch in enumerate(archs):
             is_largest = arch == self.largest
             logits = self.supernet(xb, arch, dropout=o.dropout if is_largest else 0.0)
+            if logits.dim() > 2:  # one prediction per position (language models)
+                logits = logits.reshape(-1, logits.shape[-1])
             if teacher is not None and o.inplace_distill and i > 0:
                 loss = F.kl_div(F.log_softmax(logits / T, dim=1), F.softmax(teacher / T, dim=1),
                                 reduction="batchmean") * (T * T)
             else:
-                loss = F.cross_entropy(logits, yb, label_smoothing=o.label_smoothing)
+                loss = F.cross_entropy(logits, yb.reshape(-1), label_smoothing=o.label_smoothing)
             if i == 0 and self.train_largest:
                 teacher = logits.detach()
             loss.backward()

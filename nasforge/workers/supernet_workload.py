@@ -4,6 +4,9 @@ prepare: train the supernet with the job's trainer (resumable from its checkpoin
 job names a trained checkpoint. Worker: load the trained supernet once; per candidate extract the
 child, recalibrate its BN statistics on ``evaluation.bn_recalibration_images`` training images
 (cached per arch), then measure accuracy, counted FLOPs/params, model bytes and real latency.
+Token models (``input_kind == "tokens"``, e.g. the ``lm_transformer`` language model on the
+``pystdlib`` text corpus) report ``loss`` (cross-entropy per token, nats) and ``perplexity``
+(``exp(loss)``) instead of ``accuracy``; they have no BN, so nothing is recalibrated.
 Export: the same prepared child as safetensors, ONNX (checked against onnxruntime) and
 ``torch.export`` program, with an ``arch.json`` that lets ``nasforge.load`` rebuild it without
 the supernet.
@@ -12,6 +15,7 @@ the supernet.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import warnings
 from collections import OrderedDict
@@ -29,7 +33,8 @@ from nasforge.workers.base import LogFn, Workload
 #: absolute tolerance of the ONNX check (float32 logits)
 ONNX_ATOL = 1e-4
 CHILD_CACHE_SIZE = 16
-DATASETS = ("mnist5k", "digits", "folder", "arrays")
+DATASETS = ("mnist5k", "digits", "folder", "arrays", "pystdlib")
+TEXT_DATASETS = ("pystdlib",)
 
 
 def _validate_options(cls: Any, options: dict[str, Any], where: str) -> None:
@@ -80,6 +85,19 @@ class SupernetWorkload(Workload):
         ds = spec.evaluation.dataset
         if ds.name not in DATASETS:
             raise JobSpecError(f"evaluation.dataset.name: unknown dataset {ds.name!r}; choose one of {', '.join(DATASETS)}")
+        tokens = getattr(net_cls, "input_kind", "image") == "tokens"
+        if tokens != (ds.name in TEXT_DATASETS):
+            want = "a text dataset (" + ", ".join(TEXT_DATASETS) + ")" if tokens else "an image dataset"
+            raise JobSpecError(
+                f"evaluation.dataset.name: supernet {spec.supernet.name!r} takes "
+                f"{'token sequences' if tokens else 'images'}; {ds.name!r} does not fit, use {want}"
+            )
+        context = getattr(space.options, "context", None)
+        if tokens and context is not None and ds.seq_len > context:
+            raise JobSpecError(
+                f"evaluation.dataset.seq_len: {ds.seq_len} is longer than space.options.context ({context}); "
+                f"set seq_len <= {context}"
+            )
         if ds.name in ("folder", "arrays"):
             if ds.path is None:
                 raise JobSpecError(f"evaluation.dataset.path: required for dataset {ds.name!r}")
@@ -166,13 +184,22 @@ class SupernetWorkload(Workload):
             self._children.popitem(last=False)
         return model
 
+    @property
+    def tokens(self) -> bool:
+        return getattr(self.supernet, "input_kind", "image") == "tokens"
+
     def example_input(self, arch: Arch, batch_size: int) -> Any:
-        """A batch of the dataset's native shape: what the deployed child receives (it resizes)."""
+        """A batch of the dataset's native shape: what the deployed child receives (it resizes).
+
+        Token models: ``batch_size`` sequences of the dataset's length from the evaluation split.
+        """
         import torch
 
-        c, h, w = self.data.input_shape
+        if self.tokens:
+            reps = -(-batch_size // self.eval_X.shape[0])
+            return self.eval_X.repeat(reps, 1)[:batch_size]
         g = torch.Generator().manual_seed(0)
-        return torch.randn(batch_size, c, h, w, generator=g).to(self.device)
+        return torch.randn(batch_size, *self.data.input_shape, generator=g).to(self.device)
 
     def evaluate(self, arch: Arch) -> dict[str, float]:
         from nasforge.supernets.evaluate import count_flops_params, evaluate_classifier
@@ -180,8 +207,13 @@ class SupernetWorkload(Workload):
 
         model = self.child(arch)
         metrics: dict[str, float] = {}
-        metrics.update(evaluate_classifier(model, self.eval_X, self.eval_y, self.spec.evaluation.batch_size))
-        counted = count_flops_params(model, self.data.input_shape)
+        scores = evaluate_classifier(model, self.eval_X, self.eval_y, self.spec.evaluation.batch_size)
+        if self.tokens:
+            metrics["loss"] = scores["loss"]
+            metrics["perplexity"] = math.exp(min(scores["loss"], 700.0))
+        else:
+            metrics.update(scores)
+        counted = count_flops_params(model, self.data.input_shape, input_dtype=self.eval_X.dtype)
         metrics["flops"] = float(counted["flops"])
         metrics["params"] = float(counted["params"])
         metrics["model_bytes"] = float(
@@ -224,7 +256,6 @@ class SupernetWorkload(Workload):
         files.append(weights)
 
         x = self.eval_X[:8].cpu()  # native shape: the child resizes to its resolution itself
-        c, h, w = self.data.input_shape
         with torch.inference_mode():
             ref = model(x).numpy()
 
@@ -253,7 +284,8 @@ class SupernetWorkload(Workload):
             "supernet": {"name": self.spec.supernet.name, "options": self.spec.supernet.options},
             "arch": arch.to_dict(),
             "key": arch.key(),
-            "input_shape": [c, h, w],
+            "input_shape": list(self.data.input_shape),
+            "input_kind": getattr(self.supernet, "input_kind", "image"),
             "onnx_check": {"max_abs_diff": onnx_diff, "atol": ONNX_ATOL, "runtime": f"onnxruntime {ort.__version__}"},
             "files": [p.name for p in files],
             **metadata,
