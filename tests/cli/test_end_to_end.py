@@ -83,13 +83,13 @@ def test_results_json_lists_every_candidate_with_metrics(trained: dict) -> None:
 def test_export_loads_and_matches_the_supernet_child(trained: dict) -> None:
     import onnxruntime as ort
     import torch
-    from nasforge.supernets.evaluate import prepare_child
-    from nasforge.supernets.trainer import load_trained_supernet
 
     import nasforge
     from nasforge.core.spec import load_job_file
     from nasforge.data import load_dataset
     from nasforge.spaces import SPACES
+    from nasforge.supernets.evaluate import prepare_child
+    from nasforge.supernets.trainer import load_trained_supernet
 
     home, job_id = trained["home"], trained["summary"]["job_id"]
     out = home / "exports" / "best"
@@ -232,3 +232,45 @@ def test_cancel_marks_job_cancelled(trained: dict) -> None:
         time.sleep(1)
     assert st["state"] == "cancelled"
     assert st["evaluated"] < 200
+
+
+def test_compress_the_exported_child(trained: dict) -> None:
+    """Issue 4's first demand: a compression job on the quickstart's trained model, via ``export:``."""
+    import torch
+
+    import nasforge
+
+    home, job_id = trained["home"], trained["summary"]["job_id"]
+    out = home / "exports" / "to-compress"
+    proc = _cli(home, "export", job_id, "--best", "accuracy", "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job = home / "compress-export.yaml"
+    job.write_text(yaml.safe_dump({
+        "name": "compress-export", "seed": 0,
+        "model": {"source": f"export:{out}"},
+        "space": {"name": "compression", "options": {"mode": "bits", "bits": [2, 4, 8], "calibration_images": 64}},
+        "strategy": {"name": "evopress", "options": {"selection": [[6, 64]]}},
+        "objectives": [{"metric": "kl", "direction": "minimize"}, {"metric": "accuracy", "direction": "maximize"}],
+        "constraints": ["avg_bits <= 4"],
+        "budget": {"evaluations": 12, "batch_size": 6},
+        "evaluation": {"dataset": {"name": "mnist5k", "seed": 0}, "batch_size": 256, "max_images": 200},
+        "workers": {"count": 1, "cpus": 1},
+    }))
+    proc = _cli(home, "submit", str(job), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["state"] == "done" and summary["counts"]["done"] >= 6
+    rows = json.loads(_cli(home, "results", summary["job_id"], "--format", "json").stdout)
+    done = [r for r in rows if r["status"] == "done"]
+    assert all(r["metrics"]["avg_bits"] <= 4 + 1e-9 for r in done if r["pareto"])
+    assert all(0 <= r["metrics"]["kl"] for r in done)
+    dense_acc = trained["summary"].get("best", {}).get("accuracy")  # may be absent; informational
+    print("compressed export:", [(round(r["metrics"]["avg_bits"], 2), round(r["metrics"]["kl"], 4),
+                                   r["metrics"]["accuracy"]) for r in done[:6]], "dense best", dense_acc)
+    exp = _cli(home, "export", summary["job_id"], "--best", "kl", "-o", str(home / "exports" / "compressed"), "--json")
+    assert exp.returncode == 0, exp.stderr[-3000:]
+    meta = json.loads((home / "exports" / "compressed" / "arch.json").read_text())
+    assert meta["kind"] == "compression"
+    os.environ["NASFORGE_HOME"] = str(home)
+    model = nasforge.load(home / "exports" / "compressed")
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
