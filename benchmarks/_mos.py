@@ -1,0 +1,189 @@
+"""Part (b) of ``vit_mos``: Mixture-of-Supernets vs plain weight sharing, inheritance gap.
+
+Language model ``lm_transformer`` on the ``pystdlib`` corpus (byte tokens of the Python standard
+library's top-level modules, split by file). Per seed:
+
+0. Learning rate: SGD's step interacts with the mixture (an expert's gradient is scaled by its
+   mixing weight, so one shared LR is not the same step size for both), so each method gets its
+   own LR from ``LR_GRID``: the LR whose ``PICK_STEPS``-step run (seed 0) gives the lowest
+   validation loss of the trained net (the supernets: their largest child; a standalone child:
+   itself). Selection uses the validation split; every reported figure uses the test split.
+1. Train two supernets with the same sandwich recipe (largest + smallest + 2 random children per
+   step, in-place distillation = per-token KL to the largest child) for ``STEPS`` steps each:
+   ``mos`` (every linear layer a mixture of ``EXPERTS`` experts routed by the arch encoding) and
+   ``plain`` (ordinary weight sharing). Same data order, same initial seed.
+2. Six children: the smallest, the largest and four uniform random children (drawn from a fixed
+   generator, the same for every seed). Each child's *inherited* metric is the validation loss
+   (mean cross-entropy per token, nats) of ``supernet.extract(child)`` (mixture collapsed, no
+   fine-tuning) on ``EVAL_SEQS`` test sequences.
+3. Each child is also trained alone from scratch for the same ``STEPS`` steps, the same recipe
+   (learning from the labels), batch size and data order, and scored the same way (*standalone*).
+
+Headline: ``mos_gap_points`` / ``plain_gap_points`` = mean over the six children of
+(inherited loss - standalone loss) x 100, i.e. **points are hundredths of a nat per token**;
+lower is better (a negative gap means the inherited child beats the same child trained alone at
+this budget). Means over seeds; per-seed values and per-child rows are kept. Mean absolute gaps
+are reported too. Equal training *steps* means the supernets do more child forward/backward
+passes per step (4) than a standalone child (1); that is the usual NAS comparison and is stated,
+not hidden.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from nasforge.core.spec import DatasetSpec, TrainingSpec
+from nasforge.data import load_dataset
+from nasforge.spaces.lm_transformer import LMTransformerSpace
+from nasforge.supernets.evaluate import evaluate_classifier
+from nasforge.supernets.lm_transformer import LMTransformerSupernet
+from nasforge.supernets.trainer import FixedSampler, SandwichTrainer
+
+SPACE = {"vocab_size": 256, "context": 32, "head_dim": 8, "depths": [1, 2, 3], "embed_dims": [16, 32, 48],
+         "heads": [1, 2, 4], "mlp_ratios": [2, 3, 4]}
+SEQ_LEN = 32
+BATCH = 32
+LR_GRID = (0.1, 0.2, 0.4)
+PICK_STEPS = 100
+EXPERTS, ROUTER_HIDDEN = 4, 16
+EVAL_SEQS = 1000
+CHILD_SEED = 1234
+
+
+def _config(quick: bool) -> dict[str, Any]:
+    if quick:
+        return {"steps": 30, "seeds": [0], "children": 3, "pick_steps": 10}
+    return {"steps": int(os.environ.get("MOS_STEPS", 500)), "seeds": [0, 1], "children": 6,
+            "pick_steps": PICK_STEPS}
+
+
+def _children(space: LMTransformerSpace, n: int) -> list[Any]:
+    rng = np.random.default_rng(CHILD_SEED)
+    archs = [space.smallest(), space.largest()]
+    while len(archs) < n:
+        a = space.sample(rng)
+        if a not in archs:
+            archs.append(a)
+    return archs
+
+
+def _train(net: LMTransformerSupernet, data: Any, steps: int, seed: int, lr: float, *, only: Any = None) -> float:
+    n = int(data.train[0].shape[0])
+    spec = TrainingSpec(epochs=steps * BATCH / n, batch_size=BATCH, lr=lr, warmup_epochs=0.05 * steps * BATCH / n,
+                        weight_decay=1e-5)
+    options = {"num_random": 2, "label_smoothing": 0.0, "dropout": 0.0, "eval_images": 64, "eval_smallest": False,
+               "threads": 1}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        if only is None:
+            trainer = SandwichTrainer(net, data, spec, seed=seed, checkpoint_dir=tmp, options=options)
+        else:  # one child alone: it is the label-trained "largest", nothing else is sampled
+            trainer = SandwichTrainer(net, data, spec, seed=seed, checkpoint_dir=tmp, options=options,
+                                      arch_sampler=FixedSampler([]), largest=only)
+        trainer.fit()
+        assert trainer.step == steps, (trainer.step, steps)
+    return time.perf_counter() - t0
+
+
+def _score(net: LMTransformerSupernet, arch: Any, data: Any, split: str = "test") -> float:
+    X, y = getattr(data, split)
+    return evaluate_classifier(net.extract(arch), X[:EVAL_SEQS], y[:EVAL_SEQS], batch_size=250)["loss"]
+
+
+def _pick_lr(space: LMTransformerSpace, options: dict[str, Any], data: Any, steps: int,
+             only: Any = None) -> tuple[float, dict[str, float]]:
+    """The LR of ``LR_GRID`` with the lowest validation loss after ``steps`` steps (seed 0)."""
+    losses = {}
+    for lr in LR_GRID:
+        torch.manual_seed(0)
+        net = LMTransformerSupernet(space, options)
+        _train(net, data, steps, 0, lr, only=only)
+        loss = _score(net.eval(), only if only is not None else space.largest(), data, "val")
+        losses[str(lr)] = loss if np.isfinite(loss) else float("inf")
+    best = min(losses, key=lambda k: losses[k])
+    return float(best), losses
+
+
+def run_part(quick: bool = False) -> dict:
+    cfg = _config(quick)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        space = LMTransformerSpace(SPACE)
+        data = load_dataset(DatasetSpec(name="pystdlib", seed=0, seq_len=SEQ_LEN))
+        children = _children(space, cfg["children"])
+        rows: list[dict[str, Any]] = []
+        per_seed: dict[str, list[float]] = {"mos": [], "plain": [], "mos_abs": [], "plain_abs": []}
+        timing: dict[str, float] = {"mos_train_s": 0.0, "plain_train_s": 0.0, "standalone_train_s": 0.0}
+        t0 = time.perf_counter()
+        kinds = {"mos": {"mixture": {"experts": EXPERTS, "router_hidden": ROUTER_HIDDEN}}, "plain": {}}
+        picked = {kind: _pick_lr(space, options, data, cfg["pick_steps"]) for kind, options in kinds.items()}
+        picked.update({f"child{i}": _pick_lr(space, {}, data, cfg["pick_steps"], only=a)
+                       for i, a in enumerate(children)})
+        timing["lr_pick_s"] = time.perf_counter() - t0
+        for seed in cfg["seeds"]:
+            inherited: dict[str, list[float]] = {}
+            for kind, options in kinds.items():
+                torch.manual_seed(seed)
+                net = LMTransformerSupernet(space, options)
+                timing[f"{kind}_train_s"] += _train(net, data, cfg["steps"], seed, picked[kind][0])
+                net.eval()
+                inherited[kind] = [_score(net, a, data) for a in children]
+            gaps: dict[str, list[float]] = {"mos": [], "plain": []}
+            for i, arch in enumerate(children):
+                torch.manual_seed(seed)
+                alone = LMTransformerSupernet(space, {})
+                timing["standalone_train_s"] += _train(alone, data, cfg["steps"], seed, picked[f"child{i}"][0],
+                                                       only=arch)
+                alone.eval()
+                standalone = _score(alone, arch, data)
+                row = {"seed": seed, "child": i, "arch": dict(arch.items()),
+                       "flops": space.cost(arch)["flops"], "params": space.cost(arch)["params"],
+                       "standalone_loss": standalone, "standalone_lr": picked[f"child{i}"][0]}
+                for kind in ("mos", "plain"):
+                    gap = 100.0 * (inherited[kind][i] - standalone)
+                    gaps[kind].append(gap)
+                    row[f"{kind}_inherited_loss"] = inherited[kind][i]
+                    row[f"{kind}_gap_points"] = gap
+                rows.append(row)
+            for kind in ("mos", "plain"):
+                per_seed[kind].append(float(np.mean(gaps[kind])))
+                per_seed[f"{kind}_abs"].append(float(np.mean(np.abs(gaps[kind]))))
+        result: dict[str, Any] = {
+            "mos_gap_points": float(np.mean(per_seed["mos"])),
+            "plain_gap_points": float(np.mean(per_seed["plain"])),
+            "mos_abs_gap_points": float(np.mean(per_seed["mos_abs"])),
+            "plain_abs_gap_points": float(np.mean(per_seed["plain_abs"])),
+            "mos_gap_points_per_seed": per_seed["mos"],
+            "plain_gap_points_per_seed": per_seed["plain"],
+            "mos_steps": cfg["steps"],
+            "mos_lr": picked["mos"][0],
+            "plain_lr": picked["plain"][0],
+            "lr_pick_val_losses": {k: v[1] for k, v in picked.items()},
+            "mos_children": len(children),
+            **{k: round(v, 1) for k, v in timing.items()},
+            "seeds": cfg["seeds"],
+            "rows": rows,
+            "notes": (
+                "Mixture-of-Supernets vs plain weight sharing on the lm_transformer language model "
+                f"(space {SPACE}), pystdlib byte corpus, seq_len {SEQ_LEN}, batch {BATCH}, "
+                f"{cfg['steps']} steps for every supernet and every standalone child (sandwich: largest + smallest + "
+                "2 random children per step, in-place distillation); SGD LR per method from "
+                f"{list(LR_GRID)} by a {cfg['pick_steps']}-step validation run (MoS {picked['mos'][0]}, plain "
+                f"{picked['plain'][0]}, standalone children per child, see rows); MoS: {EXPERTS} experts, "
+                f"router hidden {ROUTER_HIDDEN}, layer-wise routing. Metric: test loss in nats per token "
+                f"on {EVAL_SEQS} sequences; gap = inherited - standalone, in POINTS = loss x 100 "
+                "(hundredths of a nat per token); lower is better, negative = the inherited child beats the "
+                f"same child trained alone for the same steps. Mean over {len(children)} children "
+                f"(smallest, largest, random) and seeds {cfg['seeds']}; per-seed and per-child values in rows."
+            ),
+        }
+        return result
+    finally:
+        torch.set_num_threads(threads)
