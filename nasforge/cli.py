@@ -217,8 +217,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_address(args: argparse.Namespace) -> str | None:
+    """The Ray Jobs API address when the command targets a cluster (``--address http://...``)."""
+    address = getattr(args, "address", None)
+    if address and not address.startswith(("http://", "https://")):
+        raise NasforgeError(f"--address {address!r}: status, logs and cancel take the Ray Jobs API address "
+                            "http(s)://HEAD:8265")
+    return address
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from nasforge.compose import open_store_for
+
+    address = _cluster_address(args)
+    if address:
+        from nasforge.workers.cluster import cluster_status
+
+        return cluster_status(args.job_id, address=address, json_out=args.json)
     from nasforge.core.types import CandidateStatus
 
     store = open_store_for(url=args.store)
@@ -288,8 +303,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    from nasforge.workers.cluster import cluster_logs
+
+    address = _cluster_address(args)
+    if address:
+        return cluster_logs(args.job_id, address=address, follow=args.follow)
+    from nasforge.core.paths import job_dir
+
+    log = job_dir(args.job_id) / "driver.log"
+    if not log.exists():
+        raise NasforgeError(f"job {args.job_id}: no driver.log (only --detach jobs log to a file; "
+                            "for a cluster job give --address http://HEAD:8265)")
+    sys.stdout.write(log.read_text(errors="replace"))
+    return 0
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     from nasforge.compose import cancel_job, open_store_for
+
+    address = _cluster_address(args)
+    if address:
+        from nasforge.workers.cluster import cluster_cancel
+
+        changed = cluster_cancel(args.job_id, address=address)
+        print(f"ray job {args.job_id} stopped" if changed else f"ray job {args.job_id} had already ended")
+        return 0
 
     store = open_store_for(url=args.store)
     changed = cancel_job(args.job_id, store)
@@ -357,8 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_list)
 
     sp = sub.add_parser("status", help="one job: round, evaluated/pending/failed, best so far")
-    sp.add_argument("job_id")
+    sp.add_argument("job_id", help="job id, or the Ray submission id with --address")
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--address", default=None, help="Ray Jobs API http://HEAD:8265 (job_id is the submission id)")
     with_store(sp)
     sp.set_defaults(func=cmd_status)
 
@@ -380,9 +420,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("cancel", help="cancel a running job")
-    sp.add_argument("job_id")
+    sp.add_argument("job_id", help="job id, or the Ray submission id with --address")
+    sp.add_argument("--address", default=None, help="Ray Jobs API http://HEAD:8265 (job_id is the submission id)")
     with_store(sp)
     sp.set_defaults(func=cmd_cancel)
+
+    sp = sub.add_parser("logs", help="the driver log of a job (a cluster job's with --address)")
+    sp.add_argument("job_id", help="job id (--detach jobs), or the Ray submission id with --address")
+    sp.add_argument("--address", default=None, help="Ray Jobs API http://HEAD:8265")
+    sp.add_argument("--follow", action="store_true", help="with --address: keep printing until the job ends")
+    sp.set_defaults(func=cmd_logs)
 
     sp = sub.add_parser("ui", help="the MLflow UI on this project's tracking store (127.0.0.1)")
     sp.add_argument("--port", type=int, default=5000)
@@ -407,9 +454,24 @@ def _version() -> str:
     return f"nasforge {__version__}"
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (``ray job stop``, ``kill``, a pod shutting down) ends a run like Ctrl-C: the job is
+    recorded as interrupted, workers are released, and ``nasforge resume`` continues it."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (main() called from a thread): leave it alone
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _interrupt_on_sigterm()
     try:
         return int(args.func(args) or 0)
     except NasforgeError as e:

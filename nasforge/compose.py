@@ -187,9 +187,9 @@ def run_job(
         )
         summary = driver.run()
         state = summary.state
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM becomes SystemExit once Ray is up
         state = JobState.INTERRUPTED
-        error = "interrupted (Ctrl-C); continue with: nasforge resume " + job.id
+        error = "interrupted (Ctrl-C or SIGTERM); continue with: nasforge resume " + job.id
         raise
     except BaseException as e:
         error = f"{type(e).__name__}: {e}"

@@ -4,6 +4,10 @@ The space has 8 categorical choices; ``accuracy`` rises and ``latency_ms`` grows
 sizes, so the two objectives conflict. The workload is real code run by real Ray actors; it
 fails on purpose for archs whose ``mode`` choice says so (``raise``), and kills its own process
 when the arch key is listed in ``kill_keys.txt`` in the job folder.
+
+Run through the CLI with ``supernet: {name: "tests.toy:ToyWorkload", options: {...}}``; options:
+``delay`` (seconds of sleep per evaluation), ``spin`` (seconds of CPU-bound work per evaluation),
+``eval_log`` (a file that gets one line ``KEY PID`` per finished evaluation, appended atomically).
 """
 
 from __future__ import annotations
@@ -56,10 +60,13 @@ class ToyWorkload(Workload):
         return ToySpace()
 
     def setup(self) -> None:
+        opts = dict(self.spec.supernet.options) if self.spec.supernet is not None else {}
+        self.spin = float(opts.get("spin", 0.0))
+        self.eval_log = opts.get("eval_log")
         kill_file = self.job_dir / "kill_keys.txt"
         self.kill_keys = set(kill_file.read_text().split()) if kill_file.exists() else set()
         delay_file = self.job_dir / "eval_delay.txt"
-        self.delay = float(delay_file.read_text()) if delay_file.exists() else 0.0
+        self.delay = float(delay_file.read_text()) if delay_file.exists() else float(opts.get("delay", 0.0))
 
     def evaluate(self, arch: Arch) -> dict[str, float]:
         if arch.key() in self.kill_keys:
@@ -68,7 +75,16 @@ class ToyWorkload(Workload):
             raise ValueError(f"toy failure for {arch.key()}")
         if self.delay:
             time.sleep(self.delay)
-        return toy_metrics(arch)
+        if self.spin:
+            cpu_spin(self.spin)
+        metrics = toy_metrics(arch)
+        if self.eval_log:
+            fd = os.open(self.eval_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, f"{arch.key()} {os.getpid()}\n".encode())
+            finally:
+                os.close(fd)
+        return metrics
 
     def device_profile(self) -> dict[str, Any]:
         return {"kind": "toy", "id": "toy-device", "pid": os.getpid()}
@@ -82,6 +98,17 @@ class ToyWorkload(Workload):
     @classmethod
     def load_export(cls, path: Path, meta: dict[str, Any]) -> Any:
         return meta
+
+
+def cpu_spin(seconds: float) -> int:
+    """Busy CPU work for ``seconds`` of this thread's CPU time (not wall time: a shared core
+    still gets the same amount of work done per evaluation)."""
+    end = time.thread_time() + seconds
+    x = 0
+    while time.thread_time() < end:
+        for i in range(2000):
+            x = (x * 31 + i) % 1_000_003
+    return x
 
 
 def toy_spec(**overrides: Any) -> JobSpec:

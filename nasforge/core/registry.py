@@ -54,7 +54,12 @@ class Registry(Generic[T]):
         return iter(self.names())
 
     def check(self, name: str, where: str = "") -> None:
-        """Raise UnknownNameError naming the allowed values, without importing anything."""
+        """Raise UnknownNameError naming the allowed values, without importing anything.
+
+        A ``"package.module:attr"`` path that is not a registered name passes here; ``get`` imports
+        it (code outside nasforge, e.g. a user's own workload)."""
+        if ":" in name and name not in self:
+            return
         if name not in self:
             loc = f"{where}: " if where else ""
             raise UnknownNameError(
@@ -63,6 +68,12 @@ class Registry(Generic[T]):
 
     def get(self, name: str, where: str = "") -> T:
         self.check(name, where)
+        if name not in self:  # an import path (see check); not added to names()
+            try:
+                return import_object(name)  # type: ignore[no-any-return]
+            except (ImportError, AttributeError) as e:
+                loc = f"{where}: " if where else ""
+                raise UnknownNameError(f"{loc}cannot import {self.kind} {name!r} ({e})") from None
         if name not in self._loaded:
             self._loaded[name] = import_object(self._paths[name])
         return self._loaded[name]

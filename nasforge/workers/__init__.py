@@ -12,7 +12,13 @@ WORKLOADS: Registry = Registry(
 
 
 def workload_kind(spec) -> str:  # type: ignore[no-untyped-def]
-    """``supernet`` when the job names a supernet, ``compression`` when it names a model."""
+    """``supernet`` when the job names a supernet, ``compression`` when it names a model.
+
+    A ``supernet.name`` of the form ``package.module:Class`` names a Workload class outside
+    nasforge (e.g. the torch-free toy of the tests); that path is the kind, and every worker
+    imports it."""
+    if spec.supernet is not None and ":" in spec.supernet.name:
+        return str(spec.supernet.name)
     return "supernet" if spec.supernet is not None else "compression"
 
 
