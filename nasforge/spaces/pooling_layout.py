@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from nasforge.core.errors import JobSpecError
 from nasforge.core.types import Arch, Scalar
@@ -124,8 +124,11 @@ class PoolingLayoutSpace(SearchSpace):
     def __init__(self, options: PoolingLayoutOptions | dict[str, Any] | None = None):
         try:
             super().__init__(options)
-        except ValueError as e:  # pydantic ValidationError is a ValueError
-            raise JobSpecError(f"space.options: {e}") from None
+        except ValidationError as e:  # one line, naming the key
+            first = e.errors()[0]
+            where = ".".join(["space.options", *map(str, first["loc"])])
+            msg = "unknown option" if first["type"] == "extra_forbidden" else first["msg"]
+            raise JobSpecError(f"{where}: {msg}") from None
         self._layouts: list[Arch] | None = None
         self._index: dict[tuple[int, ...], int] | None = None
 

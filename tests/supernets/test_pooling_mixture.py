@@ -1,0 +1,171 @@
+"""pooling_mixture: balanced learned routing, routing shared by forward and extract, trains on real data."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from nasforge.core.errors import JobSpecError
+from nasforge.core.spec import DatasetSpec, TrainingSpec
+from nasforge.data import load_dataset
+from nasforge.spaces.bignas_cnn import BigNASCNNSpace
+from nasforge.spaces.pooling_layout import PoolingLayoutSpace
+from nasforge.supernets import SUPERNETS, TRAINERS
+from nasforge.supernets.bignas import BigNASSupernet
+from nasforge.supernets.pooling_mixture import (
+    PoolingMixtureSupernet,
+    PoolingMixtureTrainer,
+    balanced_assignment,
+)
+
+torch.set_num_threads(1)
+
+TINY = {"preset": "mnist", "input_size": 8, "stem_channels": 4, "stem_stride": 1, "num_blocks": 4,
+        "num_downsamples": 2}  # 6 layouts, digits-sized
+
+
+def _sizes(a: np.ndarray, k: int) -> np.ndarray:
+    return np.bincount(a, minlength=k)
+
+
+@pytest.mark.parametrize(("L", "K"), [(6, 1), (6, 2), (7, 3), (10, 4), (15, 15), (36, 5)])
+def test_balanced_assignment_is_balanced(L, K):
+    rng = np.random.default_rng(L * 10 + K)
+    a = balanced_assignment(rng.random((L, K)))
+    sizes = _sizes(a, K)
+    assert sizes.sum() == L and sizes.max() - sizes.min() <= 1 and sizes.min() == L // K
+
+
+def test_balanced_assignment_is_the_least_loss_balanced_one():
+    rng = np.random.default_rng(3)
+    for L, K in ((5, 2), (6, 3), (7, 2)):
+        loss = rng.random((L, K))
+        best = min(
+            (c for c in itertools.product(range(K), repeat=L) if np.ptp(_sizes(np.array(c), K)) <= 1),
+            key=lambda c: loss[np.arange(L), list(c)].sum(),
+        )
+        got = balanced_assignment(loss)
+        assert loss[np.arange(L), got].sum() == pytest.approx(loss[np.arange(L), list(best)].sum())
+
+
+def test_balance_overrides_a_unanimous_preference_and_ties_keep_current():
+    loss = np.array([[0.1, 0.9]] * 4)  # every layout prefers model 0: only half may have it
+    assert _sizes(balanced_assignment(loss), 2).tolist() == [2, 2]
+    flat = np.ones((4, 2))
+    current = np.array([1, 0, 0, 1])
+    assert balanced_assignment(flat, current).tolist() == current.tolist()
+    with pytest.raises(ValueError):
+        balanced_assignment(np.ones((2, 3)))
+
+
+def test_reassign_moves_layouts_toward_lower_loss():
+    space = PoolingLayoutSpace(TINY)
+    net = PoolingMixtureSupernet(space, {"num_models": 2, "assign_seed": 1})
+    before = net.routing()
+    target = 1 - before  # every layout is better off on the other model
+    loss = np.where(np.arange(2)[None, :] == target[:, None], 0.2, 1.0)
+    after = net.reassign(loss)
+    assert after.tolist() == target.tolist() == net.routing().tolist()
+    assert loss[np.arange(6), after].sum() < loss[np.arange(6), before].sum()
+    assert [net.route(a) for a in space.layouts()] == target.tolist()
+
+
+def test_initial_routing_is_balanced_and_seeded():
+    space = PoolingLayoutSpace(TINY)
+    a = PoolingMixtureSupernet(space, {"num_models": 4, "assign_seed": 0}).routing()
+    b = PoolingMixtureSupernet(space, {"num_models": 4, "assign_seed": 0}).routing()
+    assert a.tolist() == b.tolist() and np.ptp(_sizes(a, 4)) <= 1
+    assert any(PoolingMixtureSupernet(space, {"num_models": 4, "assign_seed": s}).routing().tolist() != a.tolist()
+               for s in range(1, 6))
+    with pytest.raises(JobSpecError, match="supernet.options.num_models"):
+        PoolingMixtureSupernet(space, {"num_models": 7})
+
+
+def test_forward_and_extract_follow_the_same_routing_and_it_survives_a_checkpoint():
+    space = PoolingLayoutSpace(TINY)
+    torch.manual_seed(0)
+    net = PoolingMixtureSupernet(space, {"num_models": 2}).eval()
+    x = torch.randn(5, 1, 8, 8)
+    arch = space.layouts()[2]
+    k = net.route(arch)
+    with torch.no_grad():
+        routed = net(x, arch)
+        torch.testing.assert_close(net.extract(arch)(x), routed, atol=1e-5, rtol=0)
+        torch.testing.assert_close(net(x, arch, model=k), routed)
+        other = net(x, arch, model=1 - k)
+        assert not torch.allclose(other, routed)  # the two models really hold different weights
+        flipped = net.routing()
+        flipped[2], flipped[int(np.flatnonzero(flipped == 1 - k)[0])] = 1 - k, k  # swap, still balanced
+        net.set_routing(flipped)
+        assert net.route(arch) == 1 - k
+        torch.testing.assert_close(net(x, arch), other)
+        torch.testing.assert_close(net.extract(arch)(x), other, atol=1e-5, rtol=0)
+        # the routing is part of the weights: a loaded supernet routes the same way
+        fresh = PoolingMixtureSupernet(space, {"num_models": 2, "assign_seed": 5}).eval()
+        fresh.load_state_dict(net.state_dict())
+        assert fresh.routing().tolist() == flipped.tolist()
+        torch.testing.assert_close(fresh(x, arch), other)
+    with pytest.raises(ValueError, match="balanced"):
+        net.set_routing(np.zeros(6, dtype=np.int64))
+
+
+def test_loss_matrix_leaves_the_supernet_unchanged():
+    space = PoolingLayoutSpace(TINY)
+    net = PoolingMixtureSupernet(space, {"num_models": 2}).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    m = net.loss_matrix(torch.randn(20, 1, 8, 8, generator=g), torch.randint(0, 10, (20,), generator=g))
+    assert m.shape == (6, 2) and np.isfinite(m).all() and (m > 0).all()
+    assert not net.training
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_registered_and_trainer_rejects_other_supernets_and_bad_options(tmp_path):
+    assert SUPERNETS.get("pooling_mixture") is PoolingMixtureSupernet
+    assert TRAINERS.get("pooling_mixture") is PoolingMixtureTrainer
+    data = load_dataset(DatasetSpec(name="digits", seed=0))
+    spec = TrainingSpec(epochs=1, batch_size=64)
+    other = BigNASSupernet(BigNASCNNSpace(BigNASSupernet.contract_config()[0]))
+    with pytest.raises(JobSpecError, match="training.trainer"):
+        PoolingMixtureTrainer(other, data, spec, seed=0, checkpoint_dir=tmp_path)
+    net = PoolingMixtureSupernet(PoolingLayoutSpace(TINY), {"num_models": 2})
+    with pytest.raises(JobSpecError, match="training.options.reassign_every"):
+        PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path, options={"reassign_every": -1})
+    with pytest.raises(JobSpecError, match="training.options.num_random"):
+        PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path, options={"num_random": 2})
+
+
+def test_trains_on_digits_loss_falls_and_routing_is_learned_balanced(tmp_path):
+    data = load_dataset(DatasetSpec(name="digits", seed=0))
+    space = PoolingLayoutSpace(TINY)
+    torch.manual_seed(0)
+    net = PoolingMixtureSupernet(space, {"num_models": 2})
+    spec = TrainingSpec(epochs=3, batch_size=64, lr=0.1, warmup_epochs=0.2)
+    options = {"layouts_per_step": 2, "reassign_every": 10, "loss_ema": 1.0, "probe_images": 128,
+               "explore_fraction": 0.3, "freeze_fraction": 1.0, "eval_images": 200, "calib_images": 128}
+    trainer = PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path, options=options)
+    probe_start = trainer.probe()
+    final = trainer.fit()
+    probe_end = trainer.probe()
+    L = space.num_layouts
+    routed_start = probe_start[np.arange(L), net.routing()].mean()
+    routed_end = probe_end[np.arange(L), net.routing()].mean()
+    assert routed_end < 0.7 * routed_start  # training on real data lowers the routed layouts' loss
+    assert trainer.history[-1]["loss_largest"] < trainer.history[0]["loss_largest"]
+    assert final["largest_test_acc"] > 0.3  # 10 classes: chance is 0.1
+    assert np.ptp(_sizes(net.routing(), 2)) <= 1
+    hist = trainer.layout_sampler.history
+    assert len(hist) == trainer.total_steps // 10 - (trainer.total_steps % 10 == 0)
+    # with loss_ema=1 each re-solve is optimal for the losses it measured: never worse than staying
+    assert all(h["probe_loss_after"] <= h["probe_loss_before"] + 1e-12 for h in hist)
+    assert sum(h["moved"] for h in hist) > 0 and sum(h["probe_loss_after"] < h["probe_loss_before"] for h in hist)
+    # the checkpoint carries the routing and the running loss matrix
+    fresh = PoolingMixtureSupernet(space, {"num_models": 2, "assign_seed": 9})
+    again = PoolingMixtureTrainer(fresh, data, spec, seed=0, checkpoint_dir=tmp_path, options=options)
+    assert again.fit() == final
+    assert fresh.routing().tolist() == net.routing().tolist()
+    np.testing.assert_allclose(again.layout_sampler.loss, trainer.layout_sampler.loss)
