@@ -54,14 +54,26 @@ def _candidate_table(cands: Sequence[Any], title: str) -> Any:
     from rich.table import Table
 
     metrics = [m for m in SHOWN_METRICS if any(m in c.metrics for c in cands)]
+    # per device class columns (latency_ms@a100, ...) right after their base metric's
+    per_class = sorted({k for c in cands for k in c.metrics if "@" in k and k.partition("@")[0] in SHOWN_METRICS})
+    for k in per_class:
+        base = k.partition("@")[0]
+        at = max((i for i, m in enumerate(metrics) if m.partition("@")[0] == base), default=len(metrics) - 1)
+        metrics.insert(at + 1, k)
+
+    def shown(m: str) -> tuple[str, Any]:
+        base, _, cls = m.partition("@")
+        head, fmt = SHOWN_METRICS[base]
+        return (f"{head} @{cls}" if cls else head), fmt
+
     table = Table(title=title)
     table.add_column("id", justify="right")
     table.add_column("key")
     table.add_column("status")
     for m in metrics:
-        table.add_column(SHOWN_METRICS[m][0], justify="right")
+        table.add_column(shown(m)[0], justify="right")
     for c in cands:
-        cells = [SHOWN_METRICS[m][1](float(c.metrics[m])) if m in c.metrics else "" for m in metrics]
+        cells = [shown(m)[1](float(c.metrics[m])) if m in c.metrics else "" for m in metrics]
         table.add_row(str(c.id), c.key[:10], c.status.value + (" *" if c.pareto else ""), *cells)
     if any(c.pareto for c in cands):
         table.caption = "* on the Pareto front"

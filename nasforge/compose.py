@@ -34,6 +34,20 @@ def _validate_component_options(cls: Any, options: dict[str, Any], where: str) -
     _validate_options(cls, options, where)
 
 
+def _check_device_class_metrics(spec: JobSpec) -> None:
+    """``latency_ms@CLASS`` in objectives / constraints needs CLASS in the measured classes."""
+    classes = set(spec.evaluation.latency.device_classes)
+    named = [(f"objectives[{i}].metric", o.metric) for i, o in enumerate(spec.objectives)]
+    named += [(f"constraints[{i}]", c.to_constraint().metric) for i, c in enumerate(spec.constraints)]
+    for where, metric in named:
+        _, _, cls = metric.partition("@")
+        if cls and cls not in classes:
+            raise JobSpecError(
+                f"{where}: {metric!r} names device class {cls!r}, which is not measured; add it to "
+                f"evaluation.latency.device_classes (now {sorted(classes) or '[]'})"
+            )
+
+
 def validate(spec: JobSpec, *, address: str | None = None) -> SearchSpace:
     """Check names, options and local resources. Writes nothing. Returns the built space."""
     kind = workload_kind(spec)
@@ -47,6 +61,7 @@ def validate(spec: JobSpec, *, address: str | None = None) -> SearchSpace:
         pred_cls = PREDICTORS.get(spec.predictor.name, "predictor.name")
         _validate_component_options(pred_cls, spec.predictor.options, "predictor.options")
     workload_cls.validate_spec(spec)
+    _check_device_class_metrics(spec)
     space = workload_cls.build_space(spec)
     build_strategy(spec, space)  # strategies check their budget/options against the space here
     if spec.store.url is not None:

@@ -86,6 +86,14 @@ class ToyWorkload(Workload):
                 os.close(fd)
         return metrics
 
+    def measure_latency(self, arch: Arch) -> dict[str, float]:
+        """A real timing: CPU work proportional to the arch's size, timed with perf_counter."""
+        size = ToySpace().cost(arch)["flops"] / 1000
+        t0 = time.perf_counter()
+        cpu_spin(2e-5 * size)
+        ms = 1000 * (time.perf_counter() - t0)
+        return {"latency_ms": ms, "latency_p90_ms": ms}
+
     def device_profile(self) -> dict[str, Any]:
         return {"kind": "toy", "id": "toy-device", "pid": os.getpid()}
 

@@ -57,6 +57,16 @@ class Workload(ABC):
     def evaluate(self, arch: Arch) -> dict[str, float]:
         """Metrics of one arch (accuracy, flops, params, model_bytes, latency_ms, ...)."""
 
+    #: the metrics ``measure_latency`` returns; a device class adds ``NAME@CLASS`` columns of these
+    LATENCY_METRICS: tuple[str, ...] = ("latency_ms", "latency_p90_ms")
+
+    def measure_latency(self, arch: Arch) -> dict[str, float]:
+        """Latency metrics of one arch measured on this worker's device (a device-class worker
+        calls only this). The default runs ``evaluate`` and keeps ``LATENCY_METRICS``; a workload
+        whose accuracy evaluation is costly overrides it with a latency-only path."""
+        metrics = self.evaluate(arch)
+        return {k: float(metrics[k]) for k in self.LATENCY_METRICS if k in metrics}
+
     @abstractmethod
     def device_profile(self) -> dict[str, Any]:
         """Where latency was measured: cpu model / gpu name, torch version, threads, dtype, batch."""

@@ -10,6 +10,11 @@
   replacement actor is started; a chunk is retried arch by arch after its first loss, and an arch
   whose evaluation killed a worker more than ``workers.max_retries`` times comes back failed,
   with the reason. Exceptions raised by the workload come back as failed results at once.
+- Device classes: for each CLASS in ``evaluation.latency.device_classes`` a second pool of
+  workers asks for the Ray custom resource ``device:CLASS`` (plus the workers' CPUs / GPUs) and
+  only measures latency (``Workload.measure_latency``); a candidate gets one column per class,
+  ``latency_ms@CLASS`` and ``latency_p90_ms@CLASS``, which objectives and constraints may name.
+  A class that no node has fails at start with ResourceUnavailableError.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +73,10 @@ def worker_request(spec: JobSpec) -> dict[str, float]:
     return req
 
 
+def fits_nowhere(request: Mapping[str, float], nodes: Sequence[Mapping[str, Any]]) -> bool:
+    return placeable_workers(request, nodes) == 0
+
+
 def placeable_workers(request: Mapping[str, float], nodes: Sequence[Mapping[str, Any]]) -> int:
     """How many workers with ``request`` fit on the live nodes' total resources."""
     total = 0
@@ -80,9 +89,30 @@ def placeable_workers(request: Mapping[str, float], nodes: Sequence[Mapping[str,
     return total
 
 
-def check_placement(request: Mapping[str, float], count: int) -> int:
+def device_class_request(spec: JobSpec, device_class: str) -> dict[str, float]:
+    """A latency worker of ``device_class``: the workers' CPUs / GPUs plus ``device:CLASS``."""
+    req: dict[str, float] = {"CPU": float(spec.workers.cpus)}
+    if spec.workers.gpus:
+        req["GPU"] = float(spec.workers.gpus)
+    req[f"device:{device_class}"] = 1.0
+    return req
+
+
+def check_placement(request: Mapping[str, float], count: int, device_class: str | None = None) -> int:
     """Raise ResourceUnavailableError if no node can host one worker; else the count to start."""
     nodes = ray.nodes()
+    if device_class is not None and fits_nowhere(request, nodes):
+        res = f"device:{device_class}"
+        classes = sorted({k.removeprefix("device:") for n in nodes if n.get("Alive")
+                          for k in n.get("Resources", {}) if k.startswith("device:")})
+        have = any(n.get("Alive") and n.get("Resources", {}).get(res, 0) > 0 for n in nodes)
+        why = (f"the nodes with {res} lack the CPUs/GPUs a worker asks for ({dict(request)})" if have
+               else f"no node of the Ray cluster has the custom resource {res!r}")
+        raise ResourceUnavailableError(
+            f"evaluation.latency.device_classes: {device_class!r}: {why}; classes on this cluster: "
+            f"{classes or 'none'}; start the nodes of that class with --resources '{{\"{res}\": 1}}' "
+            "or remove the class from the job"
+        )
     fits = placeable_workers(request, nodes)
     if fits == 0:
         have: dict[str, float] = {}
@@ -130,7 +160,7 @@ class EvalWorker:
         return {"name": self.name, "device": self.profile, "node": ray.get_runtime_context().get_node_id(),
                 "pid": os.getpid()}
 
-    def evaluate(self, archs_json: list[str]) -> list[dict[str, Any]]:
+    def evaluate(self, archs_json: list[str], latency_only: bool = False) -> list[dict[str, Any]]:
         import torch
 
         torch.set_num_threads(self.threads)  # a reused process may have been changed since
@@ -139,7 +169,7 @@ class EvalWorker:
             arch = Arch.from_json(text)
             t0 = time.perf_counter()
             try:
-                metrics = self.workload.evaluate(arch)
+                metrics = self.workload.measure_latency(arch) if latency_only else self.workload.evaluate(arch)
                 error = None
             except Exception as e:  # noqa: BLE001 - a candidate's failure is data, not a crash
                 metrics = {}
@@ -179,6 +209,7 @@ class RayPoolEvaluator(Evaluator):
         kind: str,
         address: str | None = None,
         max_in_flight: int = 2,
+        device_class: str | None = None,
     ):
         self.spec = spec
         self.kind = kind
@@ -187,16 +218,28 @@ class RayPoolEvaluator(Evaluator):
         self.chunk_size = spec.workers.chunk_size
         self.max_retries = spec.workers.max_retries
         self.threads = spec.evaluation.latency.threads
+        self.device_class = device_class
+        self.class_pools: dict[str, RayPoolEvaluator] = {}
         self._started_ray = ensure_ray(address, num_cpus=max(os.cpu_count() or 1, int(spec.workers.count * spec.workers.cpus)))
-        self.request = worker_request(spec)
+        self.request = worker_request(spec) if device_class is None else device_class_request(spec, device_class)
         try:
-            self.count = check_placement(self.request, spec.workers.count)
             self._next_index = 0
             self.slots: list[_Slot] = []
             self.restarts = 0
             self.lost_workers = 0
             self.requeued = 0  # candidates sent again after their worker died
-            self._start_actors(self.count)
+            if device_class is None:
+                classes = list(dict.fromkeys(spec.evaluation.latency.device_classes))
+                for cls in classes:  # every class checked before any worker starts
+                    check_placement(device_class_request(spec, cls), 1, cls)
+                self.count = check_placement(self.request, spec.workers.count)
+                self._start_actors(self.count)
+                for cls in classes:
+                    self.class_pools[cls] = RayPoolEvaluator(spec, job_dir, kind=kind, address=address,
+                                                             max_in_flight=max_in_flight, device_class=cls)
+            else:
+                self.count = check_placement(self.request, spec.workers.count, device_class)
+                self._start_actors(self.count)
         except BaseException:
             self.close()
             raise
@@ -231,6 +274,7 @@ class RayPoolEvaluator(Evaluator):
             raise RuntimeError(f"a worker failed while loading the workload: {cause}") from None
         for actor, info in zip(actors, infos, strict=True):
             self.slots.append(_Slot(actor=actor, name=info["name"], node_id=info["node"], pid=info["pid"]))
+        self.node_of = {**getattr(self, "node_of", {}), **{info["name"]: info["node"] for info in infos}}
         self.device_profiles = {info["name"]: info["device"] for info in infos}
 
     @property
@@ -240,6 +284,34 @@ class RayPoolEvaluator(Evaluator):
     # ---- evaluation -----------------------------------------------------------------------
     def evaluate(
         self, archs: Sequence[Arch], on_result: Callable[[EvalResult], None] | None = None
+    ) -> list[EvalResult]:
+        """Results in input order; with device classes, each ok result also carries the latency
+        measured on every class (a failure there fails the candidate, with the class named)."""
+        if not self.class_pools:
+            return self._evaluate(archs, on_result, latency_only=self.device_class is not None)
+        results = self._evaluate(archs, None)
+        ok = [i for i, r in enumerate(results) if r.ok]
+        for cls, pool in self.class_pools.items():
+            measured = pool._evaluate([archs[i] for i in ok], None, latency_only=True)
+            for i, lat in zip(ok, measured, strict=True):
+                r = results[i]
+                if not r.ok:
+                    continue
+                if not lat.ok:
+                    results[i] = replace(r, error=f"latency on device class {cls!r}: {lat.error}")
+                    continue
+                metrics = {**r.metrics, **{f"{k}@{cls}": v for k, v in lat.metrics.items()}}
+                device = {**(r.device or {}), f"latency@{cls}": {"worker": lat.worker,
+                                                                 "node": pool.node_of.get(lat.worker or "")}}
+                results[i] = replace(r, metrics=metrics, device=device)
+        if on_result is not None:
+            for r in results:
+                on_result(r)
+        return results
+
+    def _evaluate(
+        self, archs: Sequence[Arch], on_result: Callable[[EvalResult], None] | None = None,
+        latency_only: bool = False,
     ) -> list[EvalResult]:
         results: list[EvalResult | None] = [None] * len(archs)
         payload = [a.to_json() for a in archs]
@@ -259,7 +331,7 @@ class RayPoolEvaluator(Evaluator):
             for slot in sorted(self.slots, key=lambda s: len(s.in_flight)):
                 while queue and len(slot.in_flight) < self.max_in_flight:
                     chunk = queue.popleft()
-                    ref = slot.actor.evaluate.remote([payload[i] for i in chunk])
+                    ref = slot.actor.evaluate.remote([payload[i] for i in chunk], latency_only)
                     slot.in_flight[ref] = chunk
                     ref_to_slot[ref] = slot
 
@@ -320,6 +392,9 @@ class RayPoolEvaluator(Evaluator):
             raise RuntimeError("every worker died and none could be restarted")
 
     def close(self) -> None:
+        for pool in getattr(self, "class_pools", {}).values():
+            pool.close()
+        self.class_pools = {}
         for slot in getattr(self, "slots", []):
             try:
                 ray.kill(slot.actor)
