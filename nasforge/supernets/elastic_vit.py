@@ -292,7 +292,7 @@ class ElasticViTSupernet(Supernet):
         }
         return space, {}
 
-    def plan(self, arch: Arch) -> tuple[ViTNetworkPlan, torch.Tensor | None]:
+    def plan_and_encoding(self, arch: Arch) -> tuple[ViTNetworkPlan, torch.Tensor | None]:
         """(``space.plan(arch)``, the arch encoding the mixture routes on or None), memoized."""
         hit = self._plans.get(arch)
         if hit is None:
@@ -307,7 +307,7 @@ class ElasticViTSupernet(Supernet):
         return hit
 
     def input_shape(self, arch: Arch) -> tuple[int, int, int]:
-        p = self.plan(arch)[0]
+        p = self.plan_and_encoding(arch)[0]
         return (p.in_channels, p.resolution, p.resolution)
 
     def forward(self, x: torch.Tensor, arch: Arch, *, dropout: float = 0.0) -> torch.Tensor:
@@ -316,7 +316,7 @@ class ElasticViTSupernet(Supernet):
         ``dropout`` is the rate applied before the classifier in training mode (the trainer
         passes it for the largest child only).
         """
-        p, enc = self.plan(arch)
+        p, enc = self.plan_and_encoding(arch)
         if enc is not None:
             enc = enc.to(x.device)
         if x.shape[-2] != p.resolution or x.shape[-1] != p.resolution:
@@ -347,7 +347,7 @@ class ElasticViTSupernet(Supernet):
     @torch.no_grad()
     def extract(self, arch: Arch) -> ElasticViTChild:
         """A plain child holding copies of the weights (mixtures collapsed) and BN statistics ``arch`` uses."""
-        p, enc = self.plan(arch)
+        p, enc = self.plan_and_encoding(arch)
         device = self.stem_conv.weight.device
         if enc is not None:
             enc = enc.to(device)

@@ -28,7 +28,7 @@ from collections import deque
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nasforge.core.errors import JobSpecError
 from nasforge.core.types import Arch
@@ -49,6 +49,12 @@ class SamplerOptions(BaseModel):
     min_bank: int = Field(default=16, ge=1, description="performance-aware: pairs needed before the estimate is used")
     ridge: float = Field(default=1.0, gt=0, description="performance-aware: L2 penalty of the loss regression")
     mutation: float = Field(default=0.2, ge=0, le=1, description="per-choice resample probability of a draw")
+
+    @model_validator(mode="after")
+    def _bank(self) -> SamplerOptions:
+        if self.min_bank > self.bank_size:
+            raise ValueError(f"min_bank ({self.min_bank}) must not exceed bank_size ({self.bank_size})")
+        return self
 
 
 class FlopsBuckets:

@@ -85,7 +85,7 @@ def test_mixture_routes_by_arch_and_trains_the_router():
     net = ElasticViTSupernet(space, {"mixture": {"experts": 2, "router_hidden": 4}}).train()
     a, b = space.largest(), space.smallest()
     layer = net.vit_stages[0][0].q
-    enc_a, enc_b = net.plan(a)[1], net.plan(b)[1]
+    enc_a, enc_b = net.plan_and_encoding(a)[1], net.plan_and_encoding(b)[1]
     assert not torch.equal(layer.mixing_weights(enc_a), layer.mixing_weights(enc_b))
     net.zero_grad()
     F.cross_entropy(net(torch.randn(4, *net.input_shape(a)), a), torch.tensor([0, 1, 2, 3])).backward()
