@@ -347,11 +347,11 @@ class ElasticViTSpace(SearchSpace):
             flops += embed_w * st.grid ** 2
             params += embed_w + 2 * st.dim
             tokens = st.grid ** 2
-            for b in st.blocks:
-                d, a, m = b.dim, b.attn_dim, b.hidden
+            for blk in st.blocks:
+                d, a, m = blk.dim, blk.attn_dim, blk.hidden
                 flops += tokens * (3 * d * a + a * d + d * m + m * d)
                 params += 3 * (d * a + a) + (a * d + d) + (d * m + m) + (m * d + d) + 4 * d
-                attn += attention_macs(b)
+                attn += attention_macs(blk)
         d = p.feature_dim
         flops += d * p.num_classes
         params += 2 * d + d * p.num_classes + p.num_classes
