@@ -191,6 +191,7 @@ def run_job(
         prep = workload_cls.prepare(spec, jdir, log=say)
         if prep:
             tracker.log_progress(job.id, 0, {f"prepare_{k}": v for k, v in prep.items()})
+            say("prepared: " + ", ".join(f"{k}={v:.4g}" for k, v in prep.items()))
         store.set_job_state(job.id, JobState.RUNNING)
         evaluator = RayPoolEvaluator(spec, jdir, kind=kind, address=address)
         strategy = build_strategy(spec, space)
