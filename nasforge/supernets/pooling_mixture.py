@@ -313,8 +313,8 @@ class PoolingMixtureSupernet(Supernet):
                     out[i, k] = total / max(1, x.shape[0])
         finally:
             buffers = dict(self.named_buffers())
-            for k, v in saved.items():
-                buffers[k].copy_(v)
+            for name, value in saved.items():
+                buffers[name].copy_(value)
             self.train(was_training)
         return out
 
