@@ -6,7 +6,7 @@ smallest child and ``num_random`` uniform random children) learn from the larges
 predictions at temperature ``distill_temperature`` (in-place distillation; with
 ``inplace_distill: false`` they learn from the labels). Gradients of all children are summed,
 weight decay is added once (it is the largest child's regularizer; BN and bias parameters get
-none) and one SGD (Nesterov) update follows. ``sampling: uniform`` trains one uniformly sampled
+none) and one SGD (Nesterov) update follows (``optimizer: adam``: one Adam update). ``sampling: uniform`` trains one uniformly sampled
 child per step from the labels (single-path baseline).
 
 Which children are drawn (``sampler``): ``uniform`` (default) draws them uniformly from the space
@@ -141,6 +141,9 @@ class SandwichOptions(BaseModel):
     final_lr_fraction: float = Field(default=0.05, gt=0, le=1, description="constant LR at the end, as a fraction of lr")
     decay_end_fraction: float = Field(default=0.85, gt=0, le=1, description="share of training after which LR is constant")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD (Nesterov) momentum")
+    optimizer: Literal["sgd", "adam"] = Field(
+        default="sgd", description="sgd: SGD with Nesterov momentum (BigNAS); adam: Adam, betas (0.9, 0.999) "
+        "(transformers); weight decay is added to the gradients either way")
     eval_images: int = Field(default=500, ge=1, description="validation images scored after each epoch")
     calib_images: int = Field(default=256, ge=1, description="training images for BN recalibration before scoring")
     threads: int | None = Field(default=None, ge=1, le=256, description="torch CPU threads while training")
@@ -223,7 +226,12 @@ class SandwichTrainer:
         for p in supernet.parameters():
             (no_decay if p.dim() <= 1 else decay).append(p)
         self._decay_params = decay
-        self.optimizer = torch.optim.SGD(supernet.parameters(), lr=spec.lr, momentum=options.momentum, nesterov=True)
+        self.optimizer: torch.optim.Optimizer
+        if options.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(supernet.parameters(), lr=spec.lr, betas=(0.9, 0.999))
+        else:
+            self.optimizer = torch.optim.SGD(supernet.parameters(), lr=spec.lr, momentum=options.momentum,
+                                             nesterov=True)
         self.step = 0
         self.epoch = 0
         self.history: list[dict[str, float]] = []

@@ -93,19 +93,31 @@ def test_attention_is_causal():
     assert not torch.allclose(a[:, 10:], b[:, 10:])
 
 
-@pytest.mark.parametrize("options", [{}, {"mixture": {"experts": 2, "router_hidden": 8}}])
-def test_sandwich_training_lowers_the_token_loss(text, tmp_path, options):
+@pytest.mark.parametrize(("options", "optimizer", "lr"), [({}, "sgd", 0.5),
+                                                        ({"mixture": {"experts": 2, "router_hidden": 8}}, "adam", 0.01)])
+def test_sandwich_training_lowers_the_token_loss(text, tmp_path, options, optimizer, lr):
     space = LMTransformerSpace(TINY)
     torch.manual_seed(0)
     net = LMTransformerSupernet(space, options)
     X, y = text.val[0][:200], text.val[1][:200]
     before = evaluate_classifier(net.extract(space.smallest()), X, y)["loss"]
     n = text.train[0].shape[0]
-    spec = TrainingSpec(epochs=40 * 32 / n, batch_size=32, lr=0.5, warmup_epochs=2 * 32 / n)
+    spec = TrainingSpec(epochs=40 * 32 / n, batch_size=32, lr=lr, warmup_epochs=2 * 32 / n)
     trainer = SandwichTrainer(net, text, spec, seed=0, checkpoint_dir=tmp_path,
-                              options={"num_random": 1, "label_smoothing": 0.0, "eval_images": 50})
+                              options={"num_random": 1, "label_smoothing": 0.0, "eval_images": 50,
+                                       "optimizer": optimizer})
+    assert type(trainer.optimizer).__name__ == {"sgd": "SGD", "adam": "Adam"}[optimizer]
     final = trainer.fit()
     assert trainer.step == 40
+    # the checkpoint restores this optimizer's state exactly (Adam moments included)
+    again = SandwichTrainer(LMTransformerSupernet(space, options), text, spec, seed=0, checkpoint_dir=tmp_path,
+                            options=trainer.options)
+    assert again.resume() is not None and again.step == 40
+    sa, sb = trainer.optimizer.state_dict()["state"], again.optimizer.state_dict()["state"]
+    assert sa.keys() == sb.keys() and sa
+    for i in sa:
+        for k, v in sa[i].items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb[i][k])), (i, k)
     assert 0 <= final["largest_val_acc"] <= 1  # next-token accuracy
     after = evaluate_classifier(net.extract(space.smallest()), X, y)["loss"]
     assert before > math.log(256) - 0.5 and after < before - 1.0, (before, after)
@@ -162,14 +174,22 @@ def test_mos_lm_job_end_to_end(tmp_path, monkeypatch, capsys):
     job.write_text(yaml.safe_dump(spec))
     assert main(["submit", str(job), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert main(["results", summary["job_id"], "--json"]) == 0
+    assert main(["results", summary["job_id"], "--format", "json"]) == 0
     out = capsys.readouterr().out
-    assert "perplexity" in out and "accuracy" not in out
-    export_dir = tmp_path / "best"
+    assert '"perplexity"' in out and '"loss"' in out and '"accuracy"' not in out
+    export_dir = tmp_path / "exports" / "best"
     assert main(["export", summary["job_id"], "--best", "loss", "-o", str(export_dir)]) == 0
     meta = json.loads((export_dir / "arch.json").read_text())
     assert meta["input_kind"] == "tokens" and meta["input_shape"] == [16]
     model = nasforge.load(export_dir)
     assert not any(isinstance(m, MixtureLinear) for m in model.modules())
-    logits = model(torch.randint(0, 256, (2, 16)))
+    tokens = torch.randint(0, 256, (2, 16))
+    with torch.no_grad():
+        logits = model(tokens)
     assert logits.shape == (2, 16, 256)
+    # the loaded child scores like the search said (same loss on the same eval sequences)
+    text = load_dataset(DatasetSpec(name="pystdlib", seed=0, seq_len=16))
+    X, y = text.val[0][:64], text.val[1][:64]
+    best = min((c for c in json.loads(out) if c["status"] == "done"), key=lambda c: c["metrics"]["loss"])
+    assert meta["key"] == best["key"]
+    assert abs(evaluate_classifier(model, X, y)["loss"] - best["metrics"]["loss"]) < 1e-4
