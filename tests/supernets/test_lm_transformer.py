@@ -80,6 +80,20 @@ def test_mixture_option_builds_mixture_layers_and_plain_does_not():
         sum(p.numel() for p in plain.extract(arch).parameters()) == space.cost(arch)["params"]
 
 
+def test_plain_weight_sharing_extract_equals_forward():
+    """The contract suite runs the mixture configuration; the plain one (no ``mixture``) too."""
+    space = LMTransformerSpace(TINY)
+    torch.manual_seed(0)
+    net = LMTransformerSupernet(space, {}).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randint(0, 256, (3, 16))
+    for arch in (space.smallest(), space.largest()):
+        with torch.no_grad():
+            torch.testing.assert_close(net.extract(arch).eval()(x), net(x, arch), atol=1e-5, rtol=0)
+
+
 def test_attention_is_causal():
     space = LMTransformerSpace(TINY)
     torch.manual_seed(0)
