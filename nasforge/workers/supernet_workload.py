@@ -228,6 +228,17 @@ class SupernetWorkload(Workload):
             metrics.update(timing)
         return metrics
 
+    def measure_latency(self, arch: Arch) -> dict[str, float]:
+        """Latency only (a device-class worker): the child's timed forward passes, no accuracy."""
+        from nasforge.workers.latency import measure_latency
+
+        lat = self.spec.evaluation.latency
+        if not lat.enabled:
+            return {}
+        timing = measure_latency(self.child(arch), self.example_input(arch, lat.batch_size),
+                                 warmup=lat.warmup, repeats=lat.repeats, threads=lat.threads)
+        return {k: float(timing[k]) for k in self.LATENCY_METRICS}
+
     def device_profile(self) -> dict[str, Any]:
         import torch
 

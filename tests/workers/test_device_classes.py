@@ -95,3 +95,31 @@ def test_a_class_no_node_has_fails_fast(cluster, tmp_path: Path) -> None:
 def test_metric_of_an_unmeasured_class_is_rejected() -> None:
     with pytest.raises(JobSpecError, match=r"objectives\[1\]\.metric: 'latency_ms@big'.*device_classes"):
         validate(_spec(["small"], supernet={"name": KIND}), address="ray://cluster")
+
+
+def test_supernet_workload_measures_latency_without_scoring(tmp_path: Path) -> None:
+    """A device-class worker of a supernet job times the child; it does not evaluate accuracy."""
+    import numpy as np
+    import torch
+    import yaml
+    from safetensors.torch import save_file
+
+    from nasforge.core.spec import JobSpec
+    from nasforge.supernets import SUPERNETS
+    from nasforge.workers.supernet_workload import SupernetWorkload
+
+    torch.set_num_threads(1)
+    data = yaml.safe_load((Path(__file__).parents[2] / "examples" / "quickstart.yaml").read_text())
+    data.pop("training", None)
+    data["evaluation"]["latency"] = {"warmup": 1, "repeats": 3, "threads": 1}
+    data["evaluation"]["bn_recalibration_images"] = 16
+    space = SupernetWorkload.build_space(JobSpec.model_validate({**data, "supernet": {"name": "bignas"}}))
+    net = SUPERNETS.get("bignas")(space, {})
+    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    spec = JobSpec.model_validate({**data, "supernet": {"name": "bignas", "checkpoint": str(tmp_path / "model.safetensors")}})
+    wl = SupernetWorkload(spec, tmp_path)
+    wl.setup()
+    arch = space.sample(np.random.default_rng(0))
+    lat = wl.measure_latency(arch)
+    assert set(lat) == {"latency_ms", "latency_p90_ms"} and lat["latency_p90_ms"] >= lat["latency_ms"] > 0
+    assert "accuracy" in wl.evaluate(arch)  # the full path scores; the latency path above did not
