@@ -6,11 +6,13 @@ the labels: ``sampling: uniform``) so the only difference is which child each st
 - ``uniform``: a uniformly random child (``sampler: uniform``);
 - ``performance``: ElasticViT's sampler (``sampler: performance``): FLOPs buckets covering the
   space, bounded FLOPs change between adjacent steps, best of ``candidates`` by the running loss
-  estimate.
+  estimate;
+- ``complexity`` (ablation): the same buckets and FLOPs bound, a random candidate (no estimate).
 After training, the smallest child, the median-FLOPs child (median of 201 fixed uniform draws) and
 the largest child are BN-recalibrated and scored on the test split. Headline:
 ``sampling_gain_smallest_points`` = mean over seeds of (accuracy of the smallest child with the
-ElasticViT sampler - with uniform sampling), in percentage points; also the median / largest gains.
+ElasticViT sampler (complexity + performance-aware) - with uniform sampling), in percentage points;
+also the median / largest gains, and ``complexity_only_gain_*`` for the ablation arm.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from nasforge.spaces.elastic_vit import ElasticViTSpace
 from nasforge.supernets.elastic_vit import ElasticViTSupernet
 from nasforge.supernets.trainer import SandwichTrainer
 
-SAMPLERS = ("uniform", "performance")
+SAMPLERS = ("uniform", "complexity", "performance")
 SAMPLER_OPTIONS = {"max_flops_ratio": 1.5, "candidates": 4, "bank_size": 256, "min_bank": 16}
 
 
@@ -92,9 +94,9 @@ def run_part(quick: bool = False) -> dict:
             })
             print(f"vit_sampling seed={seed} sampler={sampler}: {rows[-1]}", flush=True)
 
-    def gain(key: str) -> float:
+    def gain(key: str, arm: str = "performance") -> float:
         by = {(r["seed"], r["sampler"]): r[key] for r in rows}
-        return float(np.mean([100 * (by[(s, "performance")] - by[(s, "uniform")]) for s in seeds]))
+        return float(np.mean([100 * (by[(s, arm)] - by[(s, "uniform")]) for s in seeds]))
 
     steps = {r["steps"] for r in rows}
     assert len(steps) == 1, steps  # equal training steps for both arms
@@ -102,13 +104,17 @@ def run_part(quick: bool = False) -> dict:
         "sampling_gain_smallest_points": gain("smallest_acc"),
         "sampling_gain_median_points": gain("median_acc"),
         "sampling_gain_largest_points": gain("largest_acc"),
+        "complexity_only_gain_smallest_points": gain("smallest_acc", "complexity"),
+        "complexity_only_gain_median_points": gain("median_acc", "complexity"),
+        "complexity_only_gain_largest_points": gain("largest_acc", "complexity"),
         "vit_sampling_steps": steps.pop(),
         "vit_sampling_flops_span": space.cost(children["largest"])["flops"] / space.cost(children["smallest"])["flops"],
         "seeds": seeds,
         "rows": rows,
         "notes": (
             "ElasticViT sampling (complexity-aware buckets, max_flops_ratio 1.5, + performance-aware best of 4 by "
-            "a ridge loss estimate over the last 256 steps) vs uniform sampling; elastic_vit mnist preset on "
+            "a ridge loss estimate over the last 256 steps) vs uniform sampling, plus a complexity-only ablation "
+            "arm; elastic_vit mnist preset on "
             f"MNIST-5k, single-path training, {epochs:g} epochs of batch 64 (the same steps for both), SGD lr 0.1; "
             "accuracies on the 500-image test split after BN recalibration on 512 training images. "
             "Gains are percentage points, mean over seeds."
