@@ -11,6 +11,8 @@ downsampling with channel doubling: C(6, 2) = 15 layouts) on MNIST-5k. Per seed:
    every layout on the one model, so routing is moot).
 2. Each layout's *inherited* accuracy: ``extract(layout)`` from the model it is routed to, BN
    recalibrated on 1,000 training images, top-1 on the test split (500 images).
+   Ablation ``fixed``: K = ``K_MIXTURE`` models with the initial random balanced routing kept
+   (no exploration, no re-assignment), to separate "more models" from "learned routing".
 3. *Standalone* accuracy: each layout trained alone from scratch, once per standalone seed, for
    the same number of steps with the same recipe, scored the same way; averaged over standalone
    seeds. These runs are shared by both supernets.
@@ -92,6 +94,9 @@ def run_part(quick: bool = False) -> dict:
         space = PoolingLayoutSpace(SPACE)
         layouts = _layouts(space, cfg["layouts"])
         spec = _spec(cfg["epochs"])
+        # ablation: the same K models with the initial random balanced routing kept (nothing learned)
+        fixed_spec = spec.model_copy(update={"options": {**spec.options, "reassign_every": 0,
+                                                         "explore_fraction": 0.0}})
         t0 = time.perf_counter()
 
         # standalone: every layout alone, per standalone seed (shared by both supernets)
@@ -117,8 +122,9 @@ def run_part(quick: bool = False) -> dict:
                 for i, a in enumerate(layouts)]
         per_seed: list[dict[str, Any]] = []
         for seed in cfg["seeds"]:
-            for label, k in (("balanced", K_MIXTURE), ("single", 1)):
-                net, trainer, wall = _train_supernet(space, data, spec, k, seed)
+            for label, k, arm_spec in (("balanced", K_MIXTURE, spec), ("single", 1, spec),
+                                       ("fixed", K_MIXTURE, fixed_spec)):
+                net, trainer, wall = _train_supernet(space, data, arm_spec, k, seed)
                 scores = [score_child(net, a, data, CALIB) for a in layouts]
                 acc = np.array([sc["accuracy"] for sc in scores])
                 loss = np.array([sc["loss"] for sc in scores])
@@ -146,6 +152,9 @@ def run_part(quick: bool = False) -> dict:
             "pooling_single_tau_loss": mean_of("single", "tau_loss"),
             "pooling_balanced_mean_acc": mean_of("balanced", "mean_inherited_acc"),
             "pooling_single_mean_acc": mean_of("single", "mean_inherited_acc"),
+            "pooling_fixed_tau": mean_of("fixed", "tau_acc"),
+            "pooling_fixed_tau_loss": mean_of("fixed", "tau_loss"),
+            "pooling_fixed_mean_acc": mean_of("fixed", "mean_inherited_acc"),
             "pooling_standalone_mean_acc": float(alone_acc.mean()),
             "pooling_layouts": len(layouts),
             "pooling_num_models": K_MIXTURE,
@@ -158,7 +167,8 @@ def run_part(quick: bool = False) -> dict:
                 f"pooling_layout (mnist preset: 6 basic blocks, 2 downsamplings) on MNIST-5k, {len(layouts)} "
                 f"layouts, {per_seed[0]['steps']} steps x {LAYOUTS_PER_STEP} layouts/step (batch {BATCH}, lr {LR}) "
                 f"for every supernet and every standalone layout. balanced: K={K_MIXTURE} weight models, learned "
-                "balanced routing; single: K=1. Kendall tau-b between inherited (routed model, BN recalibrated) "
+                f"balanced routing; single: K=1; fixed (ablation): K={K_MIXTURE} with the initial random balanced "
+                "routing kept (no exploration, no re-assignment). Kendall tau-b between inherited (routed model, BN recalibrated) "
                 "and standalone test accuracy (mean of standalone seeds), averaged over supernet seeds "
                 f"{cfg['seeds']}; standalone seeds {cfg['standalone_seeds']}. Test split {n_test} images, so "
                 f"accuracies move in steps of {1 / n_test:.3f}; standalone accuracies span "
