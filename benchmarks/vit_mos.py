@@ -36,7 +36,6 @@ def run(quick: bool = False) -> dict:
     for part, module_name in PARTS.items():
         if part in wanted:
             result = importlib.import_module(module_name).run_part(quick=quick)
-            result["part_commit"] = None  # filled by the harness's commit for parts run now
         else:
             result = previous.get("parts", {}).get(part)
             if result is None:
@@ -49,12 +48,11 @@ def run(quick: bool = False) -> dict:
                 notes.append(f"({part}) {value}")
             elif key == "seeds":
                 seeds[part] = value
-            elif key != "part_commit":
+            elif key != "carried_from_commit":  # bookkeeping of a carried part, not a figure
                 out[key] = value
         out.setdefault("parts", {})[part] = result
-    if carried:
-        for part in carried:
-            out["parts"][part]["carried_from_commit"] = previous.get("commit")
+    for part in carried:  # keep the commit a carried part was first measured at
+        out["parts"][part].setdefault("carried_from_commit", previous.get("commit"))
     out["parts_carried"] = ",".join(carried) or "none"
     out["seeds"] = seeds
     out["rows"] = rows
