@@ -20,8 +20,9 @@ told history alone. ``state_dict`` stores that history (params, values, state, u
 attributes of every trial) and the study's system attributes (NSGA-II caches each generation's
 parents there, by trial id); ``load_state_dict`` replays both into a fresh in-memory study, where
 trial ids and numbers come out the same. A resumed job therefore asks exactly what the
-uninterrupted one would have. ``state_dict`` refuses while asked archs are still untold (the
-driver checkpoints after ``tell``).
+uninterrupted one would have. While asked archs are still untold, ``state_dict`` returns the
+state as it was before those asks (the driver checkpoints after ``tell``; a job resumed from such a
+state asks the same archs again).
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ class OptunaStrategy(Strategy):
     # ---- ask / tell -----------------------------------------------------------------------
     def ask(self, n: int) -> list[Arch]:
         """Up to ``n`` archs not asked before in this job (fewer when the sampler keeps repeating)."""
+        if not self.pending:  # the state to save until these asks are told
+            self._before_asks = self._state_now()
         out: list[Arch] = []
         tries = 0
         while len(out) < n and tries < self._opts.max_tries * n:
@@ -162,11 +165,12 @@ class OptunaStrategy(Strategy):
         storage = self.study._storage
         return dict(storage.get_study_system_attrs(self.study._study_id))
 
-    def extra_state(self) -> dict[str, Any]:
-        if self.pending:
-            raise RuntimeError("OptunaStrategy.state_dict() while asked archs are still untold")
-        return {"history": self.history, "asked": sorted(self.asked),
+    def _state_now(self) -> dict[str, Any]:
+        return {"history": list(self.history), "asked": sorted(self.asked),
                 "study_system_attrs": self._study_system_attrs()}
+
+    def extra_state(self) -> dict[str, Any]:
+        return self._before_asks if self.pending else self._state_now()
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         TrialState = self._optuna.trial.TrialState

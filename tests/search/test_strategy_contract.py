@@ -160,3 +160,19 @@ def test_nsga2_beats_random_on_hypervolume(grid_evaluate: Evaluate) -> None:
             s = make(name, seed=seed)
             result[name] = hv(grid_evaluate(drive(s, grid_evaluate, rounds=12, n=8)))
         assert result["nsga2"] > result["random"], (seed, result)
+
+
+@pytest.mark.parametrize("name", ["optuna"])
+def test_state_saved_between_ask_and_tell_resumes_to_the_same_asks(name: str) -> None:
+    """Optuna keeps asked trials open in its study; a state taken while they are untold is the
+    state before them, and a strategy restored from it asks the very same archs again. (Our own
+    strategies' state includes their asks; the driver checkpoints only after ``tell`` anyway.)"""
+    space = GridSpace()
+    s = make(name, seed=3)
+    drive(s, lambda archs: [EvalResult(a.key(), {"acc": float(i % 5), "lat": float(i)}) for i, a in enumerate(archs)], 2)
+    pending = s.ask(6)
+    saved = json.loads(json.dumps(s.state_dict(), allow_nan=False))
+    restored = make(name, seed=3)
+    restored.load_state_dict(saved)
+    assert keys(restored.ask(6)) == keys(pending)
+    assert all(space.validate(a) == a for a in pending)
