@@ -340,11 +340,12 @@ class RayPoolEvaluator(Evaluator):
             ready, _ = ray.wait(list(ref_to_slot), num_returns=1)
             ref = ready[0]
             slot = ref_to_slot.pop(ref)
+            running = slot.in_flight[next(iter(slot.in_flight))]  # an actor runs its calls in order
             chunk = slot.in_flight.pop(ref)
             try:
                 rows = ray.get(ref)
             except RayActorError as e:
-                self._replace(slot, ref_to_slot, queue, deaths, chunk, e, fail)
+                self._replace(slot, ref_to_slot, queue, deaths, chunk, running, e, fail)
             except RayError as e:  # task-level failure not caused by actor death
                 for i in chunk:
                     fail(i, f"worker error: {type(e).__name__}: {e}")
@@ -358,9 +359,13 @@ class RayPoolEvaluator(Evaluator):
         return [r for r in results if r is not None]
 
     def _replace(self, dead: _Slot, ref_to_slot: dict[Any, _Slot], queue: deque[list[int]],
-                 deaths: list[int], chunk: list[int], err: Exception,
+                 deaths: list[int], chunk: list[int], running: list[int], err: Exception,
                  fail: Callable[[int, str], None]) -> None:
-        """An actor died: requeue its work one arch per chunk, fail repeat killers, start a new one."""
+        """An actor died: requeue its work one arch per chunk, fail repeat killers, start a new one.
+
+        Only the chunk the actor was running (its oldest call) counts a death against its archs;
+        chunks queued behind it on the same actor go back uncharged. Re-queued archs run alone, so
+        a second death names the arch that caused it."""
         lost = [chunk, *dead.in_flight.values()]
         for ref in list(dead.in_flight):
             ref_to_slot.pop(ref, None)
@@ -372,7 +377,8 @@ class RayPoolEvaluator(Evaluator):
                     sum(len(c) for c in lost))
         for c in lost:
             for i in c:
-                deaths[i] += 1
+                if c is running:
+                    deaths[i] += 1
                 if deaths[i] > self.max_retries:
                     fail(i, f"worker died {deaths[i]} times while evaluating this candidate "
                             f"(last: {type(err).__name__}); not retried (workers.max_retries={self.max_retries})")
