@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from nasforge.core.errors import InvalidArchError
+from nasforge.core.errors import InvalidArchError, JobSpecError
 from nasforge.core.types import Arch, Scalar
 
 
@@ -35,7 +35,13 @@ class SearchSpace(ABC):
 
     def __init__(self, options: SpaceOptions | Mapping[str, Any] | None = None):
         if options is None or isinstance(options, Mapping):
-            options = self.Options.model_validate(dict(options or {}))
+            try:
+                options = self.Options.model_validate(dict(options or {}))
+            except ValidationError as e:  # one line naming the key, as for every job-file error
+                first = e.errors()[0]
+                where = ".".join(["space.options", *map(str, first["loc"])])
+                msg = "unknown option" if first["type"] == "extra_forbidden" else first["msg"]
+                raise JobSpecError(f"{where}: {msg}") from None
         self.options = options
         self._choices: dict[str, tuple[Scalar, ...]] | None = None
 

@@ -30,7 +30,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nasforge.core.errors import JobSpecError
 from nasforge.core.types import Arch, Scalar
 from nasforge.spaces.base import SearchSpace, SpaceOptions
 
@@ -191,12 +190,6 @@ class BigNASCNNSpace(SearchSpace):
     version = 1
     Options = BigNASCNNOptions
     options: BigNASCNNOptions
-
-    def __init__(self, options: BigNASCNNOptions | dict[str, Any] | None = None):
-        try:
-            super().__init__(options)
-        except ValueError as e:  # pydantic ValidationError is a ValueError
-            raise JobSpecError(f"space.options: {e}") from None
 
     # ---- choices --------------------------------------------------------------------------
     def build_choices(self) -> dict[str, tuple[Scalar, ...]]:

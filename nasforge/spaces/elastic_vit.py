@@ -34,7 +34,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nasforge.core.errors import JobSpecError
 from nasforge.core.types import Arch, Scalar
 from nasforge.spaces.base import SearchSpace, SpaceOptions
 from nasforge.spaces.bignas_cnn import BlockPlan, StageOptions, conv_out, make_divisible, op_cost
@@ -231,12 +230,6 @@ class ElasticViTSpace(SearchSpace):
     version = 1
     Options = ElasticViTOptions
     options: ElasticViTOptions
-
-    def __init__(self, options: ElasticViTOptions | dict[str, Any] | None = None):
-        try:
-            super().__init__(options)
-        except ValueError as e:  # pydantic ValidationError is a ValueError
-            raise JobSpecError(f"space.options: {e}") from None
 
     # ---- choices --------------------------------------------------------------------------
     def build_choices(self) -> dict[str, tuple[Scalar, ...]]:

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from nasforge.core.errors import JobSpecError
 from nasforge.core.types import Arch, Scalar
 from nasforge.spaces.base import SearchSpace, SpaceOptions
 
@@ -122,13 +121,7 @@ class PoolingLayoutSpace(SearchSpace):
     options: PoolingLayoutOptions
 
     def __init__(self, options: PoolingLayoutOptions | dict[str, Any] | None = None):
-        try:
-            super().__init__(options)
-        except ValidationError as e:  # one line, naming the key
-            first = e.errors()[0]
-            where = ".".join(["space.options", *map(str, first["loc"])])
-            msg = "unknown option" if first["type"] == "extra_forbidden" else first["msg"]
-            raise JobSpecError(f"{where}: {msg}") from None
+        super().__init__(options)
         self._layouts: list[Arch] | None = None
         self._index: dict[tuple[int, ...], int] | None = None
 

@@ -474,12 +474,6 @@ class PoolingMixtureTrainer(SandwichTrainer):
             loss = F.cross_entropy(logits, yb, label_smoothing=o.label_smoothing)
             loss.backward()
             losses.append(float(loss.detach()))
-        if self.spec.weight_decay > 0:
-            with torch.no_grad():
-                for p in self._decay_params:
-                    if p.grad is not None:
-                        p.grad.add_(p, alpha=self.spec.weight_decay)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._optimizer_step()
         self.step += 1
         return float(np.mean(losses))

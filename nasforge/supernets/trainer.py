@@ -286,13 +286,7 @@ class SandwichTrainer:
                 teacher = logits.detach()
             loss.backward()
             losses.append(float(loss.detach()))
-        if self.spec.weight_decay > 0:
-            with torch.no_grad():
-                for p in self._decay_params:
-                    if p.grad is not None:
-                        p.grad.add_(p, alpha=self.spec.weight_decay)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._optimizer_step()
         observe = getattr(self.sampler, "observe", None)
         if observe is not None:
             observe(self.step, archs, losses)
@@ -310,6 +304,17 @@ class SandwichTrainer:
             return evaluate_classifier(child, X[: self.options.eval_images], y[: self.options.eval_images])["accuracy"]
         finally:
             self.supernet.train(was_training)
+
+    def _optimizer_step(self) -> None:
+        """Weight decay on the regularised parameters (BigNAS: the largest child's), then one
+        optimizer step; gradients are cleared."""
+        if self.spec.weight_decay > 0:
+            with torch.no_grad():
+                for p in self._decay_params:
+                    if p.grad is not None:
+                        p.grad.add_(p, alpha=self.spec.weight_decay)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def fit(self, on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
         """Train to ``spec.epochs`` (resuming from the newest checkpoint); return final metrics.
