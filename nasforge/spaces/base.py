@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from nasforge.core.errors import InvalidArchError, JobSpecError
 from nasforge.core.types import Arch, Scalar
@@ -24,6 +24,23 @@ class SpaceOptions(BaseModel):
     """Base of every space's options model (unknown keys rejected)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PresetOptions(SpaceOptions):
+    """Options with named presets: the ``preset`` key (default ``mnist``) fills every key the
+    user did not give from ``PRESETS[preset]``; an unknown preset is left to the field's check."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        preset = data.get("preset", "mnist")
+        if preset not in cls.PRESETS:
+            return data  # the Literal check reports it
+        return {**cls.PRESETS[preset], **data}
 
 
 class SearchSpace(ABC):

@@ -26,12 +26,12 @@ plain dicts: the keys of a latency lookup table. This module imports no torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nasforge.core.types import Arch, Scalar
-from nasforge.spaces.base import SearchSpace, SpaceOptions
+from nasforge.spaces.base import PresetOptions, SearchSpace
 
 
 class StageOptions(BaseModel):
@@ -91,8 +91,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class BigNASCNNOptions(SpaceOptions):
+class BigNASCNNOptions(PresetOptions):
     """Sizes of the space. ``preset`` fills every option not given explicitly."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = PRESETS
 
     preset: Literal["mnist", "imagenet"] = Field(default="mnist", description="mnist (tiny) | imagenet (realistic)")
     in_channels: int = Field(ge=1, description="image channels (1 for MNIST)")
@@ -107,16 +109,6 @@ class BigNASCNNOptions(SpaceOptions):
     widths: tuple[float, ...] = Field(min_length=1, description="per-stage channel multipliers")
     head_channels: int = Field(ge=0, description="1x1 head conv channels before pooling; 0 = no head conv")
     divisor: int = Field(ge=1, description="channel counts are rounded to multiples of this")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _fill_from_preset(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        preset = data.get("preset", "mnist")
-        if preset not in PRESETS:
-            return data  # the Literal check reports it
-        return {**PRESETS[preset], **data}
 
     @model_validator(mode="after")
     def _check(self) -> BigNASCNNOptions:

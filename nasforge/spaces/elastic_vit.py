@@ -30,12 +30,12 @@ weighted sum of v, over padded windows) that ``flops`` leaves out. This module i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nasforge.core.types import Arch, Scalar
-from nasforge.spaces.base import SearchSpace, SpaceOptions
+from nasforge.spaces.base import PresetOptions, SearchSpace
 from nasforge.spaces.bignas_cnn import BlockPlan, StageOptions, conv_out, make_divisible, op_cost
 
 
@@ -117,8 +117,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class ElasticViTOptions(SpaceOptions):
+class ElasticViTOptions(PresetOptions):
     """Sizes of the space. ``preset`` fills every option not given explicitly."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = PRESETS
 
     preset: Literal["mnist", "imagenet"] = Field(default="mnist", description="mnist (tiny) | imagenet (realistic)")
     in_channels: int = Field(ge=1, description="image channels (1 for MNIST)")
@@ -134,16 +136,6 @@ class ElasticViTOptions(SpaceOptions):
     vit_stages: tuple[ViTStageOptions, ...] = Field(min_length=1, description="transformer stages, first to last")
     mlp_ratios: tuple[float, ...] = Field(min_length=1, description="MLP hidden width / embedding width")
     divisor: int = Field(ge=1, description="channel counts are rounded to multiples of this")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _fill_from_preset(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        preset = data.get("preset", "mnist")
-        if preset not in PRESETS:
-            return data  # the Literal check reports it
-        return {**PRESETS[preset], **data}
 
     @model_validator(mode="after")
     def _check(self) -> ElasticViTOptions:

@@ -24,13 +24,13 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from nasforge.core.types import Arch, Scalar
-from nasforge.spaces.base import SearchSpace, SpaceOptions
+from nasforge.spaces.base import PresetOptions, SearchSpace
 
 #: refuse spaces with more layouts than this (``layouts()`` enumerates them all)
 MAX_LAYOUTS = 100_000
@@ -46,8 +46,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class PoolingLayoutOptions(SpaceOptions):
+class PoolingLayoutOptions(PresetOptions):
     """Sizes of the space. ``preset`` fills every option not given explicitly."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = PRESETS
 
     preset: Literal["mnist", "resnet20"] = Field(default="mnist", description="mnist (tiny) | resnet20 (real)")
     in_channels: int = Field(ge=1, description="image channels (1 for MNIST)")
@@ -58,16 +60,6 @@ class PoolingLayoutOptions(SpaceOptions):
     num_blocks: int = Field(ge=1, le=256, description="basic residual blocks in the network")
     num_downsamples: int = Field(ge=1, description="blocks that downsample (stride 2); their positions are searched")
     widen: bool = Field(description="a downsampling block doubles the channels (ResNet's rule)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _fill_from_preset(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        preset = data.get("preset", "mnist")
-        if preset not in PRESETS:
-            return data  # the Literal check reports it
-        return {**PRESETS[preset], **data}
 
     @model_validator(mode="after")
     def _check(self) -> PoolingLayoutOptions:
