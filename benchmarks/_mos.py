@@ -150,7 +150,7 @@ def run_part(quick: bool = False) -> dict:
                 "Mixture-of-Supernets vs plain weight sharing on the lm_transformer language model "
                 f"(space {SPACE}), pystdlib byte corpus, seq_len {SEQ_LEN}, batch {BATCH}, "
                 f"{cfg['steps']} steps for every supernet and every standalone child (sandwich: largest + smallest + "
-                "2 random children per step, in-place distillation); Adam, LR {LR} with 5% warm-up then the "
+                f"2 random children per step, in-place distillation); Adam, lr {LR:g} with 5% warm-up then the "
                 f"trainer's exponential decay, for every run; MoS: {EXPERTS} experts, "
                 f"router hidden {ROUTER_HIDDEN}, layer-wise routing. Metric: test loss in nats per token "
                 f"on {EVAL_SEQS} sequences; gap = inherited - standalone, in POINTS = loss x 100 "

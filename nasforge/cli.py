@@ -363,7 +363,8 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
     out_path = Path(args.out) if args.out else home() / "latency" / f"{args.space}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out = profile_device(space, out=out_path, warmup=args.warmup, repeats=args.repeats,
-                         threads=args.threads, batch_size=args.batch_size, log=print)
+                         threads=args.threads, batch_size=args.batch_size, rounds=args.rounds,
+                         statistic=args.statistic, log=print)
     print(f"latency table written to {out}")
     return 0
 
@@ -456,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--repeats", type=int, default=10)
     sp.add_argument("--threads", type=int, default=1)
     sp.add_argument("--batch-size", type=int, default=1)
+    sp.add_argument("--rounds", type=int, default=5, help="interleaved passes over all ops (median of rounds)")
+    sp.add_argument("--statistic", choices=["median", "min"], default="median",
+                    help="per round, median or min of the repeats (min: steadier on a shared machine)")
     sp.set_defaults(func=cmd_profile_device)
     return p
 

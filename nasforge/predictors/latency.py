@@ -6,7 +6,8 @@
 - ``LatencyLUT``: op key -> measured latency (ms) on one device profile, read from the JSON file
   that ``nasforge.workers.profile.profile_device`` writes; ``predict`` sums the ops of each arch.
 - ``LatencyPredictor``: LUT sum times a learned correction. The correction is a small regressor
-  (ridge by default, or gradient-boosted trees) on [log LUT sum, op count, log FLOPs, log params,
+  (ridge by default, a Huber-loss linear model that outlier timings cannot drag, or
+  gradient-boosted trees) on [log LUT sum, op count, log FLOPs, log params,
   arch encoding] fitted to ``log(measured / LUT sum)`` of archs whose end-to-end latency was
   measured; it absorbs per-call overheads and cache effects that a plain sum misses.
 
@@ -120,9 +121,10 @@ class LatencyPredictor:
     training rows times the prediction (0 before fit: the plain LUT sum is returned).
     """
 
-    def __init__(self, lut: LatencyLUT, *, correction: Literal["ridge", "gbt", "none"] = "ridge", seed: int = 0):
-        if correction not in ("ridge", "gbt", "none"):
-            raise ValueError(f"correction must be ridge, gbt or none, got {correction!r}")
+    def __init__(self, lut: LatencyLUT, *, correction: Literal["ridge", "huber", "gbt", "none"] = "ridge",
+                 seed: int = 0):
+        if correction not in ("ridge", "huber", "gbt", "none"):
+            raise ValueError(f"correction must be ridge, huber, gbt or none, got {correction!r}")
         self.lut = lut
         self.correction = correction
         self.seed = seed
@@ -151,6 +153,12 @@ class LatencyPredictor:
             from sklearn.preprocessing import StandardScaler
 
             self._model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13))).fit(F, target)
+        elif self.correction == "huber":
+            from sklearn.linear_model import HuberRegressor
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            self._model = make_pipeline(StandardScaler(), HuberRegressor(alpha=1.0, max_iter=1000)).fit(F, target)
         else:
             from sklearn.ensemble import GradientBoostingRegressor
 

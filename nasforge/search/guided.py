@@ -13,6 +13,12 @@ Each round, ``ask(n)``:
    the rest of the evolved candidates) -- active learning.
 The first round (fewer than ``initial`` real results) is uniform random.
 
+With ``latency_table`` (a file written by ``nasforge profile-device`` on the workers' device),
+``latency_ms`` is predicted as the table's per-op sum times a learned correction
+(``nasforge.predictors.latency.LatencyPredictor``) refitted on every measured latency, instead of
+a generic predictor on the encoding: it predicts before any child was timed, and ``report()``
+adds the share of new results within 10% of their measured latency.
+
 Only asked archs are measured, so the front the driver builds from the store consists only of
 candidates measured for real; the predictor never chooses the final answer unseen.
 
@@ -25,7 +31,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -35,6 +42,7 @@ from nasforge.core.types import Arch, EvalResult
 from nasforge.predictors import PREDICTORS
 from nasforge.predictors.base import Predictor
 from nasforge.predictors.features import arch_features, cost_matrix
+from nasforge.predictors.latency import LatencyLUT, LatencyPredictor, LatencyTableError
 from nasforge.predictors.metrics import kendall_tau, rmse, spearman_rho
 from nasforge.search.base import Strategy, StrategyOptions
 from nasforge.search.pareto import crowding_distance, non_dominated_sort
@@ -54,6 +62,18 @@ class GuidedOptions(StrategyOptions):
     population: int = Field(default=128, ge=4, description="evolution population on the predictor")
     generations: int = Field(default=30, ge=0, description="evolution generations per round")
     mutation_prob: float = Field(default=0.1, gt=0, le=1, description="per-choice resampling probability")
+    latency_table: str | None = Field(
+        default=None,
+        description="latency table from `nasforge profile-device` (path; relative = inside NASFORGE_HOME): "
+        "latency_ms is predicted as its per-op sum times a learned correction",
+    )
+    latency_correction: Literal["ridge", "huber", "gbt", "none"] = Field(
+        default="ridge", description="the learned correction of the latency table's sum")
+
+#: the latency metric a latency table predicts
+LUT_METRIC = "latency_ms"
+#: measured latencies needed before the table's correction is fitted (the plain sum before)
+LUT_MIN_ROWS = 5
 
 
 def _order(F: np.ndarray, violation: np.ndarray) -> np.ndarray:
@@ -84,12 +104,29 @@ class PredictorGuidedSearch(Strategy):
         self.learned = [ob.metric for ob in self.objectives if ob.metric not in cost_keys]
         self.learned += [c.metric for c in self.constraints if c.metric not in cost_keys and c.metric not in self.learned]
         self._cost_keys = cost_keys
+        self._latency: dict[str, LatencyPredictor] = {}
+        if o.latency_table is not None and LUT_METRIC in self.learned:
+            self._latency[LUT_METRIC] = LatencyPredictor(self._load_table(o.latency_table), seed=self.seed,
+                                                         correction=o.latency_correction)
         self.history: list[tuple[Arch, dict[str, float] | None]] = []  # every told arch, in order
         self._asked: set[str] = set()
         self._predictors: dict[str, Predictor] = {}
         self._dirty = True
         self._report: dict[str, float] = {}
         self._pretrained_state: Any = None
+
+    def _load_table(self, name: str) -> LatencyLUT:
+        from nasforge.core.paths import home
+
+        path = Path(name) if Path(name).is_absolute() else home() / name
+        try:
+            lut = LatencyLUT.load(path)
+        except LatencyTableError as e:
+            raise JobSpecError(f"strategy.options.latency_table: {e}") from None
+        if lut.space_id != self.space.id:
+            raise JobSpecError(f"strategy.options.latency_table: {path} was built for space {lut.space_id!r}, not "
+                               f"{self.space.id!r}; build one with `nasforge profile-device --space {self.space.id}`")
+        return lut
 
     # ---- features and predictions ------------------------------------------------------------
     def _features(self, archs: Sequence[Arch]) -> np.ndarray:
@@ -119,6 +156,11 @@ class PredictorGuidedSearch(Strategy):
             self._predictors.pop(FAILED, None)
         for metric in self.learned:
             rows = [(a, m[metric]) for a, m in done if metric in m and math.isfinite(m[metric])]
+            if metric in self._latency:
+                rows = [(a, v) for a, v in rows if v > 0]
+                if len(rows) >= LUT_MIN_ROWS:
+                    self._latency[metric].fit(self.space, [a for a, _ in rows], np.array([v for _, v in rows]))
+                continue
             if len(rows) < 2:
                 self._predictors.pop(metric, None)
                 continue
@@ -139,6 +181,8 @@ class PredictorGuidedSearch(Strategy):
             X = self._features(archs)
             for metric, pred in self._predictors.items():
                 means[metric], stds[metric] = pred.predict(X)
+            for metric, lp in self._latency.items():
+                means[metric], stds[metric] = lp.predict(self.space, archs)
         return means, stds
 
     def _objectives_and_violation(self, means: Mapping[str, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +229,7 @@ class PredictorGuidedSearch(Strategy):
 
     def _fit_ready(self) -> bool:
         self._refit()
-        return all(m in self._predictors for m in self.learned)
+        return all(m in self._predictors or m in self._latency for m in self.learned)
 
     def _guided(self, n: int, known: set[str]) -> list[Arch]:
         o = self.options
@@ -224,7 +268,7 @@ class PredictorGuidedSearch(Strategy):
             return self._random(n, known)
         means, stds = self.predict_metrics(cands)
         Fp, vp = self._objectives_and_violation(means, len(cands))
-        n_unc = int(round(n * o.uncertain_fraction)) if self._predictors else 0
+        n_unc = int(round(n * o.uncertain_fraction)) if self._predictors or self._latency else 0
         n_prom = n - n_unc
         order = _order(Fp, vp)
         chosen = list(order[:n_prom])
@@ -272,7 +316,7 @@ class PredictorGuidedSearch(Strategy):
 
     def _score_before_refit(self, new: Sequence[tuple[Arch, dict[str, float]]]) -> dict[str, float]:
         out: dict[str, float] = {}
-        if not new or not self._predictors:
+        if not new or not (self._predictors or self._latency):
             return out
         means, _ = self.predict_metrics([a for a, _ in new])
         for metric in self.learned:
@@ -286,6 +330,9 @@ class PredictorGuidedSearch(Strategy):
             out[f"{metric}_spearman_rho"] = spearman_rho(truth[ok], means[metric][ok])
             out[f"{metric}_rmse"] = rmse(truth[ok], means[metric][ok])
             out[f"{metric}_n"] = float(ok.sum())
+            if metric in self._latency:
+                rel = np.abs(means[metric][ok] / truth[ok] - 1)
+                out[f"{metric}_within_10pct"] = float(np.mean(rel <= 0.10))
         return out
 
     def report(self) -> dict[str, float]:

@@ -88,14 +88,6 @@ class CompressionWorkload(Workload):
 
     # ---- coordinator ----------------------------------------------------------------------
     @classmethod
-    def input_shape(cls, spec: JobSpec, opts: CompressionSpaceOptions) -> tuple[int, ...]:
-        if opts.input_shape is not None:
-            return tuple(opts.input_shape)
-        from nasforge.data import load_dataset
-
-        return tuple(load_dataset(spec.evaluation.dataset).input_shape)
-
-    @classmethod
     def _model(cls, spec: JobSpec, search_roots: tuple[str, ...] = ()) -> Any:
         key = _model_key(spec)
         if key not in _MODEL_CACHE:
@@ -114,10 +106,22 @@ class CompressionWorkload(Workload):
         if key in _SPACE_CACHE:
             return _SPACE_CACHE[key]
         model = cls._model(spec, search_roots)
-        shape = cls.input_shape(spec, opts)
-        x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
-        layers, _unknown = discover_layers(model, x, group_by=opts.group_by, skip_first=opts.skip_first,
-                                           skip_last=opts.skip_last, skip=opts.skip)
+        if opts.input_shape is not None:
+            x = torch.randn(1, *opts.input_shape, generator=torch.Generator().manual_seed(0))
+        else:  # one real example: the right shape and dtype (images or token ids)
+            from nasforge.data import load_dataset
+
+            x = load_dataset(spec.evaluation.dataset).train[0][:1]
+        try:
+            layers, _unknown = discover_layers(model, x, group_by=opts.group_by, skip_first=opts.skip_first,
+                                               skip_last=opts.skip_last, skip=opts.skip)
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise JobSpecError(
+                f"model.source: {spec.model.source if spec.model else '?'} fails on an input of shape "
+                f"{tuple(x.shape)} ({x.dtype}) from evaluation.dataset.name {spec.evaluation.dataset.name!r}: "
+                f"{first}; use the dataset the model was built for (or set space.options.input_shape)"
+            ) from None
         if not layers:
             raise JobSpecError(f"model.source: {spec.model.source if spec.model else '?'} has no Conv/Linear "
                                "layer left to compress (check space.options.skip*)")

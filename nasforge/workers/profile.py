@@ -52,6 +52,7 @@ def profile_device(
     rounds: int = 5,
     device: str = "cpu",
     seed: int = 0,
+    statistic: str = "median",
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Time every distinct op of ``space`` on ``device``; write the table to ``out`` (JSON); return ``out``.
@@ -61,7 +62,9 @@ def profile_device(
     (``space.describe()``), ``device`` (profile incl. ``id``), ``settings``, ``spread`` and
     ``ops`` (one row per op: ``key``, ``op``, ``latency_ms`` = median of round medians,
     ``p10_ms``/``p90_ms`` of the round medians). Raises LatencyTableError for a space it cannot
-    profile; ValueError for non-positive counts.
+    profile; ValueError for non-positive counts. ``statistic`` (median or min of the repeats,
+    see ``measure_latency``) is what each round records; match it to how the end-to-end
+    latencies a correction is fitted to were measured.
     """
     import torch
 
@@ -69,6 +72,8 @@ def profile_device(
 
     if min(repeats, rounds, threads, batch_size) < 1 or warmup < 0:
         raise ValueError("repeats, rounds, threads and batch_size must be >= 1 and warmup >= 0")
+    if statistic not in ("median", "min"):
+        raise ValueError(f"statistic must be median or min, got {statistic!r}")
     build = op_builder(space)
     dev = torch.device(device)
     torch.set_num_threads(threads)
@@ -88,20 +93,20 @@ def profile_device(
     for r in range(rounds):
         for i in rng.permutation(len(descs)):
             per_round[r, i] = measure_latency(modules[i], inputs[i], warmup=warmup, repeats=repeats,
-                                              threads=threads)["latency_ms"]
+                                              threads=threads, statistic=statistic)["latency_ms"]
         if log:
             log(f"round {r + 1}/{rounds} done ({time.perf_counter() - t0:.1f} s)")
     med = np.median(per_round, axis=0)
     p10, p90 = np.percentile(per_round, 10, axis=0), np.percentile(per_round, 90, axis=0)
     rel_spread = (p90 - p10) / np.maximum(med, 1e-9)
-    profile = device_profile(dev, threads=threads, batch_size=batch_size, dtype=torch.float32)
+    profile = device_profile(dev, threads=threads, batch_size=batch_size, dtype=torch.float32, statistic=statistic)
     data = {
         "format": LUT_FORMAT,
         "version": LUT_VERSION,
         "space": space.describe(),
         "device": profile,
         "settings": {"warmup": warmup, "repeats": repeats, "rounds": rounds, "threads": threads,
-                     "batch_size": batch_size, "seed": seed},
+                     "batch_size": batch_size, "seed": seed, "statistic": statistic},
         "spread": {"median_rel_p10_p90": float(np.median(rel_spread)),
                    "max_rel_p10_p90": float(rel_spread.max()),
                    "round_total_ms": [float(x) for x in per_round.sum(axis=1)]},

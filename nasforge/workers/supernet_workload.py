@@ -80,6 +80,9 @@ class SupernetWorkload(Workload):
                 raise JobSpecError("training: required when supernet.checkpoint is not given")
             trainer_cls = TRAINERS.get(training.trainer, "training.trainer")
             _validate_options(trainer_cls, training.options, "training.options")
+            check_space = getattr(trainer_cls, "check_space", None)
+            if callable(check_space):
+                check_space(space, training.options)
         elif not Path(spec.supernet.checkpoint).exists():
             raise JobSpecError(f"supernet.checkpoint: {spec.supernet.checkpoint} does not exist")
         ds = spec.evaluation.dataset
@@ -223,7 +226,7 @@ class SupernetWorkload(Workload):
         if lat.enabled:
             timing = measure_latency(
                 model, self.example_input(arch, lat.batch_size),
-                warmup=lat.warmup, repeats=lat.repeats, threads=lat.threads,
+                warmup=lat.warmup, repeats=lat.repeats, threads=lat.threads, statistic=lat.statistic,
             )
             metrics.update(timing)
         return metrics
@@ -236,7 +239,8 @@ class SupernetWorkload(Workload):
         if not lat.enabled:
             return {}
         timing = measure_latency(self.child(arch), self.example_input(arch, lat.batch_size),
-                                 warmup=lat.warmup, repeats=lat.repeats, threads=lat.threads)
+                                 warmup=lat.warmup, repeats=lat.repeats, threads=lat.threads,
+                                 statistic=lat.statistic)
         return {k: float(timing[k]) for k in self.LATENCY_METRICS}
 
     def device_profile(self) -> dict[str, Any]:
@@ -245,7 +249,8 @@ class SupernetWorkload(Workload):
         from nasforge.workers.latency import device_profile
 
         lat = self.spec.evaluation.latency
-        return device_profile(self.device, threads=lat.threads, batch_size=lat.batch_size, dtype=torch.float32)
+        return device_profile(self.device, threads=lat.threads, batch_size=lat.batch_size, dtype=torch.float32,
+                              statistic=lat.statistic)
 
     # ---- export ---------------------------------------------------------------------------
     def export(self, arch: Arch, out_dir: Path, metadata: dict[str, Any]) -> list[Path]:

@@ -47,6 +47,8 @@ EXPECTED = {
     "dataset_path_missing": "evaluation.dataset.path",
     "bad_split": "evaluation.split",
     "zero_latency_repeats": "evaluation.latency.repeats",
+    "bad_latency_statistic": "evaluation.latency.statistic",
+    "missing_latency_table": "strategy.options.latency_table",
     "negative_seed": "seed",
     "gpus_on_cpu_machine": "workers.gpus",
     "custom_resource_without_cluster": "workers.resources",
@@ -56,6 +58,8 @@ EXPECTED = {
     "only_comments": "empty",
     "binary": "binary file",
     "not_utf8": "not UTF-8",
+    "sampler_buckets_too_wide": "training.options.sampler_options.buckets",
+    "compress_model_dataset_mismatch": "model.source: tests.compress.helpers:tiny_digits_cnn fails on an input",
 }
 
 

@@ -19,7 +19,7 @@ def synthetic_lut(space: BigNASCNNSpace) -> LatencyLUT:
     return LatencyLUT(table, device_id="synthetic", space_id=space.id)
 
 
-@pytest.mark.parametrize("correction", ["ridge", "gbt"])
+@pytest.mark.parametrize("correction", ["ridge", "huber", "gbt"])
 def test_correction_learns_overhead_and_scale(correction: str, tmp_path: Path) -> None:
     space = BigNASCNNSpace()
     lut = synthetic_lut(space)

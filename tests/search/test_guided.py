@@ -118,3 +118,56 @@ def test_beats_random_sampling_with_equal_real_evaluations() -> None:
         guided_hv.append(hypervolume_2d(guided))
         random_hv.append(hypervolume_2d(random_pts))
     assert np.mean(guided_hv) > np.mean(random_hv) + 0.2, (guided_hv, random_hv)
+
+
+# ---- a latency table predicts latency_ms --------------------------------------------------------
+def _table_file(tmp_path: Path) -> tuple[Any, Path, Any]:
+    """A latency table file in the profile-device format whose op latencies are a fixed function
+    of the op's analytic cost (deterministic, no timing), and a 'measured' latency = table sum
+    with a per-op overhead and a scale error the correction has to learn."""
+    import json
+
+    from nasforge.predictors.latency import LUT_FORMAT, LUT_VERSION, LatencyLUT, distinct_ops, op_key
+    from nasforge.spaces.bignas_cnn import BigNASCNNSpace, op_cost
+
+    space = BigNASCNNSpace()
+    ops = [{"key": op_key(d), "op": d, "latency_ms": 0.02 + 1e-6 * op_cost(d)[0]} for d in distinct_ops(space, patience=500)]
+    path = tmp_path / "lut.json"
+    path.write_text(json.dumps({"format": LUT_FORMAT, "version": LUT_VERSION, "space": space.describe(),
+                                "device": {"id": "synthetic"}, "ops": ops}))
+    lut = LatencyLUT.load(path)
+
+    def measure(archs: list[Arch]) -> list[EvalResult]:
+        out = []
+        for a in archs:
+            idx = space.to_indices(a)
+            lat = 1.15 * float(lut.predict(space, [a])[0]) + 0.03 * len(space.ops(a))
+            out.append(EvalResult(a.key(), {"accuracy": float(idx.sum()) / 40 - 0.01 * float(idx[0]),
+                                            "latency_ms": lat}))
+        return out
+
+    return space, path, measure
+
+
+def test_latency_table_predicts_latency_and_reports_its_error(tmp_path: Path) -> None:
+    space, path, measure = _table_file(tmp_path)
+    s = PredictorGuidedSearch(space, objectives=OBJECTIVES, seed=0,
+                              options={**FAST, "latency_table": str(path), "latency_correction": "ridge"})
+    assert "latency_ms" not in s._predictors and "latency_ms" in s._latency
+    for _ in range(4):
+        archs = s.ask(12)
+        s.tell(archs, measure(archs))
+    rep = s.report()
+    # the table's corrected sum, refitted on 36 measured latencies, predicts the next 12 within 10%
+    assert rep["latency_ms_within_10pct"] == 1.0
+    assert rep["latency_ms_kendall_tau"] > 0.8
+
+
+def test_latency_table_errors_name_the_key(tmp_path: Path) -> None:
+    from nasforge.core.errors import JobSpecError
+
+    space, path, _ = _table_file(tmp_path)
+    with pytest.raises(JobSpecError, match="strategy.options.latency_table.*profile-device"):
+        PredictorGuidedSearch(space, objectives=OBJECTIVES, options={**FAST, "latency_table": str(tmp_path / "no.json")})
+    with pytest.raises(JobSpecError, match="strategy.options.latency_table.*built for space"):
+        PredictorGuidedSearch(ToySpace(), objectives=OBJECTIVES, options={**FAST, "latency_table": str(path)})
