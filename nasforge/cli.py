@@ -364,7 +364,7 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out = profile_device(space, out=out_path, warmup=args.warmup, repeats=args.repeats,
                          threads=args.threads, batch_size=args.batch_size, rounds=args.rounds,
-                         statistic=args.statistic, log=print)
+                         statistic=args.statistic, reference=args.reference, log=print)
     print(f"latency table written to {out}")
     return 0
 
@@ -460,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rounds", type=int, default=5, help="interleaved passes over all ops (median of rounds)")
     sp.add_argument("--statistic", choices=["median", "min"], default="median",
                     help="per round, median or min of the repeats (min: steadier on a shared machine)")
+    sp.add_argument("--reference", action="store_true",
+                    help="normalise each timing by a reference op timed just before it (cancels slow spells)")
     sp.set_defaults(func=cmd_profile_device)
     return p
 

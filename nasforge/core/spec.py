@@ -176,6 +176,11 @@ class LatencySpec(_Strict):
         description="what latency_ms reports over the repeats: median (typical call) or min (the "
         "uncontended call; reproduces better on a shared, noisy machine)",
     )
+    reference: bool = Field(
+        default=False,
+        description="normalise each timing by the supernet's largest child timed just before it (cancels a "
+        "shared machine's slow spells; latency_raw_ms keeps the unscaled figure)",
+    )
     threads: int = Field(default=1, ge=1, le=256, description="torch threads on CPU workers")
     device_classes: list[str] = Field(
         default_factory=list, description="Ray custom resources 'device:CLASS' to measure on"

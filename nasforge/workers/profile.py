@@ -53,6 +53,7 @@ def profile_device(
     device: str = "cpu",
     seed: int = 0,
     statistic: str = "median",
+    reference: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Time every distinct op of ``space`` on ``device``; write the table to ``out`` (JSON); return ``out``.
@@ -64,11 +65,13 @@ def profile_device(
     ``p10_ms``/``p90_ms`` of the round medians). Raises LatencyTableError for a space it cannot
     profile; ValueError for non-positive counts. ``statistic`` (median or min of the repeats,
     see ``measure_latency``) is what each round records; match it to how the end-to-end
-    latencies a correction is fitted to were measured.
+    latencies a correction is fitted to were measured. ``reference``: normalise every timing by
+    the slowest op timed just before it (``ReferenceTimer``), which cancels the machine's slow
+    spells; the table then holds latencies in the reference's baseline conditions.
     """
     import torch
 
-    from nasforge.workers.latency import device_profile, measure_latency
+    from nasforge.workers.latency import ReferenceTimer, device_profile, measure_latency
 
     if min(repeats, rounds, threads, batch_size) < 1 or warmup < 0:
         raise ValueError("repeats, rounds, threads and batch_size must be >= 1 and warmup >= 0")
@@ -88,12 +91,23 @@ def profile_device(
             inputs.append(torch.randn(batch_size, int(d["cin"]), hw, hw, generator=g).to(dev))
     if log:
         log(f"profiling {len(descs)} ops of {space.id} on {device}: {rounds} rounds x {repeats} repeats")
+    timer = None
+    if reference:
+        first = [measure_latency(m, x, warmup=warmup, repeats=repeats, threads=threads, statistic=statistic)["latency_ms"]
+                 for m, x in zip(modules, inputs, strict=True)]
+        ref = int(np.argmax(first))
+        timer = ReferenceTimer(modules[ref], inputs[ref], warmup=warmup, repeats=repeats, threads=threads,
+                               statistic=statistic)
+        timer.calibrate()
     per_round = np.zeros((rounds, len(descs)))
     rng = np.random.default_rng(seed)
     for r in range(rounds):
         for i in rng.permutation(len(descs)):
-            per_round[r, i] = measure_latency(modules[i], inputs[i], warmup=warmup, repeats=repeats,
-                                              threads=threads, statistic=statistic)["latency_ms"]
+            if timer is not None:
+                per_round[r, i] = timer.measure(modules[i], inputs[i])["latency_ms"]
+            else:
+                per_round[r, i] = measure_latency(modules[i], inputs[i], warmup=warmup, repeats=repeats,
+                                                  threads=threads, statistic=statistic)["latency_ms"]
         if log:
             log(f"round {r + 1}/{rounds} done ({time.perf_counter() - t0:.1f} s)")
     med = np.median(per_round, axis=0)
@@ -106,7 +120,8 @@ def profile_device(
         "space": space.describe(),
         "device": profile,
         "settings": {"warmup": warmup, "repeats": repeats, "rounds": rounds, "threads": threads,
-                     "batch_size": batch_size, "seed": seed, "statistic": statistic},
+                     "batch_size": batch_size, "seed": seed, "statistic": statistic,
+                     "reference": None if timer is None else {"op": op_key(descs[ref]), "baseline_ms": timer.baseline_ms}},
         "spread": {"median_rel_p10_p90": float(np.median(rel_spread)),
                    "max_rel_p10_p90": float(rel_spread.max()),
                    "round_total_ms": [float(x) for x in per_round.sum(axis=1)]},

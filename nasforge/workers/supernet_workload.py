@@ -172,6 +172,7 @@ class SupernetWorkload(Workload):
             X, y = X[: spec.evaluation.max_images], y[: spec.evaluation.max_images]
         self.eval_X, self.eval_y = X.to(self.device), y.to(self.device)
         self._children: OrderedDict[str, Any] = OrderedDict()
+        self._reference: Any = None  # ReferenceTimer, built on first use with evaluation.latency.reference
 
     def child(self, arch: Arch) -> Any:
         """The recalibrated standalone child (cached per arch key, LRU)."""
@@ -206,7 +207,6 @@ class SupernetWorkload(Workload):
 
     def evaluate(self, arch: Arch) -> dict[str, float]:
         from nasforge.supernets.evaluate import count_flops_params, evaluate_classifier
-        from nasforge.workers.latency import measure_latency
 
         model = self.child(arch)
         metrics: dict[str, float] = {}
@@ -224,24 +224,35 @@ class SupernetWorkload(Workload):
         )
         lat = self.spec.evaluation.latency
         if lat.enabled:
-            timing = measure_latency(
-                model, self.example_input(arch, lat.batch_size),
-                warmup=lat.warmup, repeats=lat.repeats, threads=lat.threads, statistic=lat.statistic,
-            )
-            metrics.update(timing)
+            metrics.update(self._time(model, arch))
         return metrics
 
     def measure_latency(self, arch: Arch) -> dict[str, float]:
         """Latency only (a device-class worker): the child's timed forward passes, no accuracy."""
-        from nasforge.workers.latency import measure_latency
-
         lat = self.spec.evaluation.latency
         if not lat.enabled:
             return {}
-        timing = measure_latency(self.child(arch), self.example_input(arch, lat.batch_size),
-                                 warmup=lat.warmup, repeats=lat.repeats, threads=lat.threads,
-                                 statistic=lat.statistic)
+        timing = self._time(self.child(arch), arch)
         return {k: float(timing[k]) for k in self.LATENCY_METRICS}
+
+    def _time(self, model: Any, arch: Arch) -> dict[str, float]:
+        """``evaluation.latency`` applied to one child; with ``reference``, normalised by the
+        largest child timed just before it (one ``ReferenceTimer`` per worker, calibrated once)."""
+        from nasforge.workers.latency import ReferenceTimer, measure_latency
+
+        lat = self.spec.evaluation.latency
+        kw = {"warmup": lat.warmup, "repeats": lat.repeats, "threads": lat.threads, "statistic": lat.statistic}
+        x = self.example_input(arch, lat.batch_size)
+        if not lat.reference:
+            return measure_latency(model, x, **kw)
+        if self._reference is None:
+            from nasforge.supernets.evaluate import prepare_child
+
+            largest = self.space.largest()
+            self._reference = ReferenceTimer(prepare_child(self.supernet, largest, self.calib),
+                                             self.example_input(largest, lat.batch_size), **kw)
+            self._reference.calibrate()
+        return self._reference.measure(model, x)
 
     def device_profile(self) -> dict[str, Any]:
         import torch
@@ -250,7 +261,7 @@ class SupernetWorkload(Workload):
 
         lat = self.spec.evaluation.latency
         return device_profile(self.device, threads=lat.threads, batch_size=lat.batch_size, dtype=torch.float32,
-                              statistic=lat.statistic)
+                              statistic=lat.statistic, reference=lat.reference)
 
     # ---- export ---------------------------------------------------------------------------
     def export(self, arch: Arch, out_dir: Path, metadata: dict[str, Any]) -> list[Path]:

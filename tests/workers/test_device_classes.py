@@ -123,3 +123,61 @@ def test_supernet_workload_measures_latency_without_scoring(tmp_path: Path) -> N
     lat = wl.measure_latency(arch)
     assert set(lat) == {"latency_ms", "latency_p90_ms"} and lat["latency_p90_ms"] >= lat["latency_ms"] > 0
     assert "accuracy" in wl.evaluate(arch)  # the full path scores; the latency path above did not
+
+
+def test_supernet_workload_reference_normalised_latency(tmp_path: Path) -> None:
+    """evaluation.latency.reference: each timing is rescaled by the largest child timed just
+    before it; the raw figure and the scale are kept, and the device profile id changes."""
+    import numpy as np
+    import torch
+    import yaml
+    from safetensors.torch import save_file
+
+    from nasforge.core.spec import JobSpec
+    from nasforge.supernets import SUPERNETS
+    from nasforge.workers.supernet_workload import SupernetWorkload
+
+    torch.set_num_threads(1)
+    data = yaml.safe_load((Path(__file__).parents[2] / "examples" / "quickstart.yaml").read_text())
+    data.pop("training", None)
+    data["evaluation"]["bn_recalibration_images"] = 16
+    data["evaluation"]["max_images"] = 32
+    space = SupernetWorkload.build_space(JobSpec.model_validate({**data, "supernet": {"name": "bignas"}}))
+    net = SUPERNETS.get("bignas")(space, {})
+    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    profiles = []
+    for reference in (False, True):
+        data["evaluation"]["latency"] = {"warmup": 1, "repeats": 3, "threads": 1, "statistic": "min",
+                                         "reference": reference}
+        spec = JobSpec.model_validate({**data, "supernet": {"name": "bignas",
+                                                            "checkpoint": str(tmp_path / "model.safetensors")}})
+        wl = SupernetWorkload(spec, tmp_path)
+        wl.setup()
+        m = wl.evaluate(space.sample(np.random.default_rng(0)))
+        assert m["latency_p90_ms"] >= m["latency_ms"] == m["latency_min_ms"] > 0  # statistic: min
+        if reference:
+            assert m["latency_reference_scale"] > 0
+            assert m["latency_ms"] == pytest.approx(m["latency_raw_ms"] * m["latency_reference_scale"])
+        else:
+            assert "latency_raw_ms" not in m
+        profiles.append(wl.device_profile()["id"])
+    assert profiles[0] != profiles[1]
+
+
+def test_reference_timer_rescales_by_the_reference_now() -> None:
+    """The arithmetic, with the reference's 'now' pinned: twice its baseline halves the figure."""
+    import torch
+
+    from nasforge.workers.latency import ReferenceTimer
+
+    class Pinned(ReferenceTimer):
+        def reference_ms(self) -> float:
+            return 2.0
+
+    model, x = torch.nn.Linear(8, 8), torch.randn(1, 8)
+    t = Pinned(model, x, warmup=1, repeats=3)
+    t.baseline_ms = 1.0
+    out = t.measure(model, x)
+    assert out["latency_reference_scale"] == 0.5
+    assert out["latency_ms"] == pytest.approx(out["latency_raw_ms"] / 2)
+    assert out["latency_min_ms"] <= out["latency_p90_ms"]
