@@ -17,7 +17,9 @@ With ``latency_table`` (a file written by ``nasforge profile-device`` on the wor
 ``latency_ms`` is predicted as the table's per-op sum times a learned correction
 (``nasforge.predictors.latency.LatencyPredictor``) refitted on every measured latency, instead of
 a generic predictor on the encoding: it predicts before any child was timed, and ``report()``
-adds the share of new results within 10% of their measured latency.
+adds the share of new results within 10% of their measured latency and whether the results came
+from the device profile the table was built on (``latency_table_device_match``; a mismatch is
+also logged once: the correction then carries the whole device difference).
 
 Only asked archs are measured, so the front the driver builds from the store consists only of
 candidates measured for real; the predictor never chooses the final answer unseen.
@@ -29,6 +31,7 @@ torch is never imported here: the predictor is resolved by name through PREDICTO
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -46,6 +49,8 @@ from nasforge.predictors.latency import LatencyLUT, LatencyPredictor, LatencyTab
 from nasforge.predictors.metrics import kendall_tau, rmse, spearman_rho
 from nasforge.search.base import Strategy, StrategyOptions
 from nasforge.search.pareto import crowding_distance, non_dominated_sort
+
+log = logging.getLogger(__name__)
 
 #: pseudo-metric learned from failed evaluations (1 = failed): archs predicted to fail are avoided
 FAILED = "__failed__"
@@ -114,6 +119,7 @@ class PredictorGuidedSearch(Strategy):
         self._dirty = True
         self._report: dict[str, float] = {}
         self._pretrained_state: Any = None
+        self._device_match: float | None = None
 
     def _load_table(self, name: str) -> LatencyLUT:
         from nasforge.core.paths import home
@@ -311,8 +317,25 @@ class PredictorGuidedSearch(Strategy):
             if metrics is not None:
                 new.append((a, metrics))
         self._report = self._score_before_refit(new)
+        self._check_device(results)
         self._dirty = True
         self._refit()
+
+    def _check_device(self, results: Sequence[EvalResult]) -> None:
+        """Compare the latency table's device profile id with the one the results were timed on."""
+        if not self._latency:
+            return
+        ids = {str(r.device["id"]) for r in results if r.ok and r.device and "id" in r.device}
+        if not ids:
+            return
+        table_id = next(iter(self._latency.values())).lut.device_id
+        match = float(table_id in ids)
+        if not match and self._device_match != 0.0:
+            log.warning("latency table was built on device profile %s but results were timed on %s; rebuild it "
+                        "with `nasforge profile-device` on the workers' device with the same evaluation.latency "
+                        "settings (threads, batch size, statistic, reference)", table_id, ", ".join(sorted(ids)))
+        self._device_match = match
+        self._report["latency_table_device_match"] = match
 
     def _score_before_refit(self, new: Sequence[tuple[Arch, dict[str, float]]]) -> dict[str, float]:
         out: dict[str, float] = {}

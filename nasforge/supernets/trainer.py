@@ -184,8 +184,8 @@ class SandwichTrainer:
     def check_space(cls, space: SearchSpace, options: Mapping[str, Any]) -> None:
         """What ``nasforge validate`` can check before training: the complexity-aware sampler's
         FLOPs buckets against ``max_flops_ratio`` on this space (JobSpecError naming the key)."""
-        o = SandwichOptions.model_validate(dict(options))
-        if o.sampler != "uniform":
+        o = cls.Options.model_validate(dict(options))
+        if getattr(o, "sampler", "uniform") != "uniform":
             ComplexityAwareSampler(space, max(1, o.num_random), options=o.sampler_options,
                                    performance=o.sampler == "performance")
 

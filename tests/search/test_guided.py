@@ -137,13 +137,13 @@ def _table_file(tmp_path: Path) -> tuple[Any, Path, Any]:
                                 "device": {"id": "synthetic"}, "ops": ops}))
     lut = LatencyLUT.load(path)
 
-    def measure(archs: list[Arch]) -> list[EvalResult]:
+    def measure(archs: list[Arch], device: str = "synthetic") -> list[EvalResult]:
         out = []
         for a in archs:
             idx = space.to_indices(a)
             lat = 1.15 * float(lut.predict(space, [a])[0]) + 0.03 * len(space.ops(a))
             out.append(EvalResult(a.key(), {"accuracy": float(idx.sum()) / 40 - 0.01 * float(idx[0]),
-                                            "latency_ms": lat}))
+                                            "latency_ms": lat}, device={"id": device}))
         return out
 
     return space, path, measure
@@ -161,6 +161,10 @@ def test_latency_table_predicts_latency_and_reports_its_error(tmp_path: Path) ->
     # the table's corrected sum, refitted on 36 measured latencies, predicts the next 12 within 10%
     assert rep["latency_ms_within_10pct"] == 1.0
     assert rep["latency_ms_kendall_tau"] > 0.8
+    assert rep["latency_table_device_match"] == 1.0
+    archs = s.ask(4)
+    s.tell(archs, measure(archs, device="another-machine"))  # timed elsewhere: flagged in the report
+    assert s.report()["latency_table_device_match"] == 0.0
 
 
 def test_latency_table_errors_name_the_key(tmp_path: Path) -> None:
