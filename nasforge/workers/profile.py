@@ -113,7 +113,8 @@ def profile_device(
     med = np.median(per_round, axis=0)
     p10, p90 = np.percentile(per_round, 10, axis=0), np.percentile(per_round, 90, axis=0)
     rel_spread = (p90 - p10) / np.maximum(med, 1e-9)
-    profile = device_profile(dev, threads=threads, batch_size=batch_size, dtype=torch.float32, statistic=statistic)
+    profile = device_profile(dev, threads=threads, batch_size=batch_size, dtype=torch.float32, statistic=statistic,
+                             reference=reference)
     data = {
         "format": LUT_FORMAT,
         "version": LUT_VERSION,

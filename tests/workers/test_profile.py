@@ -69,3 +69,24 @@ def test_other_space_and_bad_file_are_refused(table: tuple[BigNASCNNSpace, Path]
     bad.write_text("{}")
     with pytest.raises(LatencyTableError, match="not a nasforge-latency-lut"):
         LatencyLUT.load(bad)
+
+
+def test_reference_normalised_table_is_keyed_like_a_worker_measuring_the_same_way(tmp_path: Path) -> None:
+    """--statistic min --reference: the table records its reference op and baseline, and its
+    device id is the one a worker with evaluation.latency {statistic: min, reference: true} has
+    (and not the plain one), so guided search can tell whether the two were measured alike."""
+    import torch
+
+    from nasforge.workers.latency import device_profile
+
+    space = BigNASCNNSpace(TINY)
+    path = profile_device(space, out=tmp_path / "ref.json", warmup=1, repeats=3, rounds=2, threads=1, batch_size=1,
+                          statistic="min", reference=True)
+    data = json.loads(path.read_text())
+    ref = data["settings"]["reference"]
+    assert ref["baseline_ms"] > 0 and ref["op"] in {row["key"] for row in data["ops"]}
+    cpu = torch.device("cpu")
+    same = device_profile(cpu, threads=1, batch_size=1, dtype=torch.float32, statistic="min", reference=True)
+    plain = device_profile(cpu, threads=1, batch_size=1, dtype=torch.float32)
+    assert data["device"]["id"] == same["id"] != plain["id"]
+    assert all(row["latency_ms"] > 0 for row in data["ops"])
