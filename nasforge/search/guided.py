@@ -132,6 +132,14 @@ class PredictorGuidedSearch(Strategy):
         if lut.space_id != self.space.id:
             raise JobSpecError(f"strategy.options.latency_table: {path} was built for space {lut.space_id!r}, not "
                                f"{self.space.id!r}; build one with `nasforge profile-device --space {self.space.id}`")
+        probe = [self.space.smallest(), self.space.largest()]
+        probe += [self.space.from_indices(r) for r in self.space.sample_indices(64, np.random.default_rng(0))]
+        try:  # the same space with other options has other ops: refuse it now, not mid-search
+            lut.predict(self.space, probe)
+        except LatencyTableError as e:
+            raise JobSpecError(f"strategy.options.latency_table: {path} does not cover this space's options ({e}); "
+                               f"rebuild it with `nasforge profile-device --space {self.space.id} --options "
+                               "'<space.options as JSON>'`") from None
         return lut
 
     # ---- features and predictions ------------------------------------------------------------

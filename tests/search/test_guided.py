@@ -175,3 +175,13 @@ def test_latency_table_errors_name_the_key(tmp_path: Path) -> None:
         PredictorGuidedSearch(space, objectives=OBJECTIVES, options={**FAST, "latency_table": str(tmp_path / "no.json")})
     with pytest.raises(JobSpecError, match="strategy.options.latency_table.*built for space"):
         PredictorGuidedSearch(ToySpace(), objectives=OBJECTIVES, options={**FAST, "latency_table": str(path)})
+
+
+def test_latency_table_for_other_space_options_is_refused(tmp_path: Path) -> None:
+    from nasforge.core.errors import JobSpecError
+    from nasforge.spaces.bignas_cnn import BigNASCNNSpace
+
+    _, path, _ = _table_file(tmp_path)  # built for the default options
+    other = BigNASCNNSpace({"preset": "imagenet"})
+    with pytest.raises(JobSpecError, match="does not cover this space's options.*--options"):
+        PredictorGuidedSearch(other, objectives=OBJECTIVES, options={**FAST, "latency_table": str(path)})
