@@ -39,7 +39,7 @@ def _fmt(v: Any) -> str:
 SHOWN_METRICS: dict[str, tuple[str, Any]] = {
     "accuracy": ("acc %", lambda v: f"{100 * v:.2f}"),
     "perplexity": ("ppl", lambda v: f"{v:.3f}"),
-    "latency_ms": ("lat p50 ms", lambda v: f"{v:.3f}"),
+    "latency_ms": ("lat ms", lambda v: f"{v:.3f}"),
     "latency_p90_ms": ("lat p90 ms", lambda v: f"{v:.3f}"),
     "flops": ("MFLOPs", lambda v: f"{v / 1e6:.2f}"),
     "params": ("params k", lambda v: f"{v / 1e3:.1f}"),
