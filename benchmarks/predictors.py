@@ -194,19 +194,13 @@ def run(quick: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     measured = oracle.measure(archs)
     measure_s = time.perf_counter() - t0
-    acc = np.array([m["accuracy"] for m in measured])
-    loss = np.array([m["loss"] for m in measured])
-    lat = np.array([m["latency_ms"] for m in measured])
-    acc_val = np.array([m["accuracy_val"] for m in measured])
-    acc_test = np.array([m["accuracy_test"] for m in measured])
-    lat_even = np.array([m["latency_even_ms"] for m in measured])
-    lat_odd = np.array([m["latency_odd_ms"] for m in measured])
-    lat_med = np.array([m["latency_median_stat_ms"] for m in measured])
-    lat_med_even = np.array([m["latency_median_stat_even_ms"] for m in measured])
-    lat_med_odd = np.array([m["latency_median_stat_odd_ms"] for m in measured])
-    lat_raw = np.array([m["latency_raw_ms"] for m in measured])
-    lat_raw_even = np.array([m["latency_raw_even_ms"] for m in measured])
-    lat_raw_odd = np.array([m["latency_raw_odd_ms"] for m in measured])
+    col = {k: np.array([m[k] for m in measured]) for k in measured[0]}  # one array per measured key
+    acc, loss, lat = col["accuracy"], col["loss"], col["latency_ms"]
+    acc_val, acc_test = col["accuracy_val"], col["accuracy_test"]
+    lat_even, lat_odd = col["latency_even_ms"], col["latency_odd_ms"]
+    lat_med, lat_med_even, lat_med_odd = (col["latency_median_stat_ms"], col["latency_median_stat_even_ms"],
+                                          col["latency_median_stat_odd_ms"])
+    lat_raw, lat_raw_even, lat_raw_odd = col["latency_raw_ms"], col["latency_raw_even_ms"], col["latency_raw_odd_ms"]
     tr, te = slice(0, n_train), slice(n_train, n_train + n_test)
     rows: list[dict[str, Any]] = []
 
@@ -232,8 +226,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     # a lower-noise target on the same images: mean cross-entropy (ranked as -loss)
     loss_fit = PREDICTORS.get("mlp_ensemble")(seed=0).fit(Xc[tr], -loss[tr])
     loss_tau = ranking_report(-loss[te], loss_fit.predict(Xc[te])[0])["kendall_tau"]
-    loss_split_tau = ranking_report(np.array([m["loss_val"] for m in measured])[te],
-                                    np.array([m["loss_test"] for m in measured])[te])["kendall_tau"]
+    loss_split_tau = ranking_report(col["loss_val"][te], col["loss_test"][te])["kendall_tau"]
 
     # pretraining at 50 samples: 3 seeds, different subsets; encoding-only features (proxies are targets)
     pool = unique_archs(space, 2000, seed=999)
