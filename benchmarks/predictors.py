@@ -8,7 +8,8 @@ BN-recalibrated and evaluated on the val and test splits, latencies are timed on
    sampled archs) at 50 samples (3 seeds, different 50-subsets), and how well those proxies rank
    accuracy at all;
 2. latency: per-op LUT (``profile_device``) + learned correction fitted on the 300 training
-   children's measured latency; share of the 200 held-out children within +-10% of measured;
+   children's measured latency; share of the 200 held-out children within +-10% of measured; the
+   same on the elastic_vit and pooling_layout spaces (``other_space_latency``);
 3. guided search (with and without the latency table) vs plain evolution with real evaluations
    only (same budget, same reference point, 5 seeds); a child's measured metrics are cached by
    arch key (the latency cache), so every method sees the same measurement of the same child;
@@ -273,6 +274,16 @@ def run(quick: bool = False) -> dict[str, Any]:
     cost_te = cost_matrix(space, archs[te])  # type: ignore[arg-type]
     proxy_tau = {name: ranking_report(acc[te], cost_te[:, j])["kendall_tau"] for j, name in enumerate(("flops", "params"))}
 
+    # 2b. the same LUT + correction on the other supernet spaces (fresh-weight children; latency only)
+    other_lat = {
+        "elastic_vit": other_space_latency("elastic_vit", {"preset": "mnist"}, "elastic_vit",
+                                           n_train=60 if quick else 150, n_test=40 if quick else 100,
+                                           rounds=2 if quick else 4),
+        "pooling_layout": other_space_latency("pooling_layout", {"preset": "resnet20"}, "pooling_mixture",
+                                              n_train=24, n_test=12, rounds=2 if quick else 4),
+    }
+    rows += [{"part": "latency(other spaces)", **r} for r in other_lat.values()]
+
     # 3. guided vs plain evolution, real evaluations only ---------------------------------------
     objectives = [Objective("accuracy", Direction.MAXIMIZE), Objective("latency_ms", Direction.MINIMIZE)]
     budget, batch = (32, 8) if quick else (96, 16)
@@ -342,6 +353,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         "latency_within_10pct_cpu_gbt_correction": lat_rows["gbt"],
         "latency_within_10pct_cpu_huber_correction": lat_rows["huber"],
         "latency_remeasure_within_10pct": agree(lat_even, lat_odd),
+        "latency_within_10pct_cpu_elastic_vit": other_lat["elastic_vit"]["within_10pct"],
+        "latency_remeasure_within_10pct_elastic_vit": other_lat["elastic_vit"]["remeasure_within_10pct"],
+        "latency_within_10pct_cpu_pooling_layout": other_lat["pooling_layout"]["within_10pct"],
+        "latency_remeasure_within_10pct_pooling_layout": other_lat["pooling_layout"]["remeasure_within_10pct"],
         "latency_within_10pct_cpu_unnormalised_min": within_raw,
         "latency_remeasure_within_10pct_unnormalised_min": remeasure_raw,
         "latency_within_10pct_cpu_median_of_calls": within_med,
@@ -380,6 +395,10 @@ def run(quick: bool = False) -> dict[str, Any]:
             "latency_remeasure_within_10pct = share of held-out children whose even-round and odd-round values agree "
             "within 10% (the ceiling any predictor faces); the LUT's ops are timed the same way (min per round, normalised by the "
             "slowest op) in 5 rounds. "
+            "Other spaces (keys *_elastic_vit, *_pooling_layout; rows part 'latency(other spaces)'): the same "
+            "LUT (min + reference, 5 rounds) x ridge correction on elastic_vit (mnist preset, 150 train / 100 held-out "
+            "children) and pooling_layout (resnet20 preset: all 36 layouts, 24 train / 12 held-out), children built "
+            "with fresh weights and timed like the Oracle times them. "
             "Guided vs plain: guided = GP accuracy predictor + latency table (LUT sum x ridge correction); "
             "guided_no_table = GP for both metrics; all see the same cached measurement of a child; hypervolume of (-accuracy, latency) with "
             "ref = (0, p95 of the 500 children's latency). kendall_tau_300 is the MLP ensemble on one-hot + log-cost "
@@ -453,4 +472,62 @@ def predictor_only_speed(space: Any, X: np.ndarray, acc: np.ndarray, lat: np.nda
                   "seconds": ours_s, "candidates_per_s": ours_per_s, "hv": hv_ours},
                  {"part": "predictor-only search", "method": "optuna NSGAIISampler", "candidates": budget,
                   "seconds": optuna_s, "candidates_per_s": opt_per_s, "hv": hv_opt}],
+    }
+
+
+def other_space_latency(space_name: str, options: dict[str, Any], supernet: str, *, n_train: int, n_test: int,
+                        rounds: int, seed: int = 7) -> dict[str, Any]:
+    """Part 2 on another space: LUT (profile-device, min + reference) x ridge correction fitted on
+    ``n_train`` children's measured latency; share of ``n_test`` others within +-10%.
+
+    Children are built with fresh weights (latency does not depend on the values) and timed like
+    the Oracle times them: ``rounds`` interleaved passes, per pass the min of 10 calls normalised
+    by the largest child timed just before (ReferenceTimer), median over passes."""
+    import torch
+
+    from nasforge.predictors.latency import LatencyLUT, LatencyPredictor
+    from nasforge.predictors.metrics import ranking_report
+    from nasforge.spaces import SPACES
+    from nasforge.supernets import SUPERNETS
+    from nasforge.workers.latency import ReferenceTimer
+    from nasforge.workers.profile import profile_device
+
+    space = SPACES.get(space_name, "space")(options)
+    cls = SUPERNETS.get(supernet, "supernet")
+    pool = space.layouts() if hasattr(space, "layouts") else unique_archs(space, n_train + n_test, seed=seed)
+    order = np.random.default_rng(seed).permutation(len(pool))[: n_train + n_test]
+    archs = [pool[i] for i in order]
+    models = [cls.build_child(space, a).eval() for a in archs]
+    o = space.options
+    x = torch.randn(1, o.in_channels, o.input_size, o.input_size, generator=torch.Generator().manual_seed(0))
+    timer = ReferenceTimer(cls.build_child(space, space.largest()).eval(), x, warmup=3, repeats=10, threads=1,
+                           statistic="min")
+    timer.calibrate()
+    t0 = time.perf_counter()
+    per_round = np.zeros((rounds, len(archs)))
+    rng = np.random.default_rng(seed)
+    for r in range(rounds):
+        for i in rng.permutation(len(archs)):
+            per_round[r, i] = timer.measure(models[i], x)["latency_ms"]
+    measure_s = time.perf_counter() - t0
+    lat = np.median(per_round, axis=0)
+    even, odd = np.median(per_round[0::2], axis=0), np.median(per_round[1::2], axis=0)
+    t0 = time.perf_counter()
+    lut_path = profile_device(space, out=CACHE / f"lut-cpu-{space_name}.json", warmup=3, repeats=10, rounds=5,
+                              threads=1, batch_size=1, statistic="min", reference=True)
+    profile_s = time.perf_counter() - t0
+    lut = LatencyLUT.load(lut_path)
+    tr, te = slice(0, n_train), slice(n_train, n_train + n_test)
+    lp = LatencyPredictor(lut, correction="ridge", seed=0).fit(space, archs[tr], lat[tr])
+    pred = lp.predict(space, archs[te])[0]
+    lut_sum = lut.predict(space, archs[te])
+    return {
+        "space": space_name, "options": options, "train": n_train, "test": n_test, "rounds": rounds,
+        "ops_in_table": len(lut.table),
+        "within_10pct": float(np.mean(np.abs(pred / lat[te] - 1) <= 0.10)),
+        "remeasure_within_10pct": float(np.mean(np.abs(even[te] / odd[te] - 1) <= 0.10)),
+        "lut_sum_kendall_tau": ranking_report(lat[te], lut_sum)["kendall_tau"],
+        "lut_sum_over_measured_median": float(np.median(lut_sum / lat[te])),
+        "latency_span": float(lat.max() / lat.min()),
+        "measure_s": measure_s, "profile_s": profile_s,
     }

@@ -316,29 +316,68 @@ class ElasticViTSpace(SearchSpace):
                               stem_channels=o.stem_channels, stem_stride=o.stem_stride, stem_hw=stem_hw,
                               conv_blocks=tuple(conv_blocks), vit_stages=tuple(stages), num_classes=o.num_classes)
 
+    def ops(self, arch: Arch) -> list[dict[str, Any]]:
+        """The child's operations in order, as plain dicts (latency lookup-table keys).
+
+        The ``bignas_cnn`` op types (``resize``, ``conv_bn_relu`` for the stem, ``mbconv``) plus:
+        - ``vit_embed``: cin, cout (= dim), stride, input_hw, output_hw (= grid), layout: the
+          embedding conv-BN of a transformer stage and the reshape of its output to tokens;
+        - ``vit_block``: cin = cout = dim, heads, head_dim, hidden, window (0: global), input_hw
+          = output_hw = grid; one pre-norm attention + MLP block;
+        - ``ln_pool_linear``: cin (= last dim), cout (classes), input_hw (= last grid),
+          output_hw = 1: the final LayerNorm, mean over tokens and classifier.
+        ``layout`` is ``tokens`` when the op takes (N, input_hw**2, cin) tokens; ops without it take
+        a (N, cin, input_hw, input_hw) map. ``nasforge.supernets.elastic_vit.build_op(desc)``
+        builds each one as a standalone module.
+        """
+        p = self.plan(arch)
+        ops: list[dict[str, Any]] = []
+        if p.resolution != p.input_size:
+            ops.append({"type": "resize", "cin": p.in_channels, "input_hw": p.input_size, "output_hw": p.resolution})
+        ops.append({"type": "conv_bn_relu", "cin": p.in_channels, "cout": p.stem_channels, "kernel": 3,
+                    "stride": p.stem_stride, "input_hw": p.resolution, "output_hw": p.stem_hw})
+        for b in p.conv_blocks:
+            ops.append({"type": "mbconv", "cin": b.cin, "cout": b.cout, "kernel": b.kernel, "expand": b.expand,
+                        "stride": b.stride, "residual": b.residual, "input_hw": b.input_hw,
+                        "output_hw": b.output_hw})
+        for st in p.vit_stages:
+            ops.append({"type": "vit_embed", "cin": st.cin, "cout": st.dim, "stride": st.stride,
+                        "input_hw": st.input_hw, "output_hw": st.grid, "layout": "tokens" if st.stage else "map"})
+            for blk in st.blocks:
+                ops.append({"type": "vit_block", "cin": blk.dim, "cout": blk.dim, "heads": blk.heads,
+                            "head_dim": blk.head_dim, "hidden": blk.hidden, "window": blk.window,
+                            "input_hw": blk.grid, "output_hw": blk.grid, "layout": "tokens"})
+        last = p.vit_stages[-1]
+        ops.append({"type": "ln_pool_linear", "cin": p.feature_dim, "cout": p.num_classes, "input_hw": last.grid,
+                    "output_hw": 1, "layout": "tokens"})
+        return ops
+
     # ---- cost -----------------------------------------------------------------------------
     def cost(self, arch: Arch) -> dict[str, float]:
-        p = self.plan(arch)
-        stem_w = p.stem_channels * p.in_channels * 9
-        flops = stem_w * p.stem_hw ** 2
-        params = stem_w + 2 * p.stem_channels
-        for b in p.conv_blocks:
-            f, n = op_cost({"type": "mbconv", "cin": b.cin, "cout": b.cout, "kernel": b.kernel, "expand": b.expand,
-                            "input_hw": b.input_hw, "output_hw": b.output_hw})
+        flops = params = attn = 0
+        for op in self.ops(arch):
+            f, n = vit_op_cost(op)
             flops, params = flops + f, params + n
-        attn = 0
-        for st in p.vit_stages:
-            embed_w = st.dim * st.cin * 9
-            flops += embed_w * st.grid ** 2
-            params += embed_w + 2 * st.dim
-            tokens = st.grid ** 2
-            for blk in st.blocks:
-                d, a, m = blk.dim, blk.attn_dim, blk.hidden
-                flops += tokens * (3 * d * a + a * d + d * m + m * d)
-                params += 3 * (d * a + a) + (a * d + d) + (d * m + m) + (m * d + d) + 4 * d
-                attn += attention_macs(blk)
-        d = p.feature_dim
-        flops += d * p.num_classes
-        params += 2 * d + d * p.num_classes + p.num_classes
+            if op["type"] == "vit_block":
+                attn += attention_macs(ViTBlockPlan(stage=0, index=0, dim=op["cin"], heads=op["heads"],
+                                                    head_dim=op["head_dim"], hidden=op["hidden"],
+                                                    grid=op["input_hw"], window=op["window"]))
         return {"flops": float(flops), "params": float(params), "bytes": float(4 * params),
                 "attn_flops": float(attn)}
+
+
+def vit_op_cost(op: dict[str, Any]) -> tuple[int, int]:
+    """(MACs, params) of one op descriptor from :meth:`ElasticViTSpace.ops` (attention products excluded)."""
+    kind = op["type"]
+    if kind == "vit_embed":
+        w = op["cout"] * op["cin"] * 9
+        return w * op["output_hw"] ** 2, w + 2 * op["cout"]
+    if kind == "vit_block":
+        d, a, m = op["cin"], op["heads"] * op["head_dim"], op["hidden"]
+        tokens = op["input_hw"] ** 2
+        flops = tokens * (3 * d * a + a * d + d * m + m * d)
+        return flops, 3 * (d * a + a) + (a * d + d) + (d * m + m) + (m * d + d) + 4 * d
+    if kind == "ln_pool_linear":
+        d, c = op["cin"], op["cout"]
+        return d * c, 2 * d + d * c + c
+    return op_cost(op)

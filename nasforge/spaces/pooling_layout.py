@@ -31,6 +31,7 @@ from pydantic import Field, model_validator
 
 from nasforge.core.types import Arch, Scalar
 from nasforge.spaces.base import PresetOptions, SearchSpace
+from nasforge.spaces.bignas_cnn import op_cost
 
 #: refuse spaces with more layouts than this (``layouts()`` enumerates them all)
 MAX_LAYOUTS = 100_000
@@ -204,18 +205,41 @@ class PoolingLayoutSpace(SearchSpace):
                           stem_stride=o.stem_stride, stem_hw=stem_hw, blocks=tuple(blocks), feature_channels=cin,
                           num_classes=o.num_classes, positions=pos)
 
+    def ops(self, arch: Arch) -> list[dict[str, Any]]:
+        """The child's operations in order, as plain dicts (latency lookup-table keys).
+
+        - ``conv_bn_relu``: the stem (cin, cout, kernel 3, stride, input_hw, output_hw);
+        - ``basic_block``: cin, cout, stride, projection, input_hw, output_hw;
+        - ``pool_linear``: cin (features), cout (classes), input_hw, output_hw = 1.
+        Every op takes a (N, cin, input_hw, input_hw) map;
+        ``nasforge.supernets.pooling_mixture.build_op(desc)`` builds each one as a standalone module.
+        """
+        p = self.plan(arch)
+        ops: list[dict[str, Any]] = [{"type": "conv_bn_relu", "cin": p.in_channels, "cout": p.stem_channels,
+                                      "kernel": 3, "stride": p.stem_stride, "input_hw": p.input_size,
+                                      "output_hw": p.stem_hw}]
+        for b in p.blocks:
+            ops.append({"type": "basic_block", "cin": b.cin, "cout": b.cout, "stride": b.stride,
+                        "projection": b.projection, "input_hw": b.input_hw, "output_hw": b.output_hw})
+        head_hw = p.blocks[-1].output_hw if p.blocks else p.stem_hw
+        ops.append({"type": "pool_linear", "cin": p.feature_channels, "cout": p.num_classes, "input_hw": head_hw,
+                    "output_hw": 1})
+        return ops
+
     # ---- cost -----------------------------------------------------------------------------
     def cost(self, arch: Arch) -> dict[str, float]:
-        p = self.plan(arch)
-        stem_w = p.stem_channels * p.in_channels * 9
-        flops = stem_w * p.stem_hw ** 2
-        params = stem_w + 2 * p.stem_channels
-        for b in p.blocks:
-            area = b.output_hw ** 2
-            conv1, conv2 = b.cout * b.cin * 9, b.cout * b.cout * 9
-            proj = b.cout * b.cin if b.projection else 0
-            flops += (conv1 + conv2 + proj) * area
-            params += conv1 + conv2 + proj + 2 * b.cout * (3 if b.projection else 2)
-        flops += p.feature_channels * p.num_classes
-        params += p.feature_channels * p.num_classes + p.num_classes
+        flops = params = 0
+        for op in self.ops(arch):
+            f, n = layout_op_cost(op)
+            flops, params = flops + f, params + n
         return {"flops": float(flops), "params": float(params), "bytes": float(4 * params)}
+
+
+def layout_op_cost(op: dict[str, Any]) -> tuple[int, int]:
+    """(MACs, params) of one op descriptor from :meth:`PoolingLayoutSpace.ops`."""
+    if op["type"] == "basic_block":
+        cin, cout, proj_on = op["cin"], op["cout"], op["projection"]
+        conv1, conv2 = cout * cin * 9, cout * cout * 9
+        proj = cout * cin if proj_on else 0
+        return (conv1 + conv2 + proj) * op["output_hw"] ** 2, conv1 + conv2 + proj + 2 * cout * (3 if proj_on else 2)
+    return op_cost(op)

@@ -29,6 +29,7 @@ from nasforge.spaces.base import SearchSpace
 from nasforge.spaces.elastic_vit import ElasticViTSpace, ViTBlockPlan, ViTNetworkPlan, ViTStagePlan
 from nasforge.supernets.base import Supernet, SupernetOptions
 from nasforge.supernets.bignas import ConvBNReLU, DynamicMBConv, MBConv, Resize, _init_plain
+from nasforge.supernets.bignas import build_op as build_cnn_op
 from nasforge.supernets.layers import DynamicBatchNorm2d, DynamicConv2d, DynamicLayerNorm, DynamicLinear
 from nasforge.supernets.mixture import MixtureLinear
 
@@ -152,6 +153,54 @@ class ElasticViTChild(nn.Module):
         for grid, stage in zip(self.grids[:-1], self.stages[1:], strict=True):
             tokens = stage(tokens.transpose(1, 2).unflatten(2, (grid, grid)))
         return self.classifier(self.norm(tokens).mean(dim=1))
+
+
+class TokensToMap(nn.Module):
+    """(N, L, C) tokens of a ``grid x grid`` map -> (N, C, grid, grid)."""
+
+    def __init__(self, grid: int):
+        super().__init__()
+        self.grid = grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2).unflatten(2, (self.grid, self.grid))
+
+
+class LNPoolLinear(nn.Module):
+    """The child's head on (N, L, C) tokens: LayerNorm, mean over tokens, linear."""
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.classifier = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.norm(x).mean(dim=1))
+
+
+def build_op(desc: dict[str, Any]) -> nn.Module:
+    """One operation of ``ElasticViTSpace.ops(arch)`` as a standalone module (fresh weights).
+
+    Input: (N, desc["input_hw"] ** 2, desc["cin"]) tokens when ``desc["layout"] == "tokens"``,
+    else (N, desc["cin"], desc["input_hw"], desc["input_hw"]). The modules are the child's own
+    (``ViTStage`` without blocks, ``TransformerBlock``), so the table times what the child runs.
+    """
+    kind = desc["type"]
+    if kind == "vit_embed":
+        plan = ViTStagePlan(stage=0, cin=desc["cin"], dim=desc["cout"], stride=desc["stride"],
+                            input_hw=desc["input_hw"], grid=desc["output_hw"], blocks=())
+        stage = ViTStage(plan)
+        return nn.Sequential(TokensToMap(desc["input_hw"]), stage) if desc["layout"] == "tokens" else stage
+    if kind == "vit_block":
+        m: nn.Module = TransformerBlock(ViTBlockPlan(stage=0, index=0, dim=desc["cin"], heads=desc["heads"],
+                                                     head_dim=desc["head_dim"], hidden=desc["hidden"],
+                                                     grid=desc["input_hw"], window=desc["window"]))
+    elif kind == "ln_pool_linear":
+        m = LNPoolLinear(desc["cin"], desc["cout"])
+    else:
+        return build_cnn_op(desc)
+    _init_plain(m)
+    return m
 
 
 # ------------------------------------------------------------------------------------------------

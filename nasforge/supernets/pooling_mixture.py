@@ -45,6 +45,7 @@ from nasforge.spaces.base import SearchSpace
 from nasforge.spaces.pooling_layout import LayoutPlan, PoolingLayoutSpace, ResBlockPlan
 from nasforge.supernets.base import Supernet, SupernetOptions
 from nasforge.supernets.bignas import ConvBNReLU, PoolLinear
+from nasforge.supernets.bignas import build_op as build_cnn_op
 from nasforge.supernets.layers import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear
 from nasforge.supernets.trainer import SandwichOptions, SandwichTrainer, _seed_of
 
@@ -139,6 +140,20 @@ class PoolingLayoutChild(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.blocks(self.stem(x)))
+
+
+def build_op(desc: dict[str, Any]) -> nn.Module:
+    """One operation of ``PoolingLayoutSpace.ops(arch)`` as a standalone module (fresh weights).
+
+    Input: (N, desc["cin"], desc["input_hw"], desc["input_hw"]).
+    """
+    if desc["type"] == "basic_block":
+        m = BasicBlock(desc["cin"], desc["cout"], desc["stride"], desc["projection"])
+        for conv in m.modules():
+            if isinstance(conv, nn.Conv2d):
+                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        return m
+    return build_cnn_op(desc)
 
 
 # ------------------------------------------------------------------------------------------------

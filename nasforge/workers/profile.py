@@ -30,7 +30,17 @@ from nasforge.spaces.base import SearchSpace
 #: space id -> "module:function" building one op descriptor as an nn.Module
 OP_BUILDERS: dict[str, str] = {
     "bignas_cnn": "nasforge.supernets.bignas:build_op",
+    "elastic_vit": "nasforge.supernets.elastic_vit:build_op",
+    "pooling_layout": "nasforge.supernets.pooling_mixture:build_op",
 }
+
+
+def op_input_shape(desc: dict[str, Any], batch_size: int) -> tuple[int, ...]:
+    """Shape of the input an op descriptor's module takes: tokens (N, L, C) or a map (N, C, H, W)."""
+    hw, cin = int(desc["input_hw"]), int(desc["cin"])
+    if desc.get("layout") == "tokens":
+        return (batch_size, hw * hw, cin)
+    return (batch_size, cin, hw, hw)
 
 
 def op_builder(space: SearchSpace) -> Callable[[dict[str, Any]], Any]:
@@ -87,8 +97,7 @@ def profile_device(
     with torch.no_grad():
         for d in descs:
             modules.append(build(d).to(dev).eval())
-            hw = int(d["input_hw"])
-            inputs.append(torch.randn(batch_size, int(d["cin"]), hw, hw, generator=g).to(dev))
+            inputs.append(torch.randn(*op_input_shape(d, batch_size), generator=g).to(dev))
     if log:
         log(f"profiling {len(descs)} ops of {space.id} on {device}: {rounds} rounds x {repeats} repeats")
     timer = None

@@ -90,3 +90,41 @@ def test_reference_normalised_table_is_keyed_like_a_worker_measuring_the_same_wa
     plain = device_profile(cpu, threads=1, batch_size=1, dtype=torch.float32)
     assert data["device"]["id"] == same["id"] != plain["id"]
     assert all(row["latency_ms"] > 0 for row in data["ops"])
+
+
+def _vit_space() -> object:
+    from nasforge.spaces.elastic_vit import ElasticViTSpace
+    from nasforge.supernets.elastic_vit import ElasticViTSupernet
+
+    return ElasticViTSpace(ElasticViTSupernet.contract_config()[0])
+
+
+def _pooling_space() -> object:
+    from nasforge.spaces.pooling_layout import PoolingLayoutSpace
+
+    return PoolingLayoutSpace({"preset": "mnist"})
+
+
+@pytest.mark.parametrize("make_space", [_vit_space, _pooling_space], ids=["elastic_vit", "pooling_layout"])
+def test_other_spaces_ops_chain_into_the_child_and_are_profiled(make_space, tmp_path: Path) -> None:
+    """elastic_vit and pooling_layout list their ops too: the op modules, run one after another,
+    map the child's input to its logits (so the ops are the whole network, in order, with
+    matching shapes), their costs add up to ``space.cost``, and profile-device covers them."""
+    from nasforge.supernets import SUPERNETS
+    from nasforge.workers.profile import op_builder
+
+    space = make_space()
+    build = op_builder(space)
+    child_cls = SUPERNETS.get({"elastic_vit": "elastic_vit", "pooling_layout": "pooling_mixture"}[space.id], "x")
+    rng = np.random.default_rng(0)
+    for arch in [space.smallest(), space.largest(), space.sample(rng), space.sample(rng)]:
+        ops = space.ops(arch)
+        child = child_cls.build_child(space, arch).eval()
+        x = torch.randn(2, *child.input_shape[:1], space.options.input_size, space.options.input_size)
+        with torch.no_grad():
+            y = torch.nn.Sequential(*[build(d) for d in ops]).eval()(x)
+            assert y.shape == child(x).shape == (2, space.options.num_classes)
+    path = profile_device(space, out=tmp_path / "t.json", warmup=1, repeats=2, rounds=1)
+    lut = LatencyLUT.load(path)
+    archs = [space.smallest(), space.largest(), *(space.sample(rng) for _ in range(20))]
+    assert np.all(lut.predict(space, archs) > 0)  # every op of every arch is in the table
