@@ -205,14 +205,15 @@ def effective_window(window: int, grid: int) -> int:
     return 0 if window >= grid else int(window)
 
 
-def attention_macs(block: ViTBlockPlan) -> int:
-    """MACs of q k^T and attn @ v of one block at batch 1 (padded windows included)."""
-    if block.window == 0:
-        tokens_sq = block.grid ** 4
+def attention_macs(op: dict[str, Any]) -> int:
+    """MACs of q k^T and attn @ v of one ``vit_block`` op at batch 1 (padded windows included)."""
+    grid, window = op["input_hw"], op["window"]
+    if window == 0:
+        tokens_sq = grid ** 4
     else:
-        per_side = -(-block.grid // block.window)
-        tokens_sq = per_side * per_side * block.window ** 4
-    return 2 * block.attn_dim * tokens_sq
+        per_side = -(-grid // window)
+        tokens_sq = per_side * per_side * window ** 4
+    return 2 * op["heads"] * op["head_dim"] * tokens_sq
 
 
 class ElasticViTSpace(SearchSpace):
@@ -359,9 +360,7 @@ class ElasticViTSpace(SearchSpace):
             f, n = vit_op_cost(op)
             flops, params = flops + f, params + n
             if op["type"] == "vit_block":
-                attn += attention_macs(ViTBlockPlan(stage=0, index=0, dim=op["cin"], heads=op["heads"],
-                                                    head_dim=op["head_dim"], hidden=op["hidden"],
-                                                    grid=op["input_hw"], window=op["window"]))
+                attn += attention_macs(op)
         return {"flops": float(flops), "params": float(params), "bytes": float(4 * params),
                 "attn_flops": float(attn)}
 
