@@ -128,10 +128,10 @@ TINY = {
 }
 
 
-def _trainer(tmp, data, options):
+def _trainer(tmp, data, options, epochs=3):
     torch.manual_seed(0)
     space = ElasticViTSpace(TINY)
-    spec = TrainingSpec(epochs=3, batch_size=64, lr=0.05, warmup_epochs=0.3)
+    spec = TrainingSpec(epochs=epochs, batch_size=64, lr=0.05, warmup_epochs=0.3)
     return SandwichTrainer(ElasticViTSupernet(space), data, spec, seed=3, checkpoint_dir=tmp,
                            options={"eval_images": 200, "calib_images": 64, **options})
 
@@ -153,7 +153,8 @@ def test_trainer_picks_the_sampler_from_options(tmp_path):
 def test_performance_sampling_trains_on_digits_loss_goes_down_and_checkpoints_the_bank(tmp_path):
     data = load_dataset(DatasetSpec(name="digits", seed=0))
     t = _trainer(tmp_path, data, {"sampling": "uniform", "sampler": "performance",
-                                  "sampler_options": {"buckets": 4, "max_flops_ratio": 3.0, "min_bank": 8}})
+                                  "sampler_options": {"buckets": 4, "max_flops_ratio": 3.0, "min_bank": 8}},
+                 epochs=5)  # 110 single-path steps: at 66 the largest child sat at 0.30 on one CPU, the bar itself
     metrics = t.fit()
     losses = [h["loss_largest"] for h in t.history]  # single-path: the sampled child's loss
     assert losses[-1] < losses[0] - 0.3, losses
