@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from nasforge.core.types import Arch
@@ -31,7 +31,7 @@ from nasforge.supernets.base import Supernet, SupernetOptions
 from nasforge.supernets.bignas import ConvBNReLU, DynamicMBConv, MBConv, Resize, _init_plain
 from nasforge.supernets.bignas import build_op as build_cnn_op
 from nasforge.supernets.layers import DynamicBatchNorm2d, DynamicConv2d, DynamicLayerNorm, DynamicLinear
-from nasforge.supernets.mixture import MixtureLinear
+from nasforge.supernets.mixture import MixtureLinear, MixtureOptions
 
 # ------------------------------------------------------------------------------------------------
 # Attention shared by the supernet and the children
@@ -251,15 +251,6 @@ class DynamicTransformerBlock(nn.Module):
             _copy_linear(mine, theirs, enc)
 
 
-class MixtureOptions(BaseModel):
-    """Mixture-of-Supernets: expert count and router width of every transformer linear layer."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    experts: int = Field(ge=1, le=64, description="expert weight matrices per linear layer")
-    router_hidden: int = Field(default=16, ge=1, le=1024, description="hidden width of each layer's router MLP")
-
-
 class ElasticViTSupernetOptions(SupernetOptions):
     mixture: MixtureOptions | None = Field(
         default=None, description="{experts: E, router_hidden: H}: arch-routed expert weights in transformer linears")
@@ -285,8 +276,7 @@ class ElasticViTSupernet(Supernet):
         def make_linear(max_in: int, max_out: int) -> ElasticLinear:
             if mix is None:
                 return DynamicLinear(max_in, max_out)
-            return MixtureLinear(max_in, max_out, experts=mix.experts, encoding_dim=encoding_dim,
-                                 router_hidden=mix.router_hidden)
+            return mix.linear(max_in, max_out, encoding_dim)
 
         self.stem_conv = nn.Conv2d(o.in_channels, o.stem_channels, 3, o.stem_stride, 1, bias=False)
         nn.init.kaiming_normal_(self.stem_conv.weight, mode="fan_out", nonlinearity="relu")

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from nasforge.core.types import Arch
@@ -34,7 +34,7 @@ from nasforge.spaces.base import SearchSpace
 from nasforge.spaces.lm_transformer import LayerPlan, LMPlan, LMTransformerSpace
 from nasforge.supernets.base import Supernet, SupernetOptions
 from nasforge.supernets.layers import DynamicLinear
-from nasforge.supernets.mixture import MixtureLinear
+from nasforge.supernets.mixture import MixtureLinear, MixtureOptions
 
 # ------------------------------------------------------------------------------------------------
 # Plain child
@@ -106,14 +106,6 @@ class LMChild(nn.Module):
 # Supernet
 
 
-class MixtureOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    experts: int = Field(ge=1, le=64, description="expert weight matrices per linear layer")
-    router_hidden: int = Field(default=16, ge=1, le=4096, description="hidden units of each layer's router MLP")
-    init_spread: float = Field(default=0.1, ge=0, le=10, description="relative spread of the experts at init")
-
-
 class LMTransformerSupernetOptions(SupernetOptions):
     mixture: MixtureOptions | None = Field(
         default=None, description="Mixture-of-Supernets: {experts, router_hidden}; absent = plain weight sharing")
@@ -128,8 +120,7 @@ class _ElasticLinear(nn.Module):
         if mixture is None:
             self.layer = DynamicLinear(max_in, max_out)
         else:
-            self.layer = MixtureLinear(max_in, max_out, experts=mixture.experts, encoding_dim=encoding_dim,
-                                       router_hidden=mixture.router_hidden, init_spread=mixture.init_spread)
+            self.layer = mixture.linear(max_in, max_out, encoding_dim)
 
     def forward(self, x: torch.Tensor, enc: torch.Tensor, out: int) -> torch.Tensor:
         if isinstance(self.layer, MixtureLinear):

@@ -10,13 +10,17 @@ Routing is layer-wise: every :class:`MixtureLinear` owns its router.
 
 API
 ---
-``MixtureLinear(max_in, max_out, *, experts, encoding_dim, router_hidden=16, init_spread=0.1)``
+``MixtureLinear(max_in, max_out, *, experts, encoding_dim, router_hidden=16, init_spread=0.1, temperature=1.0)``
     ``experts`` (E >= 1) expert matrices ``(E, max_out, max_in)`` and biases ``(E, max_out)``;
     ``encoding_dim`` is the length of the arch encoding (``space.encode([arch]).shape[1]``);
     ``router_hidden`` is the hidden width of the router MLP
     ``Linear(encoding_dim, H) -> ReLU -> Linear(H, E) -> softmax``. Experts start from one shared
     draw (std ``1/sqrt(max_in)``, as DynamicLinear) plus an independent perturbation of relative
     size ``init_spread``, so at initialisation the mixture is close to a plain dynamic linear.
+    ``temperature`` divides the router's logits before the softmax: below 1 the mixtures are
+    sharper, so different children lean on different experts and the experts receive different
+    gradients (with near-identical experts and soft, similar mixtures they move together and the
+    layer stays effectively one matrix; see ``benchmarks/mos_routing.py``).
 
 ``mixing_weights(arch_encoding) -> Tensor[E]``
     Softmax router output for one arch; ``arch_encoding`` is a 1-D float vector (tensor, numpy
@@ -46,6 +50,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 ArchEncoding = torch.Tensor | np.ndarray | Sequence[float]
@@ -64,16 +69,37 @@ def as_encoding(arch_encoding: ArchEncoding, *, like: torch.Tensor | None = None
     return t
 
 
+class MixtureOptions(BaseModel):
+    """The ``supernet.options.mixture`` block: Mixture-of-Supernets linears and their routers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    experts: int = Field(ge=1, le=64, description="expert weight matrices per linear layer")
+    router_hidden: int = Field(default=16, ge=1, le=4096, description="hidden units of each layer's router MLP")
+    init_spread: float = Field(default=0.1, ge=0, le=10, description="relative spread of the experts at init")
+    router_temperature: float = Field(default=1.0, gt=0, le=10,
+                                      description="router logits are divided by this before the softmax "
+                                                  "(< 1: sharper mixtures, children lean on different experts)")
+
+    def linear(self, max_in: int, max_out: int, encoding_dim: int) -> MixtureLinear:
+        return MixtureLinear(max_in, max_out, experts=self.experts, encoding_dim=encoding_dim,
+                             router_hidden=self.router_hidden, init_spread=self.init_spread,
+                             temperature=self.router_temperature)
+
+
 class MixtureLinear(nn.Module):
     """Elastic linear layer whose weight is an arch-routed mixture of ``experts`` matrices."""
 
     def __init__(self, max_in: int, max_out: int, *, experts: int, encoding_dim: int,
-                 router_hidden: int = 16, init_spread: float = 0.1):
+                 router_hidden: int = 16, init_spread: float = 0.1, temperature: float = 1.0):
         super().__init__()
         if experts < 1:
             raise ValueError(f"experts must be >= 1, got {experts}")
         if router_hidden < 1:
             raise ValueError(f"router_hidden must be >= 1, got {router_hidden}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
         self.max_in, self.max_out = max_in, max_out
         self.experts, self.encoding_dim = experts, encoding_dim
         std = 1.0 / math.sqrt(max_in)
@@ -89,7 +115,7 @@ class MixtureLinear(nn.Module):
         enc = as_encoding(arch_encoding, like=self.weight)
         if enc.shape[0] != self.encoding_dim:
             raise ValueError(f"arch encoding has {enc.shape[0]} entries, the router expects {self.encoding_dim}")
-        return torch.softmax(self.router(enc), dim=-1)
+        return torch.softmax(self.router(enc) / self.temperature, dim=-1)
 
     def active_weight(self, arch_encoding: ArchEncoding, in_features: int,
                       out_features: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,4 +149,5 @@ class MixtureLinear(nn.Module):
         return linear
 
     def extra_repr(self) -> str:
-        return f"max_in={self.max_in}, max_out={self.max_out}, experts={self.experts}, encoding_dim={self.encoding_dim}"
+        return (f"max_in={self.max_in}, max_out={self.max_out}, experts={self.experts}, "
+                f"encoding_dim={self.encoding_dim}, temperature={self.temperature}")

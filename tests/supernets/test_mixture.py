@@ -84,3 +84,30 @@ def test_bad_sizes_and_encodings_are_rejected():
         layer(torch.randn(1, 4), _enc(2, [0]))
     with pytest.raises(ValueError, match="experts"):
         MixtureLinear(4, 4, experts=0, encoding_dim=3)
+
+
+def test_router_temperature_sharpens_the_mixture_and_options_build_it():
+    """A lower router temperature gives each arch a sharper (lower-entropy) mixture from the same
+    router; ``MixtureOptions`` (the job-file block shared by the ViT and LM supernets) builds the
+    layer with it, and a non-positive temperature is refused."""
+    from pydantic import ValidationError
+
+    from nasforge.supernets.mixture import MixtureOptions
+
+    torch.manual_seed(0)
+    soft = MixtureLinear(6, 6, experts=4, encoding_dim=5, router_hidden=8)
+    sharp = MixtureOptions(experts=4, router_hidden=8, router_temperature=0.1).linear(6, 6, 5)
+    sharp.load_state_dict(soft.state_dict())
+    assert sharp.temperature == 0.1 and soft.temperature == 1.0
+
+    def entropy(a: torch.Tensor) -> float:
+        return float(-(a * a.clamp_min(1e-12).log()).sum())
+
+    for hot in ([0], [2, 4], [1, 3]):
+        a, b = soft.mixing_weights(_enc(5, hot)), sharp.mixing_weights(_enc(5, hot))
+        assert entropy(b) < entropy(a)
+        assert int(a.argmax()) == int(b.argmax())  # same router, same preferred expert
+    with pytest.raises(ValidationError):
+        MixtureOptions(experts=2, router_temperature=0)
+    with pytest.raises(ValueError, match="temperature"):
+        MixtureLinear(4, 4, experts=2, encoding_dim=3, temperature=-1.0)
