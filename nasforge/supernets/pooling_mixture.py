@@ -44,7 +44,7 @@ from nasforge.core.types import Arch
 from nasforge.spaces.base import SearchSpace
 from nasforge.spaces.pooling_layout import LayoutPlan, PoolingLayoutSpace, ResBlockPlan
 from nasforge.supernets.base import Supernet, SupernetOptions
-from nasforge.supernets.bignas import ConvBNReLU, PoolLinear
+from nasforge.supernets.bignas import ConvBNReLU, PoolLinear, _init_plain
 from nasforge.supernets.bignas import build_op as build_cnn_op
 from nasforge.supernets.layers import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear
 from nasforge.supernets.trainer import SandwichOptions, SandwichTrainer, _seed_of
@@ -131,12 +131,7 @@ class PoolingLayoutChild(nn.Module):
         self.stem = ConvBNReLU(plan.in_channels, plan.stem_channels, 3, plan.stem_stride)
         self.blocks = nn.Sequential(*[BasicBlock(b.cin, b.cout, b.stride, b.projection) for b in plan.blocks])
         self.classifier = PoolLinear(plan.feature_channels, plan.num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 1.0 / m.in_features ** 0.5)
-                nn.init.zeros_(m.bias)
+        _init_plain(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.blocks(self.stem(x)))
@@ -149,9 +144,7 @@ def build_op(desc: dict[str, Any]) -> nn.Module:
     """
     if desc["type"] == "basic_block":
         m = BasicBlock(desc["cin"], desc["cout"], desc["stride"], desc["projection"])
-        for conv in m.modules():
-            if isinstance(conv, nn.Conv2d):
-                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        _init_plain(m)
         return m
     return build_cnn_op(desc)
 
