@@ -8,10 +8,11 @@ every run. Adam rather than the BigNAS SGD recipe: with SGD these small transfor
 diverged (NaN) or stalled near the unigram loss under the sandwich rule in a first run, and an
 expert's SGD gradient is scaled by its mixing weight, so one SGD learning rate is a different step
 size for the two methods; Adam's per-parameter normalisation removes most of that confound.
-1. Train two supernets with the same sandwich recipe (largest + smallest + 2 random children per
+1. Train three supernets with the same sandwich recipe (largest + smallest + 2 random children per
    step, in-place distillation = per-token KL to the largest child) for ``STEPS`` steps each:
-   ``mos`` (every linear layer a mixture of ``EXPERTS`` experts routed by the arch encoding) and
-   ``plain`` (ordinary weight sharing). Same data order, same initial seed.
+   ``mos`` (every linear layer a mixture of ``EXPERTS`` experts routed by the arch encoding, router
+   temperature 1, the default), ``mos_sharp`` (the same with router temperature
+   ``SHARP_TEMPERATURE``) and ``plain`` (ordinary weight sharing). Same data order, same initial seed.
 2. Six children: the smallest, the largest and four uniform random children (drawn from a fixed
    generator, the same for every seed). Each child's *inherited* metric is the validation loss
    (mean cross-entropy per token, nats) of ``supernet.extract(child)`` (mixture collapsed, no
@@ -19,7 +20,7 @@ size for the two methods; Adam's per-parameter normalisation removes most of tha
 3. Each child is also trained alone from scratch for the same ``STEPS`` steps, the same recipe
    (learning from the labels), batch size and data order, and scored the same way (*standalone*).
 
-Headline: ``mos_gap_points`` / ``plain_gap_points`` = mean over the six children of
+Headline: ``mos_gap_points`` / ``plain_gap_points`` (and ``mos_sharp_gap_points``) = mean over the six children of
 (inherited loss - standalone loss) x 100, i.e. **points are hundredths of a nat per token**;
 lower is better (a negative gap means the inherited child beats the same child trained alone at
 this budget). Means over seeds; per-seed values and per-child rows are kept. Mean absolute gaps
@@ -51,6 +52,7 @@ SEQ_LEN = 32
 BATCH = 32
 LR = 3e-3
 EXPERTS, ROUTER_HIDDEN = 4, 16
+SHARP_TEMPERATURE = 0.1  # the router temperature benchmarks/mos_routing.py found to separate the experts
 EVAL_SEQS = 1000
 CHILD_SEED = 1234
 
@@ -103,9 +105,14 @@ def run_part(quick: bool = False) -> dict:
         data = load_dataset(DatasetSpec(name="pystdlib", seed=0, seq_len=SEQ_LEN))
         children = _children(space, cfg["children"])
         rows: list[dict[str, Any]] = []
-        per_seed: dict[str, list[float]] = {"mos": [], "plain": [], "mos_abs": [], "plain_abs": []}
-        timing: dict[str, float] = {"mos_train_s": 0.0, "plain_train_s": 0.0, "standalone_train_s": 0.0}
-        kinds = {"mos": {"mixture": {"experts": EXPERTS, "router_hidden": ROUTER_HIDDEN}}, "plain": {}}
+        mixture = {"experts": EXPERTS, "router_hidden": ROUTER_HIDDEN}
+        # "mos" is the default mixture (router temperature 1); "mos_sharp" the same mixture with sharper
+        # routing; both reported, the headline mos_gap_points stays the default's.
+        kinds = {"mos": {"mixture": mixture},
+                 "mos_sharp": {"mixture": {**mixture, "router_temperature": SHARP_TEMPERATURE}},
+                 "plain": {}}
+        per_seed: dict[str, list[float]] = {k: [] for kind in kinds for k in (kind, f"{kind}_abs")}
+        timing: dict[str, float] = {**{f"{kind}_train_s": 0.0 for kind in kinds}, "standalone_train_s": 0.0}
         for seed in cfg["seeds"]:
             inherited: dict[str, list[float]] = {}
             for kind, options in kinds.items():
@@ -114,7 +121,7 @@ def run_part(quick: bool = False) -> dict:
                 timing[f"{kind}_train_s"] += _train(net, data, cfg["steps"], seed, LR)
                 net.eval()
                 inherited[kind] = [_score(net, a, data) for a in children]
-            gaps: dict[str, list[float]] = {"mos": [], "plain": []}
+            gaps: dict[str, list[float]] = {kind: [] for kind in kinds}
             for i, arch in enumerate(children):
                 torch.manual_seed(seed)
                 alone = LMTransformerSupernet(space, {})
@@ -124,22 +131,20 @@ def run_part(quick: bool = False) -> dict:
                 row = {"seed": seed, "child": i, "arch": dict(arch.items()),
                        "flops": space.cost(arch)["flops"], "params": space.cost(arch)["params"],
                        "standalone_loss": standalone}
-                for kind in ("mos", "plain"):
+                for kind in kinds:
                     gap = 100.0 * (inherited[kind][i] - standalone)
                     gaps[kind].append(gap)
                     row[f"{kind}_inherited_loss"] = inherited[kind][i]
                     row[f"{kind}_gap_points"] = gap
                 rows.append(row)
-            for kind in ("mos", "plain"):
+            for kind in kinds:
                 per_seed[kind].append(float(np.mean(gaps[kind])))
                 per_seed[f"{kind}_abs"].append(float(np.mean(np.abs(gaps[kind]))))
         result: dict[str, Any] = {
-            "mos_gap_points": float(np.mean(per_seed["mos"])),
-            "plain_gap_points": float(np.mean(per_seed["plain"])),
-            "mos_abs_gap_points": float(np.mean(per_seed["mos_abs"])),
-            "plain_abs_gap_points": float(np.mean(per_seed["plain_abs"])),
-            "mos_gap_points_per_seed": per_seed["mos"],
-            "plain_gap_points_per_seed": per_seed["plain"],
+            **{f"{kind}_gap_points": float(np.mean(per_seed[kind])) for kind in kinds},
+            **{f"{kind}_abs_gap_points": float(np.mean(per_seed[f"{kind}_abs"])) for kind in kinds},
+            **{f"{kind}_gap_points_per_seed": per_seed[kind] for kind in kinds},
+            "mos_sharp_router_temperature": SHARP_TEMPERATURE,
             "mos_steps": cfg["steps"],
             "mos_lr": LR,
             "mos_children": len(children),
@@ -152,7 +157,8 @@ def run_part(quick: bool = False) -> dict:
                 f"{cfg['steps']} steps for every supernet and every standalone child (sandwich: largest + smallest + "
                 f"2 random children per step, in-place distillation); Adam, lr {LR:g} with 5% warm-up then the "
                 f"trainer's exponential decay, for every run; MoS: {EXPERTS} experts, "
-                f"router hidden {ROUTER_HIDDEN}, layer-wise routing. Metric: test loss in nats per token "
+                f"router hidden {ROUTER_HIDDEN}, layer-wise routing, router temperature 1 (mos) and "
+                f"{SHARP_TEMPERATURE:g} (mos_sharp: router logits / {SHARP_TEMPERATURE:g} before the softmax). Metric: test loss in nats per token "
                 f"on {EVAL_SEQS} sequences; gap = inherited - standalone, in POINTS = loss x 100 "
                 "(hundredths of a nat per token); lower is better, negative = the inherited child beats the "
                 f"same child trained alone for the same steps. Mean over {len(children)} children "

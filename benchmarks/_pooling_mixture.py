@@ -15,7 +15,8 @@ downsampling with channel doubling: C(6, 2) = 15 layouts) on MNIST-5k. Per seed:
    (no exploration, no re-assignment), to separate "more models" from "learned routing".
 3. *Standalone* accuracy: each layout trained alone from scratch, once per standalone seed, for
    the same number of steps with the same recipe, scored the same way; averaged over standalone
-   seeds. These runs are shared by both supernets.
+   seeds (three). These runs are shared by all supernets. The taus between the standalone seeds'
+   own rankings (``pooling_standalone_seed_tau``, ``_loss``) say how far the reference repeats.
 
 Headline: ``balanced_tau`` / ``single_tau`` = Kendall tau-b between inherited and standalone
 accuracy over the layouts, mean over supernet seeds (per-seed values in ``pooling_per_seed``);
@@ -56,7 +57,7 @@ def _config(quick: bool) -> dict[str, Any]:
     if quick:
         return {"epochs": 1.0, "seeds": [0], "standalone_seeds": [0], "layouts": 6}
     return {"epochs": float(os.environ.get("POOLING_EPOCHS", 5)), "seeds": [0, 1, 2],
-            "standalone_seeds": [0], "layouts": 15}
+            "standalone_seeds": [0, 1, 2], "layouts": 15}
 
 
 def _layouts(space: PoolingLayoutSpace, n: int) -> list[Any]:
@@ -113,6 +114,12 @@ def run_part(quick: bool = False) -> dict:
         standalone_s = time.perf_counter() - t0
         alone_acc = np.array([np.mean([r["accuracy"] for r in alone[a.key()]]) for a in layouts])
         alone_loss = np.array([np.mean([r["loss"] for r in alone[a.key()]]) for a in layouts])
+        # how well the reference ranking repeats: tau between the standalone seeds' own rankings
+        # (mean over pairs), the ceiling any supernet's tau against a single seed could reach
+        by_seed = {m: np.array([[r[m] for r in alone[a.key()]] for a in layouts]).T for m in ("accuracy", "loss")}
+        pairs = [(i, j) for i in range(len(cfg["standalone_seeds"])) for j in range(i + 1, len(cfg["standalone_seeds"]))]
+        seed_tau = {m: float(np.mean([kendall_tau(v[i], v[j]) for i, j in pairs])) if pairs else float("nan")
+                    for m, v in by_seed.items()}
 
         rows = [{"layout": space.layout_name(a), "positions": ",".join(map(str, space.positions(a))),
                  "mflops": space.cost(a)["flops"] / 1e6, "kparams": space.cost(a)["params"] / 1e3,
@@ -156,6 +163,8 @@ def run_part(quick: bool = False) -> dict:
             "pooling_fixed_tau_loss": mean_of("fixed", "tau_loss"),
             "pooling_fixed_mean_acc": mean_of("fixed", "mean_inherited_acc"),
             "pooling_standalone_mean_acc": float(alone_acc.mean()),
+            "pooling_standalone_seed_tau": seed_tau["accuracy"],
+            "pooling_standalone_seed_tau_loss": seed_tau["loss"],
             "pooling_layouts": len(layouts),
             "pooling_num_models": K_MIXTURE,
             "pooling_steps": per_seed[0]["steps"],
@@ -175,6 +184,8 @@ def run_part(quick: bool = False) -> dict:
                 f"{alone_acc.min():.3f}..{alone_acc.max():.3f} while the binomial standard error of one accuracy "
                 f"is about {np.sqrt(alone_acc.mean() * (1 - alone_acc.mean()) / n_test):.3f}, so the accuracy "
                 "ranking is close to noise; the test-loss taus (pooling_*_tau_loss) are the steadier figure. "
+                "pooling_standalone_seed_tau(_loss): tau between two standalone seeds' rankings of the same layouts "
+                "(mean over seed pairs), i.e. how far the reference ranking itself repeats. "
                 "Read the per-seed taus before the means."
             ),
         }

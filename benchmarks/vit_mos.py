@@ -7,7 +7,8 @@ Parts (each in its own module, each ``run_part(quick: bool) -> dict``):
 
 ``VIT_MOS_PARTS=a,c python -m benchmarks vit_mos`` runs a subset; the keys of parts not run are
 carried over from the previous ``benchmarks/results/vit_mos.json`` (marked in ``parts_carried``),
-so each part can be rerun on its own without losing the others' figures.
+so each part can be rerun on its own without losing the others' figures (the previous file is read
+when the run ends, so runs of different parts may overlap).
 """
 
 from __future__ import annotations
@@ -27,15 +28,18 @@ def run(quick: bool = False) -> dict:
     unknown = sorted(set(wanted) - set(PARTS))
     if unknown:
         raise SystemExit(f"VIT_MOS_PARTS: unknown part(s) {unknown}; choose from {sorted(PARTS)}")
+    fresh = {part: importlib.import_module(module_name).run_part(quick=quick)
+             for part, module_name in PARTS.items() if part in wanted}
+    # read after the run, so two runs of different parts at once each keep the other's figures
     previous = json.loads(PREVIOUS.read_text()) if PREVIOUS.exists() and not quick else {}
     out: dict = {}
     rows: list[dict] = []
     notes: list[str] = []
     seeds: dict[str, list] = {}
     carried: list[str] = []
-    for part, module_name in PARTS.items():
-        if part in wanted:
-            result = importlib.import_module(module_name).run_part(quick=quick)
+    for part in PARTS:
+        if part in fresh:
+            result = fresh[part]
         else:
             result = previous.get("parts", {}).get(part)
             if result is None:
