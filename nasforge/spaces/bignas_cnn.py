@@ -25,6 +25,7 @@ plain dicts: the keys of a latency lookup table. This module imports no torch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -264,12 +265,16 @@ class BigNASCNNSpace(SearchSpace):
 
     # ---- cost -----------------------------------------------------------------------------
     def cost(self, arch: Arch) -> dict[str, float]:
-        flops = params = 0
-        for op in self.ops(arch):
-            f, p = op_cost(op)
-            flops += f
-            params += p
-        return {"flops": float(flops), "params": float(params), "bytes": float(4 * params)}
+        return sum_op_costs(self.ops(arch), op_cost)
+
+
+def sum_op_costs(ops: list[dict[str, Any]], cost_of: Callable[[dict[str, Any]], tuple[int, int]]) -> dict[str, float]:
+    """A space's ``cost`` as the sum of its ops' (flops, params); ``bytes`` = fp32 weights."""
+    flops = params = 0
+    for op in ops:
+        f, n = cost_of(op)
+        flops, params = flops + f, params + n
+    return {"flops": float(flops), "params": float(params), "bytes": float(4 * params)}
 
 
 def op_cost(op: dict[str, Any]) -> tuple[int, int]:

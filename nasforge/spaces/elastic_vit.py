@@ -36,7 +36,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nasforge.core.types import Arch, Scalar
 from nasforge.spaces.base import PresetOptions, SearchSpace
-from nasforge.spaces.bignas_cnn import BlockPlan, StageOptions, conv_out, make_divisible, op_cost
+from nasforge.spaces.bignas_cnn import (
+    BlockPlan,
+    StageOptions,
+    conv_out,
+    make_divisible,
+    op_cost,
+    sum_op_costs,
+)
 
 
 class ViTStageOptions(BaseModel):
@@ -355,14 +362,9 @@ class ElasticViTSpace(SearchSpace):
 
     # ---- cost -----------------------------------------------------------------------------
     def cost(self, arch: Arch) -> dict[str, float]:
-        flops = params = attn = 0
-        for op in self.ops(arch):
-            f, n = vit_op_cost(op)
-            flops, params = flops + f, params + n
-            if op["type"] == "vit_block":
-                attn += attention_macs(op)
-        return {"flops": float(flops), "params": float(params), "bytes": float(4 * params),
-                "attn_flops": float(attn)}
+        ops = self.ops(arch)
+        attn = sum(attention_macs(op) for op in ops if op["type"] == "vit_block")
+        return {**sum_op_costs(ops, vit_op_cost), "attn_flops": float(attn)}
 
 
 def vit_op_cost(op: dict[str, Any]) -> tuple[int, int]:

@@ -31,7 +31,7 @@ from pydantic import Field, model_validator
 
 from nasforge.core.types import Arch, Scalar
 from nasforge.spaces.base import PresetOptions, SearchSpace
-from nasforge.spaces.bignas_cnn import op_cost
+from nasforge.spaces.bignas_cnn import op_cost, sum_op_costs
 
 #: refuse spaces with more layouts than this (``layouts()`` enumerates them all)
 MAX_LAYOUTS = 100_000
@@ -228,11 +228,7 @@ class PoolingLayoutSpace(SearchSpace):
 
     # ---- cost -----------------------------------------------------------------------------
     def cost(self, arch: Arch) -> dict[str, float]:
-        flops = params = 0
-        for op in self.ops(arch):
-            f, n = layout_op_cost(op)
-            flops, params = flops + f, params + n
-        return {"flops": float(flops), "params": float(params), "bytes": float(4 * params)}
+        return sum_op_costs(self.ops(arch), layout_op_cost)
 
 
 def layout_op_cost(op: dict[str, Any]) -> tuple[int, int]:
