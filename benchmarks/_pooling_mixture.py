@@ -56,7 +56,7 @@ TRAINER = {"layouts_per_step": LAYOUTS_PER_STEP, "explore_fraction": 0.3, "reass
 def _config(quick: bool) -> dict[str, Any]:
     if quick:
         return {"epochs": 1.0, "seeds": [0], "standalone_seeds": [0], "layouts": 6}
-    return {"epochs": float(os.environ.get("POOLING_EPOCHS", 5)), "seeds": [0, 1, 2],
+    return {"epochs": float(os.environ.get("POOLING_EPOCHS", 15)), "seeds": [0, 1, 2],
             "standalone_seeds": [0, 1, 2], "layouts": 15}
 
 
