@@ -28,6 +28,7 @@ K-model mixture spends the same compute but holds K times the weights; each of i
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import time
@@ -117,7 +118,7 @@ def run_part(quick: bool = False) -> dict:
         # how well the reference ranking repeats: tau between the standalone seeds' own rankings (mean
         # over pairs); even the true order agrees with one seed's ranking only about this well
         by_seed = {m: np.array([[r[m] for r in alone[a.key()]] for a in layouts]).T for m in ("accuracy", "loss")}
-        pairs = [(i, j) for i in range(len(cfg["standalone_seeds"])) for j in range(i + 1, len(cfg["standalone_seeds"]))]
+        pairs = list(itertools.combinations(range(len(cfg["standalone_seeds"])), 2))
         seed_tau = {m: float(np.mean([kendall_tau(v[i], v[j]) for i, j in pairs])) if pairs else float("nan")
                     for m, v in by_seed.items()}
 
