@@ -11,8 +11,12 @@ Checked against Optuna 5.0's source:
   the list is also kept as the user attribute ``nasforge_violations``.
 - A failed evaluation is told as ``TrialState.FAIL``.
 - A proposal whose canonical arch was already asked in this job is told ``FAIL`` (user attribute
-  ``nasforge_duplicate``) at once and the sampler is asked again, at most ``max_tries`` proposals
-  per arch asked; the driver never evaluates a key twice.
+  ``nasforge_duplicate``) at once and the sampler is asked again; after ``max_tries`` such proposals
+  in a row, that arch is drawn by a fallback sampler (same derived seed): TPE with a single
+  candidate (a draw from its good-trial density, not the argmax), Optuna's RandomSampler for the
+  other samplers; so an ask returns ``n`` new archs. The driver never evaluates a key twice. (TPE on categorical choices
+  proposes the mode of its good trials once it has few of them; a failed duplicate teaches it
+  nothing, so without the fallback it repeats one arch until the tries run out.)
 
 Determinism and resume (exact): before every ``study.ask`` the sampler is rebuilt with a seed
 derived from the job seed and the number of trials so far, so each proposal is a function of the
@@ -48,7 +52,8 @@ class OptunaOptions(StrategyOptions):
         default_factory=dict,
         description="keyword options of the sampler, e.g. {population_size: 20} for nsgaii or "
                     "{n_startup_trials: 10} for tpe (seed is set by the job)")
-    max_tries: int = Field(default=20, ge=1, description="proposals per arch before accepting fewer archs")
+    max_tries: int = Field(default=5, ge=1, description="duplicate proposals in a row before an arch is drawn "
+                                                        "by the fallback sampler (see the module docstring)")
 
     @field_validator("sampler_options")
     @classmethod
@@ -102,9 +107,18 @@ class OptunaStrategy(Strategy):
         directions = [o.direction.value for o in self.objectives]
         return self._optuna.create_study(directions=directions, sampler=self._sampler(self.seed))
 
-    def _reseed(self) -> None:
+    def _reseed(self, uniform: bool = False) -> None:
         seed = (self.seed * 1_000_003 + len(self.study.trials)) % (2**32)
-        self.study.sampler = self._sampler(seed)
+        self.study.sampler = self._fallback_sampler(seed) if uniform else self._sampler(seed)
+
+    def _fallback_sampler(self, seed: int) -> Any:
+        """After repeated duplicates: TPE draws one candidate from its good-trial density instead of
+        taking the argmax of many (still guided, but not the same mode again); other samplers draw
+        uniformly."""
+        if self._opts.sampler == "tpe":
+            kw = {**self._opts.sampler_options, "n_ei_candidates": 1}
+            return self._optuna.samplers.TPESampler(seed=seed, **kw)
+        return self._optuna.samplers.RandomSampler(seed=seed)
 
     # ---- ask / tell -----------------------------------------------------------------------
     def ask(self, n: int) -> list[Arch]:
@@ -112,17 +126,19 @@ class OptunaStrategy(Strategy):
         if not self.pending:  # the state to save until these asks are told
             self._before_asks = self._state_now()
         out: list[Arch] = []
-        tries = 0
-        while len(out) < n and tries < self._opts.max_tries * n:
+        tries = duplicates = 0
+        while len(out) < n and tries < 2 * self._opts.max_tries * n:
             tries += 1
-            self._reseed()
+            self._reseed(uniform=duplicates >= self._opts.max_tries)
             trial = self.study.ask(self.distributions)
             arch = self.space.from_indices([trial.params[name] for name in self.distributions])
             key = arch.key()
             if key in self.asked:
                 trial.set_user_attr("nasforge_duplicate", key)
                 self._tell_trial(trial, None, None)
+                duplicates += 1
                 continue
+            duplicates = 0
             self.asked.add(key)
             self.pending[key] = trial
             out.append(arch)
