@@ -205,7 +205,7 @@ class WorkersSpec(_Strict):
     cpus: float = Field(default=1, gt=0, le=1024, description="CPUs per worker")
     gpus: float = Field(default=0, ge=0, le=64, description="GPUs per worker")
     resources: dict[str, float] = Field(default_factory=dict, description="Ray custom resources per worker")
-    max_retries: int = Field(default=2, ge=0, le=100, description="re-runs of a candidate whose worker died")
+    max_retries: int = Field(default=2, ge=0, le=100, description="re-runs of a candidate whose worker died (each runs alone on an idle worker)")
     chunk_size: int = Field(default=4, ge=1, le=10_000, description="candidates per Ray call")
 
 

@@ -6,10 +6,10 @@
   (Ray would otherwise keep the actor pending forever).
 - Dispatch: archs go out in chunks of ``workers.chunk_size``; each actor has up to two chunks in
   flight so it never waits for the driver between chunks.
-- Faults: when an actor dies (process or node lost) its chunks are re-queued on live actors and a
-  replacement actor is started; a chunk is retried arch by arch after its first loss, and an arch
-  whose evaluation killed a worker more than ``workers.max_retries`` times comes back failed,
-  with the reason. Exceptions raised by the workload come back as failed results at once.
+- Faults: when an actor dies (process or node lost) the results it had sent are kept, its other
+  chunks are re-queued on live actors and a replacement actor is started. Each arch it held counts
+  one death and is retried alone on an idle worker (so a later death names its arch); an arch
+  whose worker died more than ``workers.max_retries`` times comes back failed, with the reason. Exceptions raised by the workload come back as failed results at once.
 - Device classes: for each CLASS in ``evaluation.latency.device_classes`` a second pool of
   workers asks for the Ray custom resource ``device:CLASS`` (plus the workers' CPUs / GPUs) and
   only measures latency (``Workload.measure_latency``); a candidate gets one column per class,
@@ -105,8 +105,8 @@ def check_placement(request: Mapping[str, float], count: int, device_class: str 
         res = f"device:{device_class}"
         classes = sorted({k.removeprefix("device:") for n in nodes if n.get("Alive")
                           for k in n.get("Resources", {}) if k.startswith("device:")})
-        have = any(n.get("Alive") and n.get("Resources", {}).get(res, 0) > 0 for n in nodes)
-        why = (f"the nodes with {res} lack the CPUs/GPUs a worker asks for ({dict(request)})" if have
+        in_class = any(n.get("Alive") and n.get("Resources", {}).get(res, 0) > 0 for n in nodes)
+        why = (f"the nodes with {res} lack the CPUs/GPUs a worker asks for ({dict(request)})" if in_class
                else f"no node of the Ray cluster has the custom resource {res!r}")
         raise ResourceUnavailableError(
             f"evaluation.latency.device_classes: {device_class!r}: {why}; classes on this cluster: "
@@ -321,15 +321,21 @@ class RayPoolEvaluator(Evaluator):
         )
         ref_to_slot: dict[Any, _Slot] = {}
 
-        def fail(i: int, error: str) -> None:
-            res = EvalResult(arch_key=archs[i].key(), error=error)
+        def record(i: int, res: EvalResult) -> None:
             results[i] = res
             if on_result is not None:
                 on_result(res)
 
+        def fail(i: int, error: str) -> None:
+            record(i, EvalResult(arch_key=archs[i].key(), error=error))
+
         def dispatch() -> None:
             for slot in sorted(self.slots, key=lambda s: len(s.in_flight)):
                 while queue and len(slot.in_flight) < self.max_in_flight:
+                    if any(deaths[c[0]] for c in slot.in_flight.values()):
+                        break  # a retry runs alone: nothing queues behind it
+                    if deaths[queue[0][0]] and slot.in_flight:
+                        break  # a retry waits for an idle worker
                     chunk = queue.popleft()
                     ref = slot.actor.evaluate.remote([payload[i] for i in chunk], latency_only)
                     slot.in_flight[ref] = chunk
@@ -339,36 +345,42 @@ class RayPoolEvaluator(Evaluator):
         while ref_to_slot:
             ready, _ = ray.wait(list(ref_to_slot), num_returns=1)
             ref = ready[0]
-            slot = ref_to_slot.pop(ref)
-            running = slot.in_flight[next(iter(slot.in_flight))]  # an actor runs its calls in order
-            chunk = slot.in_flight.pop(ref)
+            slot = ref_to_slot[ref]
             try:
                 rows = ray.get(ref)
             except RayActorError as e:
-                self._replace(slot, ref_to_slot, queue, deaths, chunk, running, e, fail)
+                self._replace(slot, ref_to_slot, queue, deaths, e, record, fail)
             except RayError as e:  # task-level failure not caused by actor death
-                for i in chunk:
+                del ref_to_slot[ref]
+                for i in slot.in_flight.pop(ref):
                     fail(i, f"worker error: {type(e).__name__}: {e}")
             else:
-                for i, row in zip(chunk, rows, strict=True):
-                    res = EvalResult(**row)
-                    results[i] = res
-                    if on_result is not None:
-                        on_result(res)
+                del ref_to_slot[ref]
+                for i, row in zip(slot.in_flight.pop(ref), rows, strict=True):
+                    record(i, EvalResult(**row))
             dispatch()
         return [r for r in results if r is not None]
 
     def _replace(self, dead: _Slot, ref_to_slot: dict[Any, _Slot], queue: deque[list[int]],
-                 deaths: list[int], chunk: list[int], running: list[int], err: Exception,
+                 deaths: list[int], err: Exception, record: Callable[[int, EvalResult], None],
                  fail: Callable[[int, str], None]) -> None:
-        """An actor died: requeue its work one arch per chunk, fail repeat killers, start a new one.
+        """An actor died: keep what it finished, requeue the rest one arch per chunk, fail repeat
+        killers, start a new one.
 
-        Only the chunk the actor was running (its oldest call) counts a death against its archs;
-        chunks queued behind it on the same actor go back uncharged. Re-queued archs run alone, so
-        a second death names the arch that caused it."""
-        lost = [chunk, *dead.in_flight.values()]
-        for ref in list(dead.in_flight):
+        Calls that came back before the death keep their results (``ray.wait`` may hand the
+        failed call back first). Which of the others killed it is unknown (a reply sent just before
+        the death can be lost too), so each of their archs counts one death and goes back as a
+        chunk of one that runs alone on an idle worker: from then on a death names its arch."""
+        lost: list[list[int]] = []
+        for ref, chunk in dead.in_flight.items():  # dict order = submission order
             ref_to_slot.pop(ref, None)
+            try:
+                rows = ray.get(ref, timeout=REPLACEMENT_TIMEOUT_S)
+            except (RayError, GetTimeoutError):
+                lost.append(chunk)
+                continue
+            for i, row in zip(chunk, rows, strict=True):
+                record(i, EvalResult(**row))
         dead.in_flight.clear()
         if dead in self.slots:
             self.slots.remove(dead)
@@ -377,8 +389,7 @@ class RayPoolEvaluator(Evaluator):
                     sum(len(c) for c in lost))
         for c in lost:
             for i in c:
-                if c is running:
-                    deaths[i] += 1
+                deaths[i] += 1
                 if deaths[i] > self.max_retries:
                     fail(i, f"worker died {deaths[i]} times while evaluating this candidate "
                             f"(last: {type(err).__name__}); not retried (workers.max_retries={self.max_retries})")

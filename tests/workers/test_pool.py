@@ -69,6 +69,39 @@ def test_dead_worker_requeues_and_repeat_killer_fails(ray_local, tmp_path: Path)
     assert all(by_key[a.key()].ok for a in archs if a != killer)
 
 
+def test_dead_worker_keeps_finished_calls(ray_local, tmp_path: Path) -> None:
+    """ray.wait may hand back the failed call before an earlier one that finished on the same
+    actor; the finished one's results are kept, the others go back one arch per chunk."""
+    from collections import deque
+
+    from ray.exceptions import RayActorError
+
+    archs = _archs(3, seed=2)
+    killer = archs[1]
+    (tmp_path / "kill_keys.txt").write_text(killer.key())
+    ev = RayPoolEvaluator(toy_spec(workers={"count": 1, "cpus": 1, "chunk_size": 1, "max_retries": 1}),
+                          tmp_path, kind=KIND)
+    try:
+        slot = ev.slots[0]
+        refs = [slot.actor.evaluate.remote([a.to_json()], False) for a in archs]
+        slot.in_flight = {ref: [i] for i, ref in enumerate(refs)}
+        ref_to_slot = dict.fromkeys(refs, slot)
+        ray.wait(refs, num_returns=len(refs), timeout=60)
+        with pytest.raises(RayActorError) as died:
+            ray.get(refs[1])
+        recorded: dict[int, object] = {}
+        failed: dict[int, str] = {}
+        queue: deque[list[int]] = deque()
+        deaths = [0, 0, 0]
+        ev._replace(slot, ref_to_slot, queue, deaths, died.value,
+                    recorded.__setitem__, failed.__setitem__)
+    finally:
+        ev.close()
+    assert set(recorded) == {0} and recorded[0].ok  # finished before the death: kept
+    assert deaths == [0, 1, 1]  # every arch without a result counts the death
+    assert list(queue) == [[1], [2]] and not failed and not ref_to_slot
+
+
 def test_missing_gpu_fails_fast_with_a_clear_message(tmp_path: Path) -> None:
     if ray.is_initialized():
         ray.shutdown()
