@@ -9,7 +9,8 @@
 - Faults: when an actor dies (process or node lost) the results it had sent are kept, its other
   chunks are re-queued on live actors and a replacement actor is started. Each arch it held counts
   one death and is retried alone on an idle worker (so a later death names its arch); an arch
-  whose worker died more than ``workers.max_retries`` times comes back failed, with the reason. Exceptions raised by the workload come back as failed results at once.
+  whose worker died more than ``workers.max_retries`` times comes back failed, with the reason.
+  Exceptions raised by the workload come back as failed results at once.
 - Device classes: for each CLASS in ``evaluation.latency.device_classes`` a second pool of
   workers asks for the Ray custom resource ``device:CLASS`` (plus the workers' CPUs / GPUs) and
   only measures latency (``Workload.measure_latency``); a candidate gets one column per class,
@@ -372,7 +373,7 @@ class RayPoolEvaluator(Evaluator):
         the death can be lost too), so each of their archs counts one death and goes back as a
         chunk of one that runs alone on an idle worker: from then on a death names its arch."""
         lost: list[list[int]] = []
-        for ref, chunk in dead.in_flight.items():  # dict order = submission order
+        for ref, chunk in dead.in_flight.items():
             ref_to_slot.pop(ref, None)
             try:
                 rows = ray.get(ref, timeout=REPLACEMENT_TIMEOUT_S)
