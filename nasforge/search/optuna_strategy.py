@@ -14,9 +14,10 @@ Checked against Optuna 5.0's source:
   ``nasforge_duplicate``) at once and the sampler is asked again; after ``max_tries`` such proposals
   in a row, that arch is drawn by a fallback sampler (same derived seed): TPE with a single
   candidate (a draw from its good-trial density, not the argmax), Optuna's RandomSampler for the
-  other samplers; so an ask returns ``n`` new archs. The driver never evaluates a key twice. (TPE on categorical choices
-  proposes the mode of its good trials once it has few of them; a failed duplicate teaches it
-  nothing, so without the fallback it repeats one arch until the tries run out.)
+  other samplers; so an ask returns ``n`` new archs. The driver never evaluates a key twice.
+  (TPE on categorical choices proposes the mode of its good trials once it has few of them; a
+  failed duplicate teaches it nothing, so without the fallback it repeats one arch until the
+  tries run out.)
 
 Determinism and resume (exact): before every ``study.ask`` the sampler is rebuilt with a seed
 derived from the job seed and the number of trials so far, so each proposal is a function of the
@@ -107,9 +108,9 @@ class OptunaStrategy(Strategy):
         directions = [o.direction.value for o in self.objectives]
         return self._optuna.create_study(directions=directions, sampler=self._sampler(self.seed))
 
-    def _reseed(self, uniform: bool = False) -> None:
+    def _reseed(self, fallback: bool = False) -> None:
         seed = (self.seed * 1_000_003 + len(self.study.trials)) % (2**32)
-        self.study.sampler = self._fallback_sampler(seed) if uniform else self._sampler(seed)
+        self.study.sampler = self._fallback_sampler(seed) if fallback else self._sampler(seed)
 
     def _fallback_sampler(self, seed: int) -> Any:
         """After repeated duplicates: TPE draws one candidate from its good-trial density instead of
@@ -129,7 +130,7 @@ class OptunaStrategy(Strategy):
         tries = duplicates = 0
         while len(out) < n and tries < 2 * self._opts.max_tries * n:
             tries += 1
-            self._reseed(uniform=duplicates >= self._opts.max_tries)
+            self._reseed(fallback=duplicates >= self._opts.max_tries)
             trial = self.study.ask(self.distributions)
             arch = self.space.from_indices([trial.params[name] for name in self.distributions])
             key = arch.key()
