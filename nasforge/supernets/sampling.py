@@ -17,8 +17,11 @@ Both implement the trainer's ``ArchSampler`` protocol (``sample_step`` / ``obser
 - performance-aware (``performance=True``): draws ``candidates`` children per step and chain in
   the same band and trains the one with the lowest estimated loss. The estimate is a ridge
   regression on the one-hot arch encoding, fitted on a memory bank of the ``bank_size`` most
-  recent (arch, training loss) pairs that ``observe`` records; with fewer than ``min_bank``
-  entries the first candidate (a random one) is taken.
+  recent (arch, training loss, step) triples that ``observe`` records; with fewer than
+  ``min_bank`` entries the first candidate (a random one) is taken. Losses fall as training goes
+  on, so the regression also has one indicator per time bin (``trend_bins`` bins of equal count
+  over the bank's steps): the progress made while a child was trained is absorbed there instead
+  of being credited to its choices (which matters most when the picks themselves drift).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class SamplerOptions(BaseModel):
     min_bank: int = Field(default=16, ge=1, description="performance-aware: pairs needed before the estimate is used")
     ridge: float = Field(default=1.0, gt=0, description="performance-aware: L2 penalty of the loss regression")
     mutation: float = Field(default=0.2, ge=0, le=1, description="per-choice resample probability of a draw")
+    trend_bins: int = Field(default=8, ge=1, le=256, description="performance-aware: time bins of the loss "
+                            "regression that absorb training progress (1: none)")
 
     @model_validator(mode="after")
     def _bank(self) -> SamplerOptions:
@@ -109,7 +114,7 @@ class ComplexityAwareSampler:
         self._card = space.cardinalities
         self._flops_cache: dict[tuple[int, ...], float] = {}
         self.chains: list[list[int] | None] = [None] * self.count
-        self.bank: deque[tuple[list[int], float]] = deque(maxlen=options.bank_size)
+        self.bank: deque[tuple[list[int], float, int]] = deque(maxlen=options.bank_size)
         self.stats = {"draws": 0, "fallbacks": 0, "estimated_picks": 0}
         #: the candidates (index vectors) of the last draw and their loss estimates (None: not used)
         self.last_candidates: list[np.ndarray] = []
@@ -155,12 +160,20 @@ class ComplexityAwareSampler:
         """Estimated training loss of each child (lower is better); None while the bank is too small."""
         if len(self.bank) < max(self.options.min_bank, 2):
             return None
-        X = self.space.encode_indices(np.stack([np.asarray(i) for i, _ in self.bank])).astype(np.float64)
-        y = np.array([loss for _, loss in self.bank], dtype=np.float64)
+        X = self.space.encode_indices(np.stack([np.asarray(i) for i, _, _ in self.bank])).astype(np.float64)
+        y = np.array([loss for _, loss, _ in self.bank], dtype=np.float64)
+        steps = np.array([step for _, _, step in self.bank])
+        bins = min(self.options.trend_bins, len(self.bank))
+        if bins > 1:  # time-bin indicators (equal counts, ties kept together), dropped at prediction
+            order = np.argsort(steps, kind="stable")
+            which = np.empty(len(steps), dtype=np.int64)
+            which[order] = np.arange(len(steps)) * bins // len(steps)
+            X = np.hstack([X, np.eye(bins)[which]])
         mean = y.mean()
         A = X.T @ X + self.options.ridge * np.eye(X.shape[1])
         w = np.linalg.solve(A, X.T @ (y - mean))
-        return self.space.encode_indices(np.stack(archs)).astype(np.float64) @ w + mean
+        Xc = self.space.encode_indices(np.stack(archs)).astype(np.float64)
+        return Xc @ w[: Xc.shape[1]] + mean
 
     # ---- ArchSampler ------------------------------------------------------------------------
     def _next(self, prev: list[int] | None, rng: np.random.Generator) -> np.ndarray:
@@ -211,14 +224,15 @@ class ComplexityAwareSampler:
         k = self.count + (1 if self.include_smallest else 0)
         for arch, loss in zip(archs[-k:], losses[-k:], strict=True):
             if math.isfinite(loss):
-                self.bank.append(([int(i) for i in self.space.to_indices(arch)], float(loss)))
+                self.bank.append(([int(i) for i in self.space.to_indices(arch)], float(loss), int(step)))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"chains": self.chains, "bank": [[i, loss] for i, loss in self.bank], "stats": dict(self.stats)}
+        return {"chains": self.chains, "bank": [[i, loss, step] for i, loss, step in self.bank],
+                "stats": dict(self.stats)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.chains = [None if c is None else [int(i) for i in c] for c in state["chains"]]
         self.bank.clear()
-        for i, loss in state["bank"]:
-            self.bank.append(([int(v) for v in i], float(loss)))
+        for i, loss, *step in state["bank"]:  # checkpoints before trend_bins have no step: -1
+            self.bank.append(([int(v) for v in i], float(loss), int(step[0]) if step else -1))
         self.stats.update(state.get("stats", {}))

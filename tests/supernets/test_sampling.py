@@ -107,6 +107,29 @@ def test_performance_aware_trains_the_estimated_best_candidate(space):
     assert any_global > 20 and picked_global == any_global
 
 
+def test_training_progress_is_not_read_as_an_arch_effect(space):
+    """Losses fall as training goes on and the picks drift (window 8 is trained more and more);
+    the estimate should see window 8's true advantage (0.2), not the progress made meanwhile."""
+    def window_gap(trend_bins: int) -> float:
+        sampler = ComplexityAwareSampler(space, 1, performance=True,
+                                         options={"buckets": 6, "max_flops_ratio": 2.0, "trend_bins": trend_bins})
+        rng = np.random.default_rng(3)
+        n = 256
+        for step in range(n):
+            window = 8 if rng.random() < 0.1 + 0.8 * step / n else 4
+            arch = space.sample(rng).replace(**{"t0.window": window})
+            loss = 3.0 * np.exp(-4 * step / n) - (0.2 if window == 8 else 0.0) + 0.05 * rng.standard_normal()
+            sampler.observe(step, [space.largest(), arch], [0.1, float(loss)])
+        probe = space.sample(np.random.default_rng(9))
+        pair = [space.to_indices(probe.replace(**{"t0.window": w})) for w in (4, 8)]
+        est = sampler.estimate(pair)
+        return float(est[0] - est[1])  # > 0: window 8 looks better
+
+    raw, binned = window_gap(1), window_gap(8)
+    assert raw > 0.5  # raw losses credit window 8 with the progress made while it was trained more
+    assert abs(binned - 0.2) < abs(raw - 0.2) / 3
+
+
 def test_state_round_trips_through_json(space):
     a = ComplexityAwareSampler(space, 2, performance=True, options={"buckets": 6, "max_flops_ratio": 2.0})
     _bank_favouring_global_window(space, a, n=20)
