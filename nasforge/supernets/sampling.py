@@ -164,7 +164,7 @@ class ComplexityAwareSampler:
         y = np.array([loss for _, loss, _ in self.bank], dtype=np.float64)
         steps = np.array([step for _, _, step in self.bank])
         bins = min(self.options.trend_bins, len(self.bank))
-        if bins > 1:  # time-bin indicators (equal counts, ties kept together), dropped at prediction
+        if bins > 1:  # time-bin indicators (equal counts in step order), dropped at prediction
             order = np.argsort(steps, kind="stable")
             which = np.empty(len(steps), dtype=np.int64)
             which[order] = np.arange(len(steps)) * bins // len(steps)
