@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 import pytest
 import ray
+from ray.exceptions import RayActorError
 
 from nasforge.core.errors import ResourceUnavailableError
 from nasforge.workers.pool import RayPoolEvaluator
@@ -72,10 +74,6 @@ def test_dead_worker_requeues_and_repeat_killer_fails(ray_local, tmp_path: Path)
 def test_dead_worker_keeps_finished_calls(ray_local, tmp_path: Path) -> None:
     """ray.wait may hand back the failed call before an earlier one that finished on the same
     actor; the finished one's results are kept, the others go back one arch per chunk."""
-    from collections import deque
-
-    from ray.exceptions import RayActorError
-
     archs = _archs(3, seed=2)
     killer = archs[1]
     (tmp_path / "kill_keys.txt").write_text(killer.key())
@@ -83,7 +81,9 @@ def test_dead_worker_keeps_finished_calls(ray_local, tmp_path: Path) -> None:
                           tmp_path, kind=KIND)
     try:
         slot = ev.slots[0]
-        refs = [slot.actor.evaluate.remote([a.to_json()], False) for a in archs]
+        refs = [slot.actor.evaluate.remote([archs[0].to_json()], False)]
+        ray.wait(refs, timeout=60)  # its reply is in before the killer runs (a reply can die with the actor)
+        refs += [slot.actor.evaluate.remote([a.to_json()], False) for a in archs[1:]]
         slot.in_flight = {ref: [i] for i, ref in enumerate(refs)}
         ref_to_slot = dict.fromkeys(refs, slot)
         ray.wait(refs, num_returns=len(refs), timeout=60)
