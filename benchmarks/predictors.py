@@ -9,7 +9,7 @@ BN-recalibrated and evaluated on the val and test splits, latencies are timed on
    accuracy at all;
 2. latency: per-op LUT (``profile_device``) + learned correction fitted on the 300 training
    children's measured latency; share of the 200 held-out children within +-10% of measured; the
-   same on the elastic_vit and pooling_layout spaces (``other_space_latency``);
+   same on the elastic_vit, pooling_layout and lm_transformer spaces (``other_space_latency``);
 3. guided search (with and without the latency table) vs plain evolution with real evaluations
    only (same budget, same reference point, 5 seeds); a child's measured metrics are cached by
    arch key (the latency cache), so every method sees the same measurement of the same child;
@@ -116,17 +116,13 @@ class Oracle:
         models = [prepare_child(self.net, a, self.calib) for a in todo]
         bs = self.spec.evaluation.batch_size
         scores = [[evaluate_classifier(m, X, y, bs) for X, y in self.halves] for m in models]
-        timer = self._reference()
-        per_round = np.zeros((self.rounds, len(todo)))  # min of calls, normalised by the reference
-        per_round_raw = np.zeros((self.rounds, len(todo)))  # the same calls, min, not normalised
-        per_round_median = np.zeros((self.rounds, len(todo)))  # the same calls, median, not normalised
-        rng = np.random.default_rng(len(self.cache))
-        for r in range(self.rounds):
-            for i in rng.permutation(len(todo)):
-                t = timer.measure(models[i], self.x1)
-                scale = t["latency_reference_scale"]
-                per_round[r, i], per_round_raw[r, i] = t["latency_ms"], t["latency_raw_ms"]
-                per_round_median[r, i] = t["latency_median_ms"] / scale
+        from nasforge.workers.latency import time_interleaved
+
+        t = time_interleaved(models, [self.x1] * len(models), self._reference().measure, rounds=self.rounds,
+                             rng=np.random.default_rng(len(self.cache)))
+        per_round = t["latency_ms"]  # min of calls, normalised by the reference
+        per_round_raw = t["latency_raw_ms"]  # the same calls, min, not normalised
+        per_round_median = t["latency_median_ms"] / t["latency_reference_scale"]  # median, not normalised
         med = np.median(per_round, axis=0)
         med_of_medians = np.median(per_round_median, axis=0)
         even, odd = np.median(per_round[0::2], axis=0), np.median(per_round[1::2], axis=0)
@@ -281,6 +277,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                                            rounds=2 if quick else 4),
         "pooling_layout": other_space_latency("pooling_layout", {"preset": "resnet20"}, "pooling_mixture",
                                               n_train=24, n_test=12, rounds=2 if quick else 4),
+        "lm_transformer": other_space_latency("lm_transformer", {}, "lm_transformer",
+                                              n_train=60 if quick else 150, n_test=40 if quick else 100,
+                                              rounds=2 if quick else 4),
     }
     rows += [{"part": "latency(other spaces)", **r} for r in other_lat.values()]
 
@@ -357,6 +356,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "latency_remeasure_within_10pct_elastic_vit": other_lat["elastic_vit"]["remeasure_within_10pct"],
         "latency_within_10pct_cpu_pooling_layout": other_lat["pooling_layout"]["within_10pct"],
         "latency_remeasure_within_10pct_pooling_layout": other_lat["pooling_layout"]["remeasure_within_10pct"],
+        "latency_within_10pct_cpu_lm_transformer": other_lat["lm_transformer"]["within_10pct"],
+        "latency_remeasure_within_10pct_lm_transformer": other_lat["lm_transformer"]["remeasure_within_10pct"],
         "latency_within_10pct_cpu_unnormalised_min": within_raw,
         "latency_remeasure_within_10pct_unnormalised_min": remeasure_raw,
         "latency_within_10pct_cpu_median_of_calls": within_med,
@@ -395,10 +396,11 @@ def run(quick: bool = False) -> dict[str, Any]:
             "latency_remeasure_within_10pct = share of held-out children whose even-round and odd-round values agree "
             "within 10% (the ceiling any predictor faces); the LUT's ops are timed the same way (min per round, normalised by the "
             "slowest op) in 5 rounds. "
-            "Other spaces (keys *_elastic_vit, *_pooling_layout; rows part 'latency(other spaces)'): the same "
+            "Other spaces (keys *_elastic_vit, *_pooling_layout, *_lm_transformer; rows part 'latency(other spaces)'): the same "
             "LUT (min + reference, 5 rounds) x ridge correction on elastic_vit (mnist preset, 150 train / 100 held-out "
-            "children) and pooling_layout (resnet20 preset: all 36 layouts, 24 train / 12 held-out), children built "
-            "with fresh weights and timed like the Oracle times them. "
+            "children), pooling_layout (resnet20 preset: all 36 layouts, 24 train / 12 held-out) and lm_transformer "
+            "(default options: context 64, byte vocabulary; 150 train / 100 held-out; one sequence per call), "
+            "children built with fresh weights and timed like the Oracle times them. "
             "Guided vs plain: guided = GP accuracy predictor + latency table (LUT sum x ridge correction); "
             "guided_no_table = GP for both metrics; all see the same cached measurement of a child; hypervolume of (-accuracy, latency) with "
             "ref = (0, p95 of the 500 children's latency). kendall_tau_300 is the MLP ensemble on one-hot + log-cost "
@@ -489,7 +491,7 @@ def other_space_latency(space_name: str, options: dict[str, Any], supernet: str,
     from nasforge.predictors.metrics import ranking_report
     from nasforge.spaces import SPACES
     from nasforge.supernets import SUPERNETS
-    from nasforge.workers.latency import ReferenceTimer
+    from nasforge.workers.latency import ReferenceTimer, time_interleaved
     from nasforge.workers.profile import profile_device
 
     space = SPACES.get(space_name, "space")(options)
@@ -498,17 +500,17 @@ def other_space_latency(space_name: str, options: dict[str, Any], supernet: str,
     order = np.random.default_rng(seed).permutation(len(pool))[: n_train + n_test]
     archs = [pool[i] for i in order]
     models = [cls.build_child(space, a).eval() for a in archs]
-    o = space.options
-    x = torch.randn(1, o.in_channels, o.input_size, o.input_size, generator=torch.Generator().manual_seed(0))
+    o, g = space.options, torch.Generator().manual_seed(0)
+    if cls.input_kind == "tokens":
+        x = torch.randint(0, o.vocab_size, (1, o.context), generator=g)
+    else:
+        x = torch.randn(1, o.in_channels, o.input_size, o.input_size, generator=g)
     timer = ReferenceTimer(cls.build_child(space, space.largest()).eval(), x, warmup=3, repeats=10, threads=1,
                            statistic="min")
     timer.calibrate()
     t0 = time.perf_counter()
-    per_round = np.zeros((rounds, len(archs)))
-    rng = np.random.default_rng(seed)
-    for r in range(rounds):
-        for i in rng.permutation(len(archs)):
-            per_round[r, i] = timer.measure(models[i], x)["latency_ms"]
+    per_round = time_interleaved(models, [x] * len(models), timer.measure, rounds=rounds,
+                                 rng=np.random.default_rng(seed))["latency_ms"]
     measure_s = time.perf_counter() - t0
     lat = np.median(per_round, axis=0)
     even, odd = np.median(per_round[0::2], axis=0), np.median(per_round[1::2], axis=0)

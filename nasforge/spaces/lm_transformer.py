@@ -17,17 +17,20 @@ positions, the counting convention of the other spaces (embedding look-ups, Laye
 activations, softmax and the attention matmuls are not in it); ``attention_flops`` = the
 multiply-accumulates of ``Q K^T`` and ``A V`` (full L x L, not halved for the causal mask),
 reported separately; ``params`` = every learnable parameter (embeddings, LayerNorm, weights,
-biases); ``bytes`` = 4 * params. No torch here.
+biases); ``bytes`` = 4 * params. ``cost`` is the sum over ``ops(arch)``, the op list a latency
+table (``nasforge profile-device --space lm_transformer``) is built from. No torch here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import Field, field_validator
 
 from nasforge.core.types import Arch, Scalar
 from nasforge.spaces.base import SearchSpace, SpaceOptions
+from nasforge.spaces.bignas_cnn import sum_op_costs
 
 
 class LMTransformerOptions(SpaceOptions):
@@ -98,16 +101,44 @@ class LMTransformerSpace(SearchSpace):
                        for i in range(int(arch["depth"])))
         return LMPlan(o.vocab_size, o.context, o.head_dim, int(arch["embed_dim"]), layers)
 
-    def cost(self, arch: Arch) -> dict[str, float]:
+    def ops(self, arch: Arch) -> list[dict[str, Any]]:
+        """The child's operations in order, as plain dicts (latency lookup-table keys), all for one
+        sequence of ``seq`` (= ``context``) tokens:
+
+        - ``lm_embed``: vocab, cout (= embed_dim), seq; layout ``ids``: takes (N, seq) int64 token
+          ids, returns (N, seq, cout) token + position embeddings;
+        - ``lm_block``: cin = cout = embed_dim, heads, head_dim, hidden (MLP units), seq; one
+          pre-norm causal attention + MLP block;
+        - ``lm_head``: cin (= embed_dim), cout (= vocab), seq: final LayerNorm and the logits linear.
+
+        ``layout`` ``sequence`` ops take (N, seq, cin) features.
+        ``nasforge.supernets.lm_transformer.build_op(desc)`` builds each one as a standalone module.
+        """
         p = self.plan(arch)
-        d, V, L = p.embed_dim, p.vocab_size, p.context
-        macs = d * V                                     # head, per position
-        attn = 0
-        params = V * d + L * d + 2 * d + d * V + V       # embeddings, final LN, head
+        d, L = p.embed_dim, p.context
+        ops: list[dict[str, Any]] = [{"type": "lm_embed", "vocab": p.vocab_size, "cout": d, "seq": L, "layout": "ids"}]
         for layer in p.layers:
-            hh, m = layer.heads * p.head_dim, d * layer.mlp_ratio
-            macs += 3 * d * hh + hh * d + d * m + m * d
-            attn += 2 * L * L * hh
-            params += 2 * d + 3 * (d * hh + hh) + (hh * d + d) + 2 * d + (d * m + m) + (m * d + d)
-        return {"flops": float(L * macs), "params": float(params), "bytes": float(4 * params),
-                "attention_flops": float(attn)}
+            ops.append({"type": "lm_block", "cin": d, "cout": d, "heads": layer.heads, "head_dim": p.head_dim,
+                        "hidden": d * layer.mlp_ratio, "seq": L, "layout": "sequence"})
+        ops.append({"type": "lm_head", "cin": d, "cout": p.vocab_size, "seq": L, "layout": "sequence"})
+        return ops
+
+    def cost(self, arch: Arch) -> dict[str, float]:
+        ops = self.ops(arch)
+        attn = sum(2 * op["seq"] ** 2 * op["heads"] * op["head_dim"] for op in ops if op["type"] == "lm_block")
+        return {**sum_op_costs(ops, lm_op_cost), "attention_flops": float(attn)}
+
+
+def lm_op_cost(op: dict[str, Any]) -> tuple[int, int]:
+    """(MACs, params) of one op descriptor from :meth:`LMTransformerSpace.ops` (attention products excluded)."""
+    kind, L = op["type"], op["seq"]
+    if kind == "lm_embed":
+        return 0, (op["vocab"] + L) * op["cout"]
+    if kind == "lm_block":
+        d, a, m = op["cin"], op["heads"] * op["head_dim"], op["hidden"]
+        macs = 3 * d * a + a * d + d * m + m * d
+        return L * macs, 2 * d + 3 * (d * a + a) + (a * d + d) + 2 * d + (d * m + m) + (m * d + d)
+    if kind == "lm_head":
+        d, v = op["cin"], op["cout"]
+        return L * d * v, 2 * d + d * v + v
+    raise ValueError(f"unknown lm_transformer op type {kind!r}")

@@ -77,6 +77,22 @@ class LMBlock(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
 
 
+def _init_plain(model: nn.Module) -> None:
+    """Fresh weights of a plain LM module: linears N(0, 1/fan_in) with zero bias, embeddings N(0, 0.02)."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 1.0 / m.in_features ** 0.5)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+
+
+def embed(tok_emb: nn.Embedding, pos_emb: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:
+    """Token plus position embeddings of (N, L) ids: (N, L, embed_dim)."""
+    pos = torch.arange(tokens.shape[1], device=tokens.device)
+    return tok_emb(tokens) + pos_emb(pos)
+
+
 class LMChild(nn.Module):
     """A standalone language model: (N, L) int64 tokens -> (N, L, vocab_size) logits."""
 
@@ -89,17 +105,46 @@ class LMChild(nn.Module):
         self.blocks = nn.Sequential(*[LMBlock(p.embed_dim, b.heads, p.head_dim, b.mlp_ratio) for b in p.layers])
         self.ln_f = nn.LayerNorm(p.embed_dim)
         self.head = nn.Linear(p.embed_dim, p.vocab_size)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 1.0 / m.in_features ** 0.5)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Embedding):
-                nn.init.normal_(m.weight, 0.0, 0.02)
+        _init_plain(self)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        pos = torch.arange(tokens.shape[1], device=tokens.device)
-        x = self.tok_emb(tokens) + self.pos_emb(pos)
-        return self.head(self.ln_f(self.blocks(x)))
+        return self.head(self.ln_f(self.blocks(embed(self.tok_emb, self.pos_emb, tokens))))
+
+
+class LMEmbed(nn.Module):
+    """The child's input op on its own (``lm_embed``): ids (N, L) -> embeddings (N, L, dim)."""
+
+    def __init__(self, vocab: int, context: int, dim: int):
+        super().__init__()
+        self.tok_emb = nn.Embedding(vocab, dim)
+        self.pos_emb = nn.Embedding(context, dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return embed(self.tok_emb, self.pos_emb, tokens)
+
+
+def build_op(desc: dict[str, Any]) -> nn.Module:
+    """One operation of ``LMTransformerSpace.ops(arch)`` as a standalone module (fresh weights).
+
+    Input: (N, desc["seq"]) int64 ids for ``lm_embed`` (layout ``ids``), else (N, desc["seq"],
+    desc["cin"]) features. The child's own modules and functions (``embed``, ``LMBlock``,
+    ``nn.LayerNorm`` + ``nn.Linear``), so the table times what the child runs.
+    """
+    kind = desc["type"]
+    m: nn.Module
+    if kind == "lm_embed":
+        m = LMEmbed(desc["vocab"], desc["seq"], desc["cout"])
+    elif kind == "lm_block":
+        d = desc["cin"]
+        if desc["hidden"] % d:
+            raise ValueError(f"lm_block hidden {desc['hidden']} is not a multiple of its width {d}")
+        m = LMBlock(d, desc["heads"], desc["head_dim"], desc["hidden"] // d)
+    elif kind == "lm_head":
+        m = nn.Sequential(nn.LayerNorm(desc["cin"]), nn.Linear(desc["cin"], desc["cout"]))
+    else:
+        raise ValueError(f"unknown lm_transformer op type {kind!r}")
+    _init_plain(m)
+    return m
 
 
 # ------------------------------------------------------------------------------------------------

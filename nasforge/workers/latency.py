@@ -9,7 +9,8 @@ A shared VM slows down for seconds at a time, and every model by about the same 
 the measurement by ``baseline / reference now``: the figure a model would show in the
 reference's baseline conditions. Here (benchmarks/predictors) that took the share of children
 whose two independent re-measurements agree within 10% from about half to about 90% in a noisy
-hour.
+hour. ``time_interleaved`` times many models that way: in rounds, each round over all of them
+in a fresh random order, so a slow spell shifts one round of every model, not all rounds of a few.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -163,3 +165,32 @@ class ReferenceTimer:
         out["latency_raw_ms"] = raw
         out["latency_reference_scale"] = scale
         return out
+
+
+def time_interleaved(
+    models: Sequence[nn.Module],
+    inputs: Sequence[torch.Tensor],
+    measure: Callable[[nn.Module, torch.Tensor], dict[str, float]],
+    *,
+    rounds: int,
+    rng: np.random.Generator,
+    after_round: Callable[[int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Time every ``models[i]`` on ``inputs[i]`` once per round, ``rounds`` rounds, each in a
+    fresh order drawn from ``rng``. ``measure`` is ``measure_latency`` with its settings bound, or a
+    ``ReferenceTimer``'s ``measure``. Returns every value ``measure`` reports as a (rounds, n)
+    array under its key (e.g. ``latency_ms``); ``after_round(r)`` is called after round r (0-based)."""
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    if len(models) != len(inputs):
+        raise ValueError(f"{len(models)} models but {len(inputs)} inputs")
+    out: dict[str, np.ndarray] = {}
+    for r in range(rounds):
+        for i in rng.permutation(len(models)):
+            for k, v in measure(models[i], inputs[i]).items():
+                if k not in out:
+                    out[k] = np.full((rounds, len(models)), np.nan)
+                out[k][r, i] = v
+        if after_round is not None:
+            after_round(r)
+    return out

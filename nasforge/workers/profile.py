@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,33 @@ OP_BUILDERS: dict[str, str] = {
     "bignas_cnn": "nasforge.supernets.bignas:build_op",
     "elastic_vit": "nasforge.supernets.elastic_vit:build_op",
     "pooling_layout": "nasforge.supernets.pooling_mixture:build_op",
+    "lm_transformer": "nasforge.supernets.lm_transformer:build_op",
 }
 
 
 def op_input_shape(desc: dict[str, Any], batch_size: int) -> tuple[int, ...]:
-    """Shape of the input an op descriptor's module takes: tokens (N, L, C) or a map (N, C, H, W)."""
+    """Shape of the input an op descriptor's module takes, by its ``layout``: image tokens
+    (N, input_hw**2, C), a sequence (N, seq, C), token ids (N, seq), or by default a map (N, C, H, W)."""
+    layout = desc.get("layout")
+    if layout == "ids":
+        return (batch_size, int(desc["seq"]))
+    if layout == "sequence":
+        return (batch_size, int(desc["seq"]), int(desc["cin"]))
     hw, cin = int(desc["input_hw"]), int(desc["cin"])
-    if desc.get("layout") == "tokens":
+    if layout == "tokens":
         return (batch_size, hw * hw, cin)
     return (batch_size, cin, hw, hw)
+
+
+def op_input(desc: dict[str, Any], batch_size: int, generator: Any) -> Any:
+    """A random input for an op descriptor's module: int64 ids below ``vocab`` for layout ``ids``,
+    else standard normal features of ``op_input_shape``."""
+    import torch
+
+    shape = op_input_shape(desc, batch_size)
+    if desc.get("layout") == "ids":
+        return torch.randint(0, int(desc["vocab"]), shape, generator=generator)
+    return torch.randn(*shape, generator=generator)
 
 
 def op_builder(space: SearchSpace) -> Callable[[dict[str, Any]], Any]:
@@ -81,7 +100,7 @@ def profile_device(
     """
     import torch
 
-    from nasforge.workers.latency import ReferenceTimer, device_profile, measure_latency
+    from nasforge.workers.latency import ReferenceTimer, device_profile, measure_latency, time_interleaved
 
     if min(repeats, rounds, threads, batch_size) < 1 or warmup < 0:
         raise ValueError("repeats, rounds, threads and batch_size must be >= 1 and warmup >= 0")
@@ -97,7 +116,7 @@ def profile_device(
     with torch.no_grad():
         for d in descs:
             modules.append(build(d).to(dev).eval())
-            inputs.append(torch.randn(*op_input_shape(d, batch_size), generator=g).to(dev))
+            inputs.append(op_input(d, batch_size, g).to(dev))
     if log:
         log(f"profiling {len(descs)} ops of {space.id} on {device}: {rounds} rounds x {repeats} repeats")
     timer = None
@@ -108,17 +127,17 @@ def profile_device(
         timer = ReferenceTimer(modules[ref], inputs[ref], warmup=warmup, repeats=repeats, threads=threads,
                                statistic=statistic)
         timer.calibrate()
-    per_round = np.zeros((rounds, len(descs)))
-    rng = np.random.default_rng(seed)
-    for r in range(rounds):
-        for i in rng.permutation(len(descs)):
-            if timer is not None:
-                per_round[r, i] = timer.measure(modules[i], inputs[i])["latency_ms"]
-            else:
-                per_round[r, i] = measure_latency(modules[i], inputs[i], warmup=warmup, repeats=repeats,
-                                                  threads=threads, statistic=statistic)["latency_ms"]
+    if timer is not None:
+        measure: Callable[[Any, Any], dict[str, float]] = timer.measure
+    else:
+        measure = partial(measure_latency, warmup=warmup, repeats=repeats, threads=threads, statistic=statistic)
+
+    def done(r: int) -> None:
         if log:
             log(f"round {r + 1}/{rounds} done ({time.perf_counter() - t0:.1f} s)")
+
+    per_round = time_interleaved(modules, inputs, measure, rounds=rounds, rng=np.random.default_rng(seed),
+                                 after_round=done)["latency_ms"]
     med = np.median(per_round, axis=0)
     p10, p90 = np.percentile(per_round, 10, axis=0), np.percentile(per_round, 90, axis=0)
     rel_spread = (p90 - p10) / np.maximum(med, 1e-9)

@@ -105,26 +105,74 @@ def _pooling_space() -> object:
     return PoolingLayoutSpace({"preset": "mnist"})
 
 
-@pytest.mark.parametrize("make_space", [_vit_space, _pooling_space], ids=["elastic_vit", "pooling_layout"])
+def _lm_space() -> object:
+    from nasforge.spaces.lm_transformer import LMTransformerSpace
+    from nasforge.supernets.lm_transformer import LMTransformerSupernet
+
+    return LMTransformerSpace(LMTransformerSupernet.contract_config()[0])
+
+
+CHILD_OF = {"elastic_vit": "elastic_vit", "pooling_layout": "pooling_mixture", "lm_transformer": "lm_transformer"}
+
+
+@pytest.mark.parametrize("make_space", [_vit_space, _pooling_space, _lm_space],
+                         ids=["elastic_vit", "pooling_layout", "lm_transformer"])
 def test_other_spaces_ops_chain_into_the_child_and_are_profiled(make_space, tmp_path: Path) -> None:
-    """elastic_vit and pooling_layout list their ops too: the op modules, run one after another,
-    map the child's input to logits of the child's shape (so the ops are the whole network, in
-    order, with matching shapes), and profile-device covers every op of sampled archs."""
+    """elastic_vit, pooling_layout and lm_transformer list their ops too: the op modules, run one
+    after another, map the child's input to outputs of the child's shape (so the ops are the whole
+    network, in order, with matching shapes), their parameters are the child's in number, and
+    profile-device covers every op of sampled archs."""
     from nasforge.supernets import SUPERNETS
     from nasforge.workers.profile import op_builder
 
     space = make_space()
     build = op_builder(space)
-    child_cls = SUPERNETS.get({"elastic_vit": "elastic_vit", "pooling_layout": "pooling_mixture"}[space.id], "x")
+    sn = SUPERNETS.get(CHILD_OF[space.id], "x")
     rng = np.random.default_rng(0)
+    g = torch.Generator().manual_seed(0)
     for arch in [space.smallest(), space.largest(), space.sample(rng), space.sample(rng)]:
         ops = space.ops(arch)
-        child = child_cls.build_child(space, arch).eval()
-        x = torch.randn(2, *child.input_shape[:1], space.options.input_size, space.options.input_size)
+        child = sn.build_child(space, arch).eval()
+        if space.id == "lm_transformer":
+            x = torch.randint(0, space.options.vocab_size, (2, space.options.context), generator=g)
+        else:
+            x = torch.randn(2, *child.input_shape[:1], space.options.input_size, space.options.input_size)
+        chain = torch.nn.Sequential(*[build(d) for d in ops]).eval()
         with torch.no_grad():
-            y = torch.nn.Sequential(*[build(d) for d in ops]).eval()(x)
-            assert y.shape == child(x).shape == (2, space.options.num_classes)
+            y = chain(x)
+            assert y.shape == child(x).shape
+        if space.id == "lm_transformer":  # one definition: the space's cost counts exactly these weights
+            n = sum(p.numel() for p in chain.parameters())
+            assert n == sum(p.numel() for p in child.parameters()) == space.cost(arch)["params"]
     path = profile_device(space, out=tmp_path / "t.json", warmup=1, repeats=2, rounds=1)
     lut = LatencyLUT.load(path)
     archs = [space.smallest(), space.largest(), *(space.sample(rng) for _ in range(20))]
     assert np.all(lut.predict(space, archs) > 0)  # every op of every arch is in the table
+
+
+def test_time_interleaved_times_everyone_once_per_round_in_fresh_orders() -> None:
+    """Every model once per round, a fresh order per round (so a slow spell hits one round of
+    every model), every value measure reports kept per (round, model)."""
+    from nasforge.workers.latency import time_interleaved
+
+    calls: list[int] = []
+    rounds_done: list[int] = []
+    models = [torch.nn.Identity() for _ in range(12)]
+    inputs = [torch.full((1,), float(i)) for i in range(12)]
+
+    def measure(model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
+        i = int(x.item())
+        calls.append(i)
+        return {"latency_ms": 10.0 + i + len(calls) / 1000, "latency_raw_ms": float(i)}
+
+    out = time_interleaved(models, inputs, measure, rounds=3, rng=np.random.default_rng(0),
+                           after_round=rounds_done.append)
+    assert rounds_done == [0, 1, 2] and set(out) == {"latency_ms", "latency_raw_ms"}
+    orders = [calls[r * 12:(r + 1) * 12] for r in range(3)]
+    assert all(sorted(o) == list(range(12)) for o in orders) and orders[0] != orders[1] != orders[2]
+    assert out["latency_ms"].shape == (3, 12) and np.array_equal(out["latency_raw_ms"], np.tile(np.arange(12.0), (3, 1)))
+    for r in range(3):  # the value of the k-th call of round r landed in that model's column
+        for k, i in enumerate(orders[r]):
+            assert out["latency_ms"][r, i] == pytest.approx(10.0 + i + (r * 12 + k + 1) / 1000)
+    with pytest.raises(ValueError, match="2 models but 1 inputs"):
+        time_interleaved(models[:2], inputs[:1], measure, rounds=1, rng=np.random.default_rng(0))
