@@ -151,8 +151,18 @@ class ElasticViTChild(nn.Module):
         x = self.conv_blocks(self.stem(self.resize(x)))
         tokens = self.stages[0](x)
         for grid, stage in zip(self.grids[:-1], self.stages[1:], strict=True):
-            tokens = stage(tokens.transpose(1, 2).unflatten(2, (grid, grid)))
-        return self.classifier(self.norm(tokens).mean(dim=1))
+            tokens = stage(tokens_to_map(tokens, grid))
+        return ln_pool_linear(self.norm, self.classifier, tokens)
+
+
+def tokens_to_map(tokens: torch.Tensor, grid: int) -> torch.Tensor:
+    """(N, L, C) tokens of a ``grid x grid`` map -> (N, C, grid, grid)."""
+    return tokens.transpose(1, 2).unflatten(2, (grid, grid))
+
+
+def ln_pool_linear(norm: nn.Module, classifier: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The child's head on (N, L, C) tokens: LayerNorm, mean over tokens, linear."""
+    return classifier(norm(tokens).mean(dim=1))
 
 
 class TokensToMap(nn.Module):
@@ -163,7 +173,7 @@ class TokensToMap(nn.Module):
         self.grid = grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.transpose(1, 2).unflatten(2, (self.grid, self.grid))
+        return tokens_to_map(x, self.grid)
 
 
 class LNPoolLinear(nn.Module):
@@ -175,7 +185,7 @@ class LNPoolLinear(nn.Module):
         self.classifier = nn.Linear(dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.norm(x).mean(dim=1))
+        return ln_pool_linear(self.norm, self.classifier, x)
 
 
 def build_op(desc: dict[str, Any]) -> nn.Module:
@@ -367,7 +377,7 @@ class ElasticViTSupernet(Supernet):
         for st in p.vit_stages:
             if st.stage > 0:
                 g = p.vit_stages[st.stage - 1].grid
-                x = tokens.transpose(1, 2).unflatten(2, (g, g))
+                x = tokens_to_map(tokens, g)
             x = self.embed_bns[st.stage](self.embed_convs[st.stage](x, st.dim, 3))
             tokens = x.flatten(2).transpose(1, 2)
             for b in st.blocks:
