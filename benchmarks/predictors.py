@@ -113,6 +113,8 @@ class Oracle:
         from nasforge.supernets.evaluate import evaluate_classifier, prepare_child
 
         todo = list({a.key(): a for a in archs if a.key() not in self.cache}.values())
+        if not todo:
+            return [self.cache[a.key()] for a in archs]
         models = [prepare_child(self.net, a, self.calib) for a in todo]
         bs = self.spec.evaluation.batch_size
         scores = [[evaluate_classifier(m, X, y, bs) for X, y in self.halves] for m in models]

@@ -179,7 +179,8 @@ def time_interleaved(
     """Time every ``models[i]`` on ``inputs[i]`` once per round, ``rounds`` rounds, each in a
     fresh order drawn from ``rng``. ``measure`` is ``measure_latency`` with its settings bound, or a
     ``ReferenceTimer``'s ``measure``. Returns every value ``measure`` reports as a (rounds, n)
-    array under its key (e.g. ``latency_ms``); ``after_round(r)`` is called after round r (0-based)."""
+    array under its key (e.g. ``latency_ms``), or nothing when ``models`` is empty; ``after_round(r)``
+    is called after round r (0-based)."""
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
     if len(models) != len(inputs):

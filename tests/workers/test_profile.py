@@ -174,5 +174,6 @@ def test_time_interleaved_times_everyone_once_per_round_in_fresh_orders() -> Non
     for r in range(3):  # the value of the k-th call of round r landed in that model's column
         for k, i in enumerate(orders[r]):
             assert out["latency_ms"][r, i] == pytest.approx(10.0 + i + (r * 12 + k + 1) / 1000)
+    assert time_interleaved([], [], measure, rounds=2, rng=np.random.default_rng(0)) == {}  # nothing to time
     with pytest.raises(ValueError, match="2 models but 1 inputs"):
         time_interleaved(models[:2], inputs[:1], measure, rounds=1, rng=np.random.default_rng(0))
