@@ -171,15 +171,22 @@ def test_example_validates_and_mismatched_dataset_is_one_line_exit_2(tmp_path, m
 
 @pytest.mark.slow
 def test_mos_lm_job_end_to_end(tmp_path, monkeypatch, capsys):
-    """examples/mos_lm.yaml, shrunk: train, search by loss, export a plain child, load it back."""
+    """examples/mos_lm.yaml, shrunk: a latency table from profile-device, train, guided search by
+    loss on it (the table matches the workers' device profile), export a plain child, load it back."""
+    import mlflow
+
     import nasforge
 
     monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
     spec = yaml.safe_load((ROOT / "examples" / "mos_lm.yaml").read_text())
     spec["space"]["options"].update({"context": 16, "depths": [1, 2], "embed_dims": [16, 32]})
+    assert main(["profile-device", "--space", "lm_transformer", "--options", json.dumps(spec["space"]["options"]),
+                 "--warmup", "1", "--repeats", "2", "--rounds", "1"]) == 0
+    assert (tmp_path / "latency" / "lm_transformer.json").is_file()
     spec["training"]["epochs"] = 0.002
-    spec["budget"] = {"evaluations": 6, "batch_size": 6}
-    spec["strategy"] = {"name": "random"}
+    spec["budget"] = {"evaluations": 6, "batch_size": 3}
+    spec["strategy"] = {"name": "guided", "options": {"predictor": "gp", "population": 16, "generations": 2,
+                                                      "latency_table": "latency/lm_transformer.json"}}
     spec["evaluation"]["dataset"]["seq_len"] = 16
     spec["evaluation"]["max_images"] = 64
     spec["evaluation"]["latency"] = {"batch_size": 1, "warmup": 1, "repeats": 2, "threads": 1}
@@ -188,6 +195,12 @@ def test_mos_lm_job_end_to_end(tmp_path, monkeypatch, capsys):
     job.write_text(yaml.safe_dump(spec))
     assert main(["submit", str(job), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["counts"]["done"] == 6, summary
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    logged = [r.data.metrics for r in runs if "strategy_latency_table_device_match" in r.data.metrics]
+    assert logged and all(m["strategy_latency_table_device_match"] == 1.0 for m in logged)
+    assert all("strategy_latency_ms_within_10pct" in m for m in logged)
     assert main(["results", summary["job_id"], "--format", "json"]) == 0
     out = capsys.readouterr().out
     assert '"perplexity"' in out and '"loss"' in out and '"accuracy"' not in out
