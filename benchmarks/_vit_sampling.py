@@ -7,7 +7,9 @@ the labels: ``sampling: uniform``) so the only difference is which child each st
 - ``performance``: ElasticViT's sampler (``sampler: performance``): FLOPs buckets covering the
   space, bounded FLOPs change between adjacent steps, best of ``candidates`` by the running loss
   estimate;
-- ``complexity`` (ablation): the same buckets and FLOPs bound, a random candidate (no estimate).
+- ``complexity`` (ablation): the same buckets and FLOPs bound, a random candidate (no estimate);
+- ``performance_explore``: ``performance`` with ``exploit: 0.5`` (the estimated best on half of the
+  steps, a random candidate of the band on the others), against the greedy pick's feedback loop.
 After training, the smallest child, the median-FLOPs child (median of 201 fixed uniform draws) and
 the largest child are BN-recalibrated and scored on the test split, and so is a fixed panel of
 ``PANEL`` uniform random children (its mean: how the arm serves the space as a whole). What a search
@@ -37,7 +39,10 @@ from nasforge.supernets.elastic_vit import ElasticViTSupernet
 from nasforge.supernets.sampling import ComplexityAwareSampler
 from nasforge.supernets.trainer import SandwichTrainer
 
-SAMPLERS = ("uniform", "complexity", "performance")
+#: arm -> (trainer sampler, extra sampler options)
+ARMS = {"uniform": ("uniform", {}), "complexity": ("complexity", {}), "performance": ("performance", {}),
+        "performance_explore": ("performance", {"exploit": 0.5})}
+EXPLORE = ARMS["performance_explore"][1]["exploit"]
 PANEL = 12
 SAMPLER_OPTIONS = {"max_flops_ratio": 1.5, "candidates": 4, "bank_size": 256, "min_bank": 16}
 BAND_POOL = 12
@@ -98,12 +103,12 @@ def run_part(quick: bool = False) -> dict:
     spec = TrainingSpec(epochs=epochs, batch_size=64, lr=0.1, warmup_epochs=0.2, weight_decay=5e-5)
     rows: list[dict] = []
     for seed in seeds:
-        for sampler in SAMPLERS:
+        for arm, (sampler, extra) in ARMS.items():
             torch.manual_seed(seed)
             net = ElasticViTSupernet(space)
             with tempfile.TemporaryDirectory() as tmp:
                 trainer = SandwichTrainer(net, data, spec, seed=seed, checkpoint_dir=tmp, options={
-                    "sampling": "uniform", "sampler": sampler, "sampler_options": SAMPLER_OPTIONS,
+                    "sampling": "uniform", "sampler": sampler, "sampler_options": {**SAMPLER_OPTIONS, **extra},
                     "eval_images": 1000, "calib_images": 512, "eval_smallest": False, "threads": 1})
                 recorder = _Recorder(trainer.sampler, space)
                 trainer.sampler = recorder
@@ -123,7 +128,7 @@ def run_part(quick: bool = False) -> dict:
             low_band = smallest_f * (largest_f / smallest_f) ** 0.25  # cheapest quarter of log-FLOPs
             stats = getattr(recorder.inner, "stats", {})
             rows.append({
-                "seed": seed, "sampler": sampler, "steps": trainer.step,
+                "seed": seed, "sampler": arm, "steps": trainer.step,
                 "smallest_acc": accs["smallest"], "median_acc": accs["median"], "largest_acc": accs["largest"],
                 "panel_mean_acc": float(np.mean(panel_accs)), "panel_min_acc": float(np.min(panel_accs)),
                 **{f"best_{band}_acc": b[0] for band, b in best.items()},
@@ -135,7 +140,7 @@ def run_part(quick: bool = False) -> dict:
                 "estimated_picks": int(stats.get("estimated_picks", 0)),
                 "train_seconds": round(seconds, 1), "eval_seconds": round(eval_seconds, 1),
             })
-            print(f"vit_sampling seed={seed} sampler={sampler}: {rows[-1]}", flush=True)
+            print(f"vit_sampling seed={seed} arm={arm}: {rows[-1]}", flush=True)
 
     def gain(key: str, arm: str = "performance") -> float:
         by = {(r["seed"], r["sampler"]): r[key] for r in rows}
@@ -150,6 +155,9 @@ def run_part(quick: bool = False) -> dict:
         "complexity_only_gain_smallest_points": gain("smallest_acc", "complexity"),
         "complexity_only_gain_median_points": gain("median_acc", "complexity"),
         "complexity_only_gain_largest_points": gain("largest_acc", "complexity"),
+        **{f"explore_gain_{k}_points": gain(f"{k}_acc", "performance_explore")
+           for k in ("smallest", "median", "largest", "panel_mean", "best_low", "best_mid", "best_high")},
+        "explore_exploit_probability": EXPLORE,
         "sampling_gain_panel_mean_points": gain("panel_mean_acc"),
         "complexity_only_gain_panel_mean_points": gain("panel_mean_acc", "complexity"),
         **{f"sampling_gain_best_{band}_points": gain(f"best_{band}_acc") for band in BANDS},
@@ -163,7 +171,8 @@ def run_part(quick: bool = False) -> dict:
         "notes": (
             "ElasticViT sampling (complexity-aware buckets, max_flops_ratio 1.5, + performance-aware best of 4 by "
             "a ridge loss estimate over the last 256 steps) vs uniform sampling, plus a complexity-only ablation "
-            "arm; elastic_vit mnist preset on "
+            f"arm and an exploring arm (performance_explore: the estimated best with probability {EXPLORE}, a random "
+            "candidate of the band otherwise; keys explore_gain_*); elastic_vit mnist preset on "
             f"MNIST-5k, single-path training, {epochs:g} epochs of batch 64 (the same steps for both), SGD lr 0.1; "
             "accuracies on the 500-image test split after BN recalibration on 512 training images. "
             f"Gains are percentage points, mean over seeds {seeds}. panel: the mean accuracy of {len(panel)} fixed "

@@ -22,6 +22,9 @@ Both implement the trainer's ``ArchSampler`` protocol (``sample_step`` / ``obser
   on, so the regression also has one indicator per time bin (``trend_bins`` bins of equal count
   over the bank's steps): the progress made while a child was trained is absorbed there instead
   of being credited to its choices (which matters most when the picks themselves drift).
+  Picking greedily feeds on itself (what is trained more shows a lower loss and is picked more),
+  so with ``exploit`` < 1 a step takes the estimated best only with that probability and a
+  random candidate of the band otherwise.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ class SamplerOptions(BaseModel):
     mutation: float = Field(default=0.2, ge=0, le=1, description="per-choice resample probability of a draw")
     trend_bins: int = Field(default=8, ge=1, le=256, description="performance-aware: time bins of the loss "
                             "regression that absorb training progress (1: none)")
+    exploit: float = Field(default=1.0, ge=0, le=1, description="performance-aware: probability that a step "
+                           "trains the best-estimated candidate; otherwise a random candidate of the same band "
+                           "(choices the estimate disfavours keep getting trained)")
 
     @model_validator(mode="after")
     def _bank(self) -> SamplerOptions:
@@ -203,7 +209,7 @@ class ComplexityAwareSampler:
             if prev is None:
                 return self.space.to_indices(self.space.sample(rng))
             return start
-        if len(found) > 1:
+        if len(found) > 1 and (self.options.exploit >= 1.0 or rng.random() < self.options.exploit):
             est = self.estimate(found)
             self.last_estimate = est
             if est is not None:

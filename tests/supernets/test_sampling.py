@@ -107,6 +107,30 @@ def test_performance_aware_trains_the_estimated_best_candidate(space):
     assert any_global > 20 and picked_global == any_global
 
 
+@pytest.mark.parametrize("exploit", [0.0, 0.5])
+def test_exploit_below_one_trains_a_random_candidate_on_the_other_steps(space, exploit):
+    sampler = ComplexityAwareSampler(space, 1, performance=True, options={
+        "buckets": 6, "max_flops_ratio": 2.0, "candidates": 6, "min_bank": 8, "exploit": exploit})
+    _bank_favouring_global_window(space, sampler)
+    estimated = random_picks = 0
+    for step in range(1, 81):
+        arch = sampler.sample_step(step, np.random.default_rng([6, step]))[0]
+        cands, est = sampler.last_candidates, sampler.last_estimate
+        if len(cands) < 2:
+            continue
+        if est is None:  # an exploring step: the first (random) candidate, nothing estimated
+            random_picks += 1
+            assert arch == space.from_indices(cands[0])
+        else:
+            estimated += 1
+            assert arch == space.from_indices(cands[int(np.argmin(est))])
+    assert sampler.stats["estimated_picks"] == estimated
+    if exploit == 0.0:
+        assert estimated == 0 and random_picks > 40
+    else:
+        assert estimated > 15 and random_picks > 15
+
+
 def test_training_progress_is_not_read_as_an_arch_effect(space):
     """Losses fall as training goes on and the picks drift (window 8 is trained more and more);
     the estimate should see window 8's true advantage (0.2), not the progress made meanwhile."""
