@@ -426,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("export", help="export a candidate for deployment")
     sp.add_argument("job_id")
     sp.add_argument("candidate", nargs="?", default=None, help="candidate id or key")
-    sp.add_argument("--best", default=None, metavar="METRIC", help="export the best done candidate by METRIC")
+    sp.add_argument("--best", default=None, metavar="METRIC", help="export the best done candidate by METRIC (feasible ones first; "
+                    "ties go to a Pareto-front member, then to the better other objectives)")
     sp.add_argument("-o", "--output", required=True, help="folder inside NASFORGE_HOME/exports")
     sp.add_argument("--json", action="store_true")
     with_store(sp)

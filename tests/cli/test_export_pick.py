@@ -1,0 +1,44 @@
+"""``nasforge export --best METRIC``: which stored candidate it picks (real SQLite store)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from nasforge.core.spec import JobSpec
+from nasforge.core.types import EvalResult
+from nasforge.export import pick_candidate
+from nasforge.spaces import SPACES
+from nasforge.store import open_store
+
+QUICKSTART = Path(__file__).parents[2] / "examples" / "quickstart.yaml"
+
+
+def test_a_tie_on_the_metric_goes_to_the_pareto_member_then_the_better_other_objectives(tmp_path: Path) -> None:
+    spec = JobSpec.model_validate(yaml.safe_load(QUICKSTART.read_text()))  # accuracy max, latency_ms min
+    space = SPACES.get(spec.space.name)(spec.space.options)
+    rng = np.random.default_rng(0)
+    archs = []
+    while len(archs) < 5:
+        a = space.sample(rng)
+        if a not in archs:
+            archs.append(a)
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    job = store.create_job(spec.model_dump(mode="json"), name="pick", seed=0)
+    store.add_candidates(job.id, archs, generation=0)
+    # ids in insertion order; the two best accuracies tie (0.96), the older one is slower
+    metrics = [{"accuracy": 0.96, "latency_ms": 2.0}, {"accuracy": 0.96, "latency_ms": 1.0},
+               {"accuracy": 0.95, "latency_ms": 0.5}, {"accuracy": 0.40, "latency_ms": 0.1},
+               {"accuracy": 0.90, "latency_ms": 0.9}]
+    store.record_results(job.id, [EvalResult(a.key(), m) for a, m in zip(archs, metrics, strict=True)])
+    cands = {c.key: c for c in store.get_candidates(job.id)}
+    ids = [cands[a.key()].id for a in archs]
+    store.set_pareto(job.id, [archs[i].key() for i in (1, 2)])  # archs[3] breaks "accuracy >= 0.5"
+
+    assert pick_candidate(store, job.id, None, "accuracy", spec).id == ids[1]  # not the older, slower tie
+    assert pick_candidate(store, job.id, None, "latency_ms", spec).id == ids[2]  # the infeasible 0.1 ms is skipped
+    store.set_pareto(job.id, [])  # without front flags the other objective still breaks the tie
+    assert pick_candidate(store, job.id, None, "accuracy", spec).id == ids[1]
+    assert pick_candidate(store, job.id, str(ids[0]), None, spec).id == ids[0]  # an explicit id is taken as is
