@@ -32,11 +32,12 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
 
 
-def _model_of(tp: Any) -> type[BaseModel] | None:
+def model_of(tp: Any) -> type[BaseModel] | None:
+    """The pydantic model in a field annotation (``Sub``, ``Sub | None``, ``list[Sub]``), or None."""
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return tp
     for a in typing.get_args(tp):
-        m = _model_of(a)
+        m = model_of(a)
         if m is not None:
             return m
     return None
@@ -67,7 +68,7 @@ def _rows(model: type[BaseModel], prefix: str, sections: list[tuple[str, type[Ba
     rows = []
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
-        sub_model = _model_of(field.annotation)
+        sub_model = model_of(field.annotation)
         sub_doc = (sub_model.__doc__ or "").strip().splitlines() if sub_model is not None else []
         desc = field.description or (sub_doc[0] if sub_doc else "")
         rows.append(f"| `{path}` | {_type_name(field.annotation)} | {_default(field)} | {_limits(field)} | {desc} |")

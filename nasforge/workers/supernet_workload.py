@@ -24,6 +24,7 @@ from typing import Any
 
 from nasforge.core.errors import JobSpecError, NasforgeError
 from nasforge.core.spec import JobSpec
+from nasforge.core.spec_docs import model_of
 from nasforge.core.types import ARCH_SCHEMA_VERSION, Arch
 from nasforge.spaces import SPACES
 from nasforge.spaces.base import SearchSpace
@@ -49,7 +50,14 @@ def _validate_options(cls: Any, options: dict[str, Any], where: str) -> None:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         msg = "unknown option" if first["type"] == "extra_forbidden" else first["msg"]
-        allowed = ", ".join(model.model_fields)
+        holder = model  # the options group holding the key (e.g. training.options.sampler_options)
+        for part in first["loc"][:-1]:
+            field = holder.model_fields.get(str(part))
+            sub = model_of(field.annotation) if field is not None else None
+            if sub is None:
+                break
+            holder = sub
+        allowed = ", ".join(holder.model_fields)
         raise JobSpecError(f"{where}.{loc}: {msg} (options: {allowed})") from None
 
 

@@ -59,6 +59,8 @@ EXPECTED = {
     "binary": "binary file",
     "not_utf8": "not UTF-8",
     "sampler_buckets_too_wide": "training.options.sampler_options.buckets",
+    # the options listed are the sampler's, not the trainer's
+    "unknown_sampler_option": "sampler_options.explot: unknown option (options: buckets, max_flops_ratio,",
     "compress_model_dataset_mismatch": "model.source: tests.compress.helpers:tiny_digits_cnn fails on an input",
 }
 

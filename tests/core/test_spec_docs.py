@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from nasforge.core.spec import JobSpec
-from nasforge.core.spec_docs import _model_of, job_file_reference
+from nasforge.core.spec_docs import job_file_reference, model_of
 
 DOC = Path(__file__).parents[2] / "docs" / "job-file.md"
 
@@ -18,7 +18,7 @@ def test_every_key_is_documented() -> None:
         for name, field in model.model_fields.items():  # type: ignore[attr-defined]
             path = prefix + name
             assert f"| `{path}` |" in text, path
-            sub = _model_of(field.annotation)
+            sub = model_of(field.annotation)
             assert field.description or sub is not None, f"{path} has no description"
             if sub is not None and sub not in seen:
                 seen.add(sub)
