@@ -305,7 +305,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from nasforge.export import export_candidate
 
     if (args.candidate is None) == (args.best is None):
-        raise NasforgeError("export: give a CANDIDATE (id or key) or --best METRIC, not both")
+        which = "neither was given" if args.candidate is None else "not both"
+        raise NasforgeError(f"export: give a CANDIDATE (id or key) or --best METRIC ({which})")
     store = open_store_for(url=args.store)
     cand, target, files = export_candidate(store, args.job_id, args.output, ref=args.candidate, best=args.best)
     if args.json:

@@ -62,7 +62,9 @@ def pick_candidate(store: Store, job_id: str, ref: str | None, best: str | None,
         feasible = [c for c in done if all(k.to_constraint().satisfied(c.metrics) for k in spec.constraints)]
         pool = feasible or done
         if not pool:
-            raise StoreError(f"job {job_id} has no done candidate with metric {best!r}")
+            have = sorted({m for c in store.get_candidates(job_id, status=CandidateStatus.DONE) for m in c.metrics})
+            hint = f"; its candidates have: {', '.join(have)}" if have else "; it has no done candidate yet"
+            raise StoreError(f"job {job_id} has no done candidate with metric {best!r}{hint}")
         cand = min(pool, key=lambda c: best_key(c, best, direction, spec))
     if cand.status != CandidateStatus.DONE:
         raise ExportError(f"candidate {cand.id} is {cand.status.value}, only done candidates can be exported")

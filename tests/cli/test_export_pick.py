@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
+from nasforge.cli import main
+from nasforge.core.errors import StoreError
 from nasforge.core.spec import JobSpec
 from nasforge.core.types import EvalResult
 from nasforge.export import pick_candidate
@@ -42,3 +45,16 @@ def test_a_tie_on_the_metric_goes_to_the_pareto_member_then_the_better_other_obj
     store.set_pareto(job.id, [])  # without front flags the other objective still breaks the tie
     assert pick_candidate(store, job.id, None, "accuracy", spec).id == ids[1]
     assert pick_candidate(store, job.id, str(ids[0]), None, spec).id == ids[0]  # an explicit id is taken as is
+    with pytest.raises(StoreError, match="no done candidate with metric 'acuracy'; its candidates have: accuracy, latency_ms"):
+        pick_candidate(store, job.id, None, "acuracy", spec)
+
+
+@pytest.mark.parametrize("args, says", [(["-o", "x"], "neither was given"),
+                                        (["3", "--best", "accuracy", "-o", "x"], "not both")])
+def test_export_needs_exactly_one_of_candidate_and_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str], args: list[str],
+                                                        says: str) -> None:
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    assert main(["export", "some-job", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1
