@@ -347,6 +347,8 @@ def parse_job_text(text: str, source: str = "<job>") -> JobSpec:
 def load_job_file(path: str | Path) -> JobSpec:
     """Read and validate a job file. Raises JobSpecError (never anything else for bad input)."""
     p = Path(path)
+    if p.is_dir():
+        raise JobSpecError(f"{p}: is a folder; give the job file (e.g. {p / 'job.yaml'})")
     if not p.is_file():
         raise JobSpecError(f"{p}: no such job file")
     size = p.stat().st_size

@@ -114,9 +114,13 @@ def test_huge_file_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps
     assert _store_rows(tmp_path) == 0
 
 
-def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
     assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
     assert "no such job file" in capsys.readouterr().err
+    assert main(["submit", str(tmp_path)]) == 2  # a folder
+    assert "is a folder; give the job file" in capsys.readouterr().err
+    assert _store_rows(tmp_path) == 0
 
 
 @pytest.mark.slow
