@@ -216,6 +216,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows))
         return 0
+    if not rows:
+        print(f"no jobs in the store {store.display_url}; `nasforge submit JOB.yaml` runs one")
+        return 0
     from rich.table import Table
 
     table = Table(title="jobs")
@@ -447,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_logs)
 
     sp = sub.add_parser("ui", help="the MLflow UI on this project's tracking store (127.0.0.1)")
-    sp.add_argument("--port", type=int, default=5000)
+    sp.add_argument("--port", type=int_in(1, 65535), default=5000)
     sp.add_argument("--uri", default=None, help="tracking URI (default: SQLite in NASFORGE_HOME)")
     sp.set_defaults(func=cmd_ui)
 
@@ -455,17 +458,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--space", required=True)
     sp.add_argument("--options", default=None, help="space options as JSON")
     sp.add_argument("--out", default=None, help="JSON file (default NASFORGE_HOME/latency/SPACE.json)")
-    sp.add_argument("--warmup", type=int, default=3)
-    sp.add_argument("--repeats", type=int, default=10)
-    sp.add_argument("--threads", type=int, default=1)
-    sp.add_argument("--batch-size", type=int, default=1)
-    sp.add_argument("--rounds", type=int, default=5, help="interleaved passes over all ops (median of rounds)")
+    sp.add_argument("--warmup", type=int_in(0), default=3)
+    sp.add_argument("--repeats", type=int_in(1), default=10)
+    sp.add_argument("--threads", type=int_in(1), default=1)
+    sp.add_argument("--batch-size", type=int_in(1), default=1)
+    sp.add_argument("--rounds", type=int_in(1), default=5, help="interleaved passes over all ops (median of rounds)")
     sp.add_argument("--statistic", choices=["median", "min"], default="median",
                     help="per round, median or min of the repeats (min: steadier on a shared machine)")
     sp.add_argument("--reference", action="store_true",
                     help="normalise each timing by a reference op timed just before it (cancels slow spells)")
     sp.set_defaults(func=cmd_profile_device)
     return p
+
+
+def int_in(low: int, high: int | None = None) -> Any:
+    """argparse type: an integer in [low, high] (argparse turns the ValueError into one usage line, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range; give an integer {bound}")
+        return value
+
+    return parse
 
 
 def _version() -> str:

@@ -237,8 +237,13 @@ class SqlStore(Store):
     def close(self) -> None:
         self._engine.dispose()
 
+    @property
+    def display_url(self) -> str:
+        """The store URL for messages (password hidden)."""
+        return _redact(self.url)
+
     def __repr__(self) -> str:
-        return f"SqlStore({_redact(self.url)})"
+        return f"SqlStore({self.display_url})"
 
     # ---- conversions ----------------------------------------------------------------------
     @staticmethod

@@ -62,9 +62,16 @@ def run_ui(uri: str | None = None, host: str = "127.0.0.1", port: int = 5000) ->
                 proc.wait()
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; give a port in 1..65535")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nasforge.tracking.ui", description=__doc__)
-    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--port", type=_port, default=5000)
     parser.add_argument("--uri", default=None, help="tracking URI (default: NASFORGE_HOME/mlflow.db)")
     args = parser.parse_args(argv)
     return run_ui(args.uri, port=args.port)

@@ -1,0 +1,40 @@
+"""Command-line arguments and empty states: bad numbers get one usage line and exit 2; nothing is started."""
+
+from __future__ import annotations
+
+import pytest
+
+from nasforge.cli import main
+from nasforge.tracking import ui
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["ui", "--port", "99999"], "argument --port: 99999 is out of range; give an integer in 1..65535"),
+    (["profile-device", "--space", "bignas_cnn", "--rounds", "0"], "argument --rounds: 0 is out of range"),
+    (["profile-device", "--space", "bignas_cnn", "--warmup", "-1"], "argument --warmup: -1 is out of range"),
+    (["profile-device", "--space", "bignas_cnn", "--repeats", "ten"], "argument --repeats: 'ten' is not an integer"),
+])
+def test_out_of_range_numbers_exit_2_with_one_line(argv: list[str], says: str, tmp_path, monkeypatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err
+    assert not (tmp_path / "latency").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_ui_module_refuses_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        ui.main(["--port", "0"])
+    assert e.value.code == 2
+    assert "give a port in 1..65535" in capsys.readouterr().err
+
+
+def test_list_on_an_empty_store_says_how_to_start(tmp_path, monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    assert main(["list"]) == 0
+    assert "no jobs in the store sqlite:///" in capsys.readouterr().out
+    assert main(["list", "--json"]) == 0
+    assert capsys.readouterr().out.strip() == "[]"
