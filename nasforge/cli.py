@@ -281,14 +281,22 @@ def cmd_results(args: argparse.Namespace) -> int:
     from nasforge.compose import open_store_for
     from nasforge.store import export_formats
 
+    fmt = args.format
+    if fmt is None:  # from the output file's suffix, else the terminal table
+        suffixes = {".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+        fmt = suffixes.get(Path(args.output).suffix.lower()) if args.output else "table"
+        if fmt is None:
+            raise NasforgeError(f"results -o {args.output}: name a .json, .csv or .parquet file, or give "
+                                "--format json|csv|parquet")
+    if fmt == "table" and args.output:
+        raise NasforgeError("results --format table prints to the terminal; with -o FILE use --format json|csv|parquet")
+    if fmt == "parquet" and not args.output:
+        raise NasforgeError("results --format parquet needs -o FILE (Parquet is binary)")
     store = open_store_for(url=args.store)
     store.get_job(args.job_id)
     cands = store.get_candidates(args.job_id)
     if args.pareto:
         cands = [c for c in cands if c.pareto]
-    fmt = args.format
-    if fmt == "parquet" and not args.output:
-        raise NasforgeError("results --format parquet needs -o FILE (Parquet is binary)")
     if fmt == "table":
         _console().print(_candidate_table(cands, f"candidates of {args.job_id}"))
         return 0
@@ -422,8 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("results", help="candidates of a job")
     sp.add_argument("job_id")
     sp.add_argument("--pareto", action="store_true", help="only the Pareto front")
-    sp.add_argument("--format", choices=("table", "json", "csv", "parquet"), default="table")
-    sp.add_argument("-o", "--output", default=None)
+    sp.add_argument("--format", choices=("table", "json", "csv", "parquet"), default=None,
+                    help="default: from the -o file's suffix, else a table on the terminal")
+    sp.add_argument("-o", "--output", default=None, help="write to this file instead of the terminal")
     with_store(sp)
     sp.set_defaults(func=cmd_results)
 

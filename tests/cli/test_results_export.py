@@ -1,0 +1,85 @@
+"""``nasforge export --best METRIC`` (which stored candidate it picks) and ``nasforge results -o FILE``, on a real SQLite store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from nasforge.cli import main
+from nasforge.core.errors import StoreError
+from nasforge.core.spec import JobSpec
+from nasforge.core.types import EvalResult
+from nasforge.export import pick_candidate
+from nasforge.spaces import SPACES
+from nasforge.store import open_store
+
+QUICKSTART = Path(__file__).parents[2] / "examples" / "quickstart.yaml"
+
+
+def _job(db: Path) -> tuple[Any, JobSpec, str, list[Any], list[int]]:
+    """A quickstart job with 5 done candidates; ids in insertion order; the two best accuracies tie
+    (0.96) and the older one is slower; 1 and 2 on the front; 3 breaks "accuracy >= 0.5"."""
+    spec = JobSpec.model_validate(yaml.safe_load(QUICKSTART.read_text()))  # accuracy max, latency_ms min
+    space = SPACES.get(spec.space.name)(spec.space.options)
+    rng = np.random.default_rng(0)
+    archs: list[Any] = []
+    while len(archs) < 5:
+        a = space.sample(rng)
+        if a not in archs:
+            archs.append(a)
+    store = open_store(f"sqlite:///{db}")
+    job = store.create_job(spec.model_dump(mode="json"), name="pick", seed=0)
+    store.add_candidates(job.id, archs, generation=0)
+    metrics = [{"accuracy": 0.96, "latency_ms": 2.0}, {"accuracy": 0.96, "latency_ms": 1.0},
+               {"accuracy": 0.95, "latency_ms": 0.5}, {"accuracy": 0.40, "latency_ms": 0.1},
+               {"accuracy": 0.90, "latency_ms": 0.9}]
+    store.record_results(job.id, [EvalResult(a.key(), m) for a, m in zip(archs, metrics, strict=True)])
+    cands = {c.key: c for c in store.get_candidates(job.id)}
+    ids = [cands[a.key()].id for a in archs]
+    store.set_pareto(job.id, [archs[i].key() for i in (1, 2)])
+    return store, spec, job.id, archs, ids
+
+
+def test_a_tie_on_the_metric_goes_to_the_pareto_member_then_the_better_other_objectives(tmp_path: Path) -> None:
+    store, spec, job_id, archs, ids = _job(tmp_path / "store.db")
+
+    assert pick_candidate(store, job_id, None, "accuracy", spec).id == ids[1]  # not the older, slower tie
+    assert pick_candidate(store, job_id, None, "latency_ms", spec).id == ids[2]  # the infeasible 0.1 ms is skipped
+    store.set_pareto(job_id, [])  # without front flags the other objective still breaks the tie
+    assert pick_candidate(store, job_id, None, "accuracy", spec).id == ids[1]
+    assert pick_candidate(store, job_id, str(ids[0]), None, spec).id == ids[0]  # an explicit id is taken as is
+    with pytest.raises(StoreError, match="no done candidate with metric 'acuracy'; its candidates have: accuracy, latency_ms"):
+        pick_candidate(store, job_id, None, "acuracy", spec)
+
+
+@pytest.mark.parametrize("args, says", [(["-o", "x"], "neither was given"),
+                                        (["3", "--best", "accuracy", "-o", "x"], "not both")])
+def test_export_needs_exactly_one_of_candidate_and_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str], args: list[str],
+                                                        says: str) -> None:
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    assert main(["export", "some-job", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1
+
+
+def test_results_to_a_file_takes_the_format_from_its_suffix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    _, _, job_id, _, _ = _job(tmp_path / "nasforge.db")  # the default store of NASFORGE_HOME
+    assert main(["results", job_id, "-o", str(tmp_path / "all.parquet")]) == 0
+    assert pq.read_table(tmp_path / "all.parquet").num_rows == 5
+    assert main(["results", job_id, "--pareto", "-o", str(tmp_path / "front.csv")]) == 0
+    assert len((tmp_path / "front.csv").read_text().strip().splitlines()) == 1 + 2
+    capsys.readouterr()
+    for argv, says in ((["-o", str(tmp_path / "out.txt")], "name a .json, .csv or .parquet file"),
+                       (["--format", "table", "-o", str(tmp_path / "t.csv")], "prints to the terminal")):
+        assert main(["results", job_id, *argv]) == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "out.txt").exists() and not (tmp_path / "t.csv").exists()
