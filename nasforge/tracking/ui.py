@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
 
+from nasforge.core.errors import ResourceUnavailableError
 from nasforge.core.paths import default_tracking_uri
 
 
@@ -27,6 +29,16 @@ def ui_command(uri: str, host: str = "127.0.0.1", port: int = 5000, *, workers: 
     return cmd
 
 
+def _check_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is free
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            raise ResourceUnavailableError(f"--port {port}: {host}:{port} is not free ({e.strerror}); "
+                                           "pick another port with --port") from None
+
+
 def run_ui(uri: str | None = None, host: str = "127.0.0.1", port: int = 5000) -> int:
     """Serve the MLflow UI for ``uri`` (default: ``NASFORGE_HOME/mlflow.db``) until Ctrl-C.
 
@@ -36,6 +48,7 @@ def run_ui(uri: str | None = None, host: str = "127.0.0.1", port: int = 5000) ->
     from nasforge.tracking.mlflow_tracker import apply_http_env_defaults, ensure_tracking_store
 
     apply_http_env_defaults()
+    _check_free(host, port)  # mlflow server logs a bind error and exits 0; say it here instead
     uri = ensure_tracking_store(uri or default_tracking_uri())
     cmd = ui_command(uri, host, port)
     print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C stops it)", flush=True)
@@ -74,7 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=_port, default=5000)
     parser.add_argument("--uri", default=None, help="tracking URI (default: NASFORGE_HOME/mlflow.db)")
     args = parser.parse_args(argv)
-    return run_ui(args.uri, port=args.port)
+    try:
+        return run_ui(args.uri, port=args.port)
+    except ResourceUnavailableError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 if __name__ == "__main__":

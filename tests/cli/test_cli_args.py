@@ -38,3 +38,18 @@ def test_list_on_an_empty_store_says_how_to_start(tmp_path, monkeypatch, capsys:
     assert "no jobs in the store sqlite:///" in capsys.readouterr().out
     assert main(["list", "--json"]) == 0
     assert capsys.readouterr().out.strip() == "[]"
+
+
+def test_ui_on_a_port_in_use_exits_2_before_starting_mlflow(tmp_path, monkeypatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["ui", "--port", str(port)]) == 2
+        assert f"127.0.0.1:{port} is not free" in capsys.readouterr().err
+        assert ui.main(["--port", str(port)]) == 2
+    assert not (tmp_path / "mlflow.db").exists()
