@@ -84,12 +84,25 @@ def validate(spec: JobSpec, *, address: str | None = None) -> SearchSpace:
                     f"workers.gpus: {spec.workers.gpus:g} GPU per worker requested but this machine has no "
                     "CUDA GPU; set workers.gpus: 0 or submit with --address to a cluster with GPUs"
                 )
+        cores = os.cpu_count() or 1
+        asked = spec.workers.count * spec.workers.cpus
+        if asked > LOCAL_OVERSUBSCRIPTION * cores:
+            raise ResourceUnavailableError(
+                f"workers.count: {spec.workers.count} workers x {spec.workers.cpus:g} CPU is {asked:g} CPUs on this "
+                f"{cores}-CPU machine; each worker holds a model and times latency, so past "
+                f"{LOCAL_OVERSUBSCRIPTION} per core they only queue (and distort latency); use workers.count <= "
+                f"{int(LOCAL_OVERSUBSCRIPTION * cores / spec.workers.cpus)} or submit with --address to a cluster"
+            )
         if spec.workers.resources:
             raise ResourceUnavailableError(
                 f"workers.resources: custom resources {sorted(spec.workers.resources)} exist only on a Ray "
                 "cluster; remove them or submit with --address"
             )
     return space
+
+
+#: a local instance refuses more than this many worker CPUs per core of the machine
+LOCAL_OVERSUBSCRIPTION = 4
 
 
 def load_and_validate(path: str | Path, *, address: str | None = None) -> tuple[JobSpec, SearchSpace]:

@@ -201,7 +201,8 @@ class EvaluationSpec(_Strict):
 class WorkersSpec(_Strict):
     """The pool of Ray actors that evaluate candidates."""
 
-    count: int = Field(default=2, ge=1, le=4096, description="Ray actors evaluating candidates")
+    count: int = Field(default=2, ge=1, le=4096, description="Ray actors evaluating candidates (a local instance "
+                       "takes up to 4 worker CPUs per core; more needs --address)")
     cpus: float = Field(default=1, gt=0, le=1024, description="CPUs per worker")
     gpus: float = Field(default=0, ge=0, le=64, description="GPUs per worker")
     resources: dict[str, float] = Field(default_factory=dict, description="Ray custom resources per worker")

@@ -20,6 +20,7 @@ EXPECTED = {
     "negative_budget": "budget.evaluations",
     "negative_wall_time": "budget.wall_time_s",
     "zero_workers": "workers.count",
+    "too_many_local_workers": "workers.count: 1000 workers x 1 CPU is 1000 CPUs on this",
     "unknown_space": "space.name: unknown space",
     "unknown_strategy": "strategy.name: unknown strategy",
     "unknown_supernet": "supernet.name: unknown supernet",
