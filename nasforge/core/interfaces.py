@@ -46,6 +46,11 @@ class Store(ABC):
     stored candidate; recording a result for a candidate already done changes nothing.
     """
 
+    @property
+    def display_url(self) -> str:
+        """Where the store lives, for messages (no secrets); implementations name their URL."""
+        return type(self).__name__
+
     @abstractmethod
     def create_job(self, spec: Mapping[str, Any], *, name: str, seed: int) -> Job: ...
 
