@@ -459,7 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_logs)
 
     sp = sub.add_parser("ui", help="the MLflow UI on this project's tracking store (127.0.0.1)")
-    sp.add_argument("--port", type=int_in(1, 65535), default=5000)
+    from nasforge.tracking.ui import port_number  # stdlib + core only at import
+
+    sp.add_argument("--port", type=port_number, default=5000)
     sp.add_argument("--uri", default=None, help="tracking URI (default: SQLite in NASFORGE_HOME)")
     sp.set_defaults(func=cmd_ui)
 
@@ -480,16 +482,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def int_in(low: int, high: int | None = None) -> Any:
-    """argparse type: an integer in [low, high] (argparse turns the ValueError into one usage line, exit 2)."""
+def int_in(low: int) -> Any:
+    """argparse type: an integer >= ``low`` (argparse turns the error into one usage line, exit 2)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low or (high is not None and value > high):
-            bound = f">= {low}" if high is None else f"in {low}..{high}"
-            raise argparse.ArgumentTypeError(f"{value} is out of range; give an integer {bound}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is out of range; give an integer >= {low}")
         return value
 
     return parse

@@ -48,6 +48,10 @@ def _check_device_class_metrics(spec: JobSpec) -> None:
             )
 
 
+#: a local instance refuses more than this many worker CPUs per core of the machine
+LOCAL_OVERSUBSCRIPTION = 4
+
+
 def validate(spec: JobSpec, *, address: str | None = None) -> SearchSpace:
     """Check names, options and local resources. Writes nothing. Returns the built space."""
     kind = workload_kind(spec)
@@ -99,10 +103,6 @@ def validate(spec: JobSpec, *, address: str | None = None) -> SearchSpace:
                 "cluster; remove them or submit with --address"
             )
     return space
-
-
-#: a local instance refuses more than this many worker CPUs per core of the machine
-LOCAL_OVERSUBSCRIPTION = 4
 
 
 def load_and_validate(path: str | Path, *, address: str | None = None) -> tuple[JobSpec, SearchSpace]:

@@ -75,8 +75,12 @@ def run_ui(uri: str | None = None, host: str = "127.0.0.1", port: int = 5000) ->
                 proc.wait()
 
 
-def _port(text: str) -> int:
-    value = int(text)
+def port_number(text: str) -> int:
+    """argparse type of ``--port`` (here and in ``nasforge ui``): an integer in 1..65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is out of range; give a port in 1..65535")
     return value
@@ -84,7 +88,7 @@ def _port(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nasforge.tracking.ui", description=__doc__)
-    parser.add_argument("--port", type=_port, default=5000)
+    parser.add_argument("--port", type=port_number, default=5000)
     parser.add_argument("--uri", default=None, help="tracking URI (default: NASFORGE_HOME/mlflow.db)")
     args = parser.parse_args(argv)
     try:

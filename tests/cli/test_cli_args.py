@@ -9,7 +9,7 @@ from nasforge.tracking import ui
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["ui", "--port", "99999"], "argument --port: 99999 is out of range; give an integer in 1..65535"),
+    (["ui", "--port", "99999"], "argument --port: 99999 is out of range; give a port in 1..65535"),
     (["profile-device", "--space", "bignas_cnn", "--rounds", "0"], "argument --rounds: 0 is out of range"),
     (["profile-device", "--space", "bignas_cnn", "--warmup", "-1"], "argument --warmup: -1 is out of range"),
     (["profile-device", "--space", "bignas_cnn", "--repeats", "ten"], "argument --repeats: 'ten' is not an integer"),
