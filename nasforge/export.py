@@ -58,11 +58,12 @@ def pick_candidate(store: Store, job_id: str, ref: str | None, best: str | None,
         direction = next((o.direction for o in spec.objectives if o.metric == best), None)
         if direction is None:
             direction = Direction.MINIMIZE if best.startswith(("latency", "flops", "params", "model_bytes", "kl", "loss", "bops")) else Direction.MAXIMIZE
-        done = [c for c in store.get_candidates(job_id, status=CandidateStatus.DONE) if best in c.metrics]
+        all_done = store.get_candidates(job_id, status=CandidateStatus.DONE)
+        done = [c for c in all_done if best in c.metrics]
         feasible = [c for c in done if all(k.to_constraint().satisfied(c.metrics) for k in spec.constraints)]
         pool = feasible or done
         if not pool:
-            have = sorted({m for c in store.get_candidates(job_id, status=CandidateStatus.DONE) for m in c.metrics})
+            have = sorted({m for c in all_done for m in c.metrics})
             hint = f"; its candidates have: {', '.join(have)}" if have else "; it has no done candidate yet"
             raise StoreError(f"job {job_id} has no done candidate with metric {best!r}{hint}")
         cand = min(pool, key=lambda c: best_key(c, best, direction, spec))
