@@ -249,7 +249,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         from nasforge.workers.cluster import cluster_status
 
         return cluster_status(args.job_id, address=address, json_out=args.json)
-    from nasforge.core.types import CandidateStatus
+    from nasforge.core.spec import JobSpec
+    from nasforge.core.types import CandidateStatus, best_per_objective
 
     store = open_store_for(url=args.store)
     job = store.get_job(args.job_id)
@@ -257,11 +258,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     ckpt = store.load_checkpoint(job.id)
     row["round"] = ckpt[0] if ckpt else 0
     done = store.get_candidates(job.id, status=CandidateStatus.DONE)
-    best: dict[str, float] = {}
-    for o in job.spec.get("objectives", []):
-        vals = [c.metrics[o["metric"]] for c in done if o["metric"] in c.metrics]
-        if vals:
-            best[o["metric"]] = max(vals) if o["direction"] == "maximize" else min(vals)
+    spec = JobSpec.model_validate(dict(job.spec))
+    # the same summary the submit progress line shows: per objective, over children within the constraints
+    best = best_per_objective((c.metrics for c in done), spec.objective_list(), spec.constraint_list())
     row["best"] = best
     row["error"] = job.error
     if args.json:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import operator
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -157,6 +157,29 @@ class Constraint:
 
     def __str__(self) -> str:
         return f"{self.metric} {self.op} {self.bound:g}"
+
+
+def best_per_objective(metrics: Iterable[Mapping[str, float]], objectives: Iterable[Objective],
+                       constraints: Iterable[Constraint] = (),
+                       best: dict[str, float] | None = None) -> dict[str, float]:
+    """Each objective's best value over the metric sets that satisfy every constraint.
+
+    The values may come from different candidates (it is a per-objective summary, not a pick).
+    ``best`` is updated in place and returned, so a caller can fold results in as they arrive.
+    """
+    best = {} if best is None else best
+    objectives, constraints = list(objectives), list(constraints)
+    for m in metrics:
+        if any(not c.satisfied(m) for c in constraints):
+            continue
+        for o in objectives:
+            v = m.get(o.metric)
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                continue
+            cur = best.get(o.metric)
+            if cur is None or o.sign() * v < o.sign() * cur:
+                best[o.metric] = float(v)
+    return best
 
 
 @dataclass(frozen=True)

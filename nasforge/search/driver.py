@@ -32,6 +32,7 @@ from nasforge.core.types import (
     Job,
     JobState,
     Objective,
+    best_per_objective,
 )
 from nasforge.search.base import Strategy
 from nasforge.search.pareto import constrained_pareto_mask
@@ -186,19 +187,7 @@ class SearchDriver:
         return None
 
     def _best(self, results: Sequence[EvalResult], best: dict[str, float]) -> dict[str, float]:
-        for r in results:
-            if not r.ok:
-                continue
-            if self.constraints and any(not c.satisfied(r.metrics) for c in self.constraints):
-                continue
-            for o in self.objectives:
-                v = r.metrics.get(o.metric)
-                if v is None:
-                    continue
-                cur = best.get(o.metric)
-                if cur is None or o.sign() * v < o.sign() * cur:
-                    best[o.metric] = float(v)
-        return best
+        return best_per_objective((r.metrics for r in results if r.ok), self.objectives, self.constraints, best)
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self) -> DriverSummary:

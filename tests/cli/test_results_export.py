@@ -1,4 +1,5 @@
-"""``nasforge export --best METRIC`` (which stored candidate it picks) and ``nasforge results -o FILE``, on a real SQLite store."""
+"""``nasforge export --best METRIC`` (which stored candidate it picks), ``nasforge results -o FILE`` and the
+best-so-far of ``nasforge status``, on a real SQLite store."""
 
 from __future__ import annotations
 
@@ -83,3 +84,15 @@ def test_results_to_a_file_takes_the_format_from_its_suffix(tmp_path: Path, monk
         assert main(["results", job_id, *argv]) == 2
         assert says in capsys.readouterr().err
     assert not (tmp_path / "out.txt").exists() and not (tmp_path / "t.csv").exists()
+
+
+def test_status_best_so_far_skips_children_that_break_a_constraint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    _, _, job_id, _, _ = _job(tmp_path / "nasforge.db")
+    capsys.readouterr()
+    assert main(["status", job_id, "--json"]) == 0
+    # candidate 3 (0.1 ms) breaks "accuracy >= 0.5": the fastest allowed one is 0.5 ms, as submit's progress line says
+    assert json.loads(capsys.readouterr().out)["best"] == {"accuracy": 0.96, "latency_ms": 0.5}

@@ -71,3 +71,16 @@ def test_job_spec_device_class_latency_metric() -> None:
     assert spec.constraint_list()[0].metric == "latency_ms@a100"
     with pytest.raises(JobSpecError, match="only latency metrics take a device class"):
         parse_job_text(GOOD.replace("latency_ms <= 5", "accuracy@a100 >= 0.5"))
+
+
+def test_best_per_objective_folds_in_feasible_metrics_only() -> None:
+    from nasforge.core.types import Constraint, Direction, Objective, best_per_objective
+
+    objs = [Objective("accuracy", Direction.MAXIMIZE), Objective("latency_ms", Direction.MINIMIZE)]
+    cons = [Constraint("accuracy", ">=", 0.5)]
+    best = best_per_objective([{"accuracy": 0.9, "latency_ms": 3.0}, {"accuracy": 0.3, "latency_ms": 0.1},
+                               {"accuracy": 0.6, "latency_ms": float("nan")}], objs, cons)
+    assert best == {"accuracy": 0.9, "latency_ms": 3.0}
+    assert best_per_objective([{"accuracy": 0.7, "latency_ms": 1.0}], objs, cons, best) is best
+    assert best == {"accuracy": 0.9, "latency_ms": 1.0}
+    assert best_per_objective([{"accuracy": 0.3}], objs, cons) == {}
