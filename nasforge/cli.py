@@ -172,11 +172,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
         from nasforge.core.paths import job_dir
 
         logf = open(job_dir(job.id) / "driver.log", "ab")  # noqa: SIM115 - handed to the child
-        cmd = [sys.executable, "-m", "nasforge.cli", "resume", job.id, "--quiet"]
+        # not --quiet: the log gets what a foreground run prints (progress lines, the Pareto table, the
+        # final line), unbuffered so that `nasforge logs` shows a running job's progress
+        cmd = [sys.executable, "-m", "nasforge.cli", "resume", job.id]
         if args.address:
             cmd += ["--address", args.address]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if spec.store.url:
+            env["NASFORGE_STORE_URL"] = spec.store.url
         subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         start_new_session=True, env={**os.environ, "NASFORGE_STORE_URL": spec.store.url or ""} if spec.store.url else None)
+                         start_new_session=True, env=env)
         print(json.dumps({"job_id": job.id, "state": "created"}) if args.json else job.id)
         return 0
     return _run(args, spec, store)

@@ -226,9 +226,9 @@ def run_job(
     finally:
         if evaluator is not None:
             evaluator.close()
-        current = store.get_job(job.id).state
-        if current == JobState.CANCELLED:
-            state = JobState.CANCELLED
+        current = store.get_job(job.id)
+        if current.state == JobState.CANCELLED:  # `nasforge cancel` interrupted us: keep its note (resume refuses it)
+            state, error = JobState.CANCELLED, current.error
         store.set_job_state(job.id, state, error=error)
         pareto = [c for c in store.get_candidates(job.id) if c.pareto]
         artifacts: dict[str, Path] = {}

@@ -219,9 +219,11 @@ def test_cancel_marks_job_cancelled(trained: dict) -> None:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         st = json.loads(_cli(home, "status", job_id, "--json").stdout)
-        if st["evaluated"] > 0:
+        if st["evaluated"] >= 10:
             break
         time.sleep(1)
+    # the detached job logs what a foreground run prints, as it goes
+    assert "evaluated 10/200" in _cli(home, "logs", job_id).stdout
     cancel = _cli(home, "cancel", job_id)
     assert cancel.returncode == 0
     deadline = time.monotonic() + 120
@@ -231,6 +233,7 @@ def test_cancel_marks_job_cancelled(trained: dict) -> None:
             break
         time.sleep(1)
     assert st["state"] == "cancelled"
+    assert st["error"] == "cancelled by user"  # not "interrupted ...; continue with: nasforge resume" (refused)
     assert st["evaluated"] < 200
 
 
