@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -180,8 +181,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if spec.store.url:
             env["NASFORGE_STORE_URL"] = spec.store.url
-        subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         start_new_session=True, env=env)
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=env)
+        # the child rewrites this with the same pid once it runs; written here too, so that `status` and
+        # `logs --follow` see the driver from the first instant (and see it gone if it dies on start)
+        (job_dir(job.id) / "driver.pid").write_text(f"{proc.pid} {socket.gethostname()}\n")
         print(json.dumps({"job_id": job.id, "state": "created"}) if args.json else job.id)
         return 0
     return _run(args, spec, store)
@@ -201,11 +205,20 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _job_row(job: Any) -> dict[str, Any]:
+    from nasforge.compose import driver_process
+
     counts = dict(job.counts)
     budget = (job.spec.get("budget") or {}).get("evaluations")
     evaluated = counts.get("done", 0) + counts.get("failed", 0)
+    state, error = job.state.value, job.error
+    if state in ("created", "training", "running"):
+        where, pid = driver_process(job.id)
+        if where == "gone":  # killed -9, out of memory, a reboot: nothing recorded the end
+            state = "interrupted"
+            error = (f"its driver (process {pid} on this machine) ended without recording the job's end; "
+                     f"continue with: nasforge resume {job.id}")
     return {
-        "job_id": job.id, "name": job.name, "state": job.state.value,
+        "job_id": job.id, "name": job.name, "state": state, "error": error,
         "evaluated": evaluated, "budget": budget, "counts": counts,
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "started_at": job.started_at.isoformat() if job.started_at else None,
@@ -267,17 +280,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     # the same summary the submit progress line shows: per objective, over children within the constraints
     best = best_per_objective((c.metrics for c in done), spec.objective_list(), spec.constraint_list())
     row["best"] = best
-    row["error"] = job.error
     if args.json:
         print(json.dumps(row))
         return 0
     c = row["counts"]
-    print(f"job {job.id} ({job.name}): {job.state.value}")
+    print(f"job {job.id} ({job.name}): {row['state']}")
     print(f"  round {row['round']}; evaluated {row['evaluated']}/{row['budget']}: done {c.get('done', 0)}, "
           f"pending {c.get('pending', 0) + c.get('running', 0)}, failed {c.get('failed', 0)}")
     print("  best so far: " + (", ".join(f"{k}={_fmt(v)}" for k, v in best.items()) or "-"))
-    if job.error:
-        print(f"  note: {job.error}")
+    if row["error"]:
+        print(f"  note: {row['error']}")
     return 0
 
 
@@ -337,14 +349,40 @@ def cmd_logs(args: argparse.Namespace) -> int:
     address = _cluster_address(args)
     if address:
         return cluster_logs(args.job_id, address=address, follow=args.follow)
-    from nasforge.core.paths import job_dir
+    from nasforge.core.paths import home
 
-    log = job_dir(args.job_id) / "driver.log"
+    log = home() / "jobs" / args.job_id / "driver.log"
     if not log.exists():
         raise NasforgeError(f"job {args.job_id}: no driver.log (only --detach jobs log to a file; "
                             "for a cluster job give --address http://HEAD:8265)")
-    sys.stdout.write(log.read_text(errors="replace"))
-    return 0
+    if not args.follow:
+        sys.stdout.write(log.read_text(errors="replace"))
+        return 0
+    return _follow_log(args, log)
+
+
+def _follow_log(args: argparse.Namespace, log: Path, poll_s: float = 0.5) -> int:
+    """Print the log as it grows until the job's driver has ended (its end line included)."""
+    import time
+
+    from nasforge.compose import driver_process, open_store_for
+
+    store = open_store_for(url=args.store)
+    job = store.get_job(args.job_id)
+    with open(log, "rb") as f:
+        while True:
+            where = driver_process(job.id)[0]
+            state = store.get_job(job.id).state.value
+            # "unknown" with a live state: not started yet, or it runs elsewhere; keep waiting
+            ended = where == "gone" or (where == "unknown" and state not in ("created", "training", "running"))
+            chunk = f.read()
+            if chunk:
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
+            if ended:  # read once more after seeing the end, so the last lines are printed
+                sys.stdout.write(f.read().decode(errors="replace"))
+                return 0
+            time.sleep(poll_s)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -375,7 +413,7 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
     from nasforge.spaces import SPACES
     from nasforge.workers.profile import profile_device
 
-    space = SPACES.get(args.space, "--space")(json.loads(args.options) if args.options else {})
+    space = SPACES.get(args.space, "--space")(args.options or {})
     out_path = Path(args.out) if args.out else home() / "latency" / f"{args.space}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out = profile_device(space, out=out_path, warmup=args.warmup, repeats=args.repeats,
@@ -459,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("logs", help="the driver log of a job (a cluster job's with --address)")
     sp.add_argument("job_id", help="job id (--detach jobs), or the Ray submission id with --address")
     sp.add_argument("--address", default=None, help="Ray Jobs API http://HEAD:8265")
-    sp.add_argument("--follow", action="store_true", help="with --address: keep printing until the job ends")
+    sp.add_argument("--follow", action="store_true", help="keep printing as the log grows until the job ends")
+    with_store(sp)
     sp.set_defaults(func=cmd_logs)
 
     sp = sub.add_parser("ui", help="the MLflow UI on this project's tracking store (127.0.0.1)")
@@ -471,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("profile-device", help="build a per-operation latency table on this device")
     sp.add_argument("--space", required=True)
-    sp.add_argument("--options", default=None, help="space options as JSON")
+    sp.add_argument("--options", type=json_object, default=None,
+                    help='space options as a JSON object, e.g. \'{"preset": "mnist"}\'')
     sp.add_argument("--out", default=None, help="JSON file (default NASFORGE_HOME/latency/SPACE.json)")
     sp.add_argument("--warmup", type=int_in(0), default=3)
     sp.add_argument("--repeats", type=int_in(1), default=10)
@@ -498,6 +538,19 @@ def int_in(low: int) -> Any:
         return value
 
     return parse
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """argparse type: a JSON object (a bad one is one usage line naming the problem, exit 2)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid JSON ({e.msg} at column {e.colno}); "
+                                         'give an object such as \'{"preset": "mnist"}\'') from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is a JSON {type(value).__name__}; give an object "
+                                         'such as \'{"preset": "mnist"}\'')
+    return value
 
 
 def _version() -> str:

@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import signal
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 
 from nasforge.core.errors import JobSpecError, ResourceUnavailableError, StoreError
 from nasforge.core.interfaces import NullTracker, Store, Tracker
-from nasforge.core.paths import job_dir
+from nasforge.core.paths import home, job_dir
 from nasforge.core.spec import JobSpec, load_job_file
 from nasforge.core.types import Candidate, Job, JobState
 from nasforge.search import STRATEGIES
@@ -185,6 +187,11 @@ def run_job(
     """Run (or resume, when ``job`` is given) a job to its end. The store is the source of truth."""
     from nasforge.workers.pool import RayPoolEvaluator
 
+    if job is not None:  # resuming: never two drivers on one job
+        where, pid = driver_process(job.id)
+        if where == "alive" and pid != os.getpid():
+            raise StoreError(f"job {job.id} is still running (driver process {pid} on this machine); follow it "
+                             f"with `nasforge logs {job.id} --follow` or stop it with `nasforge cancel {job.id}`")
     space = validate(spec, address=address)
     kind = workload_kind(spec)
     workload_cls = WORKLOADS.get(kind)
@@ -193,7 +200,7 @@ def run_job(
         say(f"job {job.id} created")
     jdir = job_dir(job.id)
     (jdir / "job.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
-    (jdir / "driver.pid").write_text(str(os.getpid()))
+    (jdir / "driver.pid").write_text(f"{os.getpid()} {socket.gethostname()}\n")
     tracker = open_tracker(spec)
     evaluator = None
     state = JobState.FAILED
@@ -243,6 +250,51 @@ def run_job(
     return RunResult(store.get_job(job.id), summary, pareto, store.counts(job.id), artifacts)
 
 
+def driver_process(job_id: str) -> tuple[str, int | None]:
+    """Where this job's driver process stands, as far as this machine can tell.
+
+    ``("alive", pid)``: a nasforge process on this machine runs the job; ``("gone", pid)``: the driver
+    ran on this machine and ended without recording the job's end (killed, out of memory, reboot);
+    ``("unknown", None)``: no driver of this job ran here from this NASFORGE_HOME (or it ended cleanly,
+    which removes the pid file), or it runs on another host.
+    """
+    try:
+        fields = (home() / "jobs" / job_id / "driver.pid").read_text().split()
+        pid = int(fields[0])
+    except (OSError, ValueError, IndexError):
+        return "unknown", None
+    if len(fields) > 1 and fields[1] != socket.gethostname():
+        return "unknown", None
+    return ("alive" if _is_nasforge_process(pid) else "gone"), pid
+
+
+def _is_nasforge_process(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user: not our driver
+        return False
+    proc = Path(f"/proc/{pid}")
+    if not proc.parent.exists():  # not Linux: the pid exists, which is all this can tell
+        return True
+    # Linux: rule out a reused pid by the command line. It reads empty for a zombie, and for a process
+    # still inside execve (a driver just started by `submit --detach`): wait that out for a moment.
+    for _ in range(40):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            if cmdline:
+                return b"nasforge" in cmdline
+            if (proc / "stat").read_text().rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+                return False
+        except (OSError, IndexError):
+            return False
+        time.sleep(0.025)
+    return True  # a live process whose command line stays unreadable: take it for the driver
+
+
 def resume_job(job_id: str, store: Store, **kwargs: Any) -> RunResult:
     job = store.get_job(job_id)
     if job.state in (JobState.DONE, JobState.CANCELLED):
@@ -257,10 +309,10 @@ def cancel_job(job_id: str, store: Store) -> bool:
     if job.state in (JobState.DONE, JobState.CANCELLED, JobState.FAILED):
         return False
     store.set_job_state(job_id, JobState.CANCELLED, error="cancelled by user")
-    pid_file = job_dir(job_id) / "driver.pid"
-    if pid_file.exists():
+    where, pid = driver_process(job_id)
+    if where == "alive" and pid is not None:
         try:
-            os.kill(int(pid_file.read_text()), signal.SIGINT)
-        except (ProcessLookupError, ValueError, PermissionError):
+            os.kill(pid, signal.SIGINT)
+        except (ProcessLookupError, PermissionError):
             pass
     return True

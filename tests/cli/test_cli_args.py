@@ -13,6 +13,10 @@ from nasforge.tracking import ui
     (["profile-device", "--space", "bignas_cnn", "--rounds", "0"], "argument --rounds: 0 is out of range"),
     (["profile-device", "--space", "bignas_cnn", "--warmup", "-1"], "argument --warmup: -1 is out of range"),
     (["profile-device", "--space", "bignas_cnn", "--repeats", "ten"], "argument --repeats: 'ten' is not an integer"),
+    (["profile-device", "--space", "bignas_cnn", "--options", "{preset: mnist}"],
+     "argument --options: '{preset: mnist}' is not valid JSON"),
+    (["profile-device", "--space", "bignas_cnn", "--options", '["mnist"]'],
+     """argument --options: '["mnist"]' is a JSON list; give an object such as '{"preset": "mnist"}'"""),
 ])
 def test_out_of_range_numbers_exit_2_with_one_line(argv: list[str], says: str, tmp_path, monkeypatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
