@@ -573,7 +573,20 @@ def _interrupt_on_sigterm() -> None:
         pass
 
 
+def quiet_omp_threads() -> None:
+    """OpenMP threads that wait by sleeping, not spinning, unless the user chose otherwise.
+
+    torch's OpenMP threads spin between parallel regions by default; with a second job, a test run or
+    Ray workers on the same cores the spinning threads take each other's time (a supernet training
+    epoch ran 2-3x slower with two jobs at once, see ``python -m benchmarks concurrent_jobs``). Read
+    once, when torch is first imported, so this runs before any command imports it; Ray workers started
+    by this process inherit it.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_omp_threads()
     parser = build_parser()
     args = parser.parse_args(argv)
     _interrupt_on_sigterm()

@@ -33,7 +33,11 @@ def resolve_output(spec: JobSpec, out: str | Path) -> Path:
     target = Path(out)
     if not target.is_absolute() and (Path.cwd() / target).resolve().is_relative_to(root):
         target = (Path.cwd() / target).resolve()  # e.g. ".nasforge/exports/x" from the project root
-    return confined(root, target)
+    resolved = confined(root, target)
+    if resolved == root:  # "", ".", the root itself: files would land beside every other export
+        raise ExportError(f"export path {str(out)!r} is the output folder {root} itself; "
+                          "name a folder inside it, e.g. -o best")
+    return resolved
 
 
 def best_key(c: Candidate, best: str, direction: Direction, spec: JobSpec) -> tuple[float | bool | int, ...]:

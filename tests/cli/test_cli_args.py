@@ -57,3 +57,16 @@ def test_ui_on_a_port_in_use_exits_2_before_starting_mlflow(tmp_path, monkeypatc
         assert f"127.0.0.1:{port} is not free" in capsys.readouterr().err
         assert ui.main(["--port", str(port)]) == 2
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_openmp_threads_sleep_unless_the_user_chose(tmp_path, monkeypatch) -> None:
+    """Spinning OpenMP threads slow two jobs on shared cores (benchmarks/results/concurrent_jobs.md)."""
+    import os
+
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert main(["list", "--json"]) == 0
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert main(["list", "--json"]) == 0
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -96,3 +96,21 @@ def test_status_best_so_far_skips_children_that_break_a_constraint(tmp_path: Pat
     assert main(["status", job_id, "--json"]) == 0
     # candidate 3 (0.1 ms) breaks "accuracy >= 0.5": the fastest allowed one is 0.5 ms, as submit's progress line says
     assert json.loads(capsys.readouterr().out)["best"] == {"accuracy": 0.96, "latency_ms": 0.5}
+
+
+def test_export_folder_must_be_inside_the_output_folder_and_not_it(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from nasforge.core.errors import ExportError
+    from nasforge.export import resolve_output
+
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    spec = JobSpec.model_validate(yaml.safe_load(QUICKSTART.read_text()))
+    root = (tmp_path / "exports").resolve()
+    assert resolve_output(spec, "best") == root / "best"
+    assert resolve_output(spec, root / "a" / "b") == root / "a" / "b"
+    for out in ("", ".", str(root), "best/.."):  # the folder itself: files would sit beside every export
+        with pytest.raises(ExportError, match="is the output folder .* itself; name a folder inside it"):
+            resolve_output(spec, out)
+    for out in ("../escape", str(tmp_path / "elsewhere")):
+        with pytest.raises(ExportError, match="outside the output folder"):
+            resolve_output(spec, out)
