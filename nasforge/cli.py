@@ -577,8 +577,9 @@ def quiet_omp_threads() -> None:
     """OpenMP threads that wait by sleeping, not spinning, unless the user chose otherwise.
 
     torch's OpenMP threads spin between parallel regions by default; with a second job, a test run or
-    Ray workers on the same cores the spinning threads take each other's time (a supernet training
-    epoch ran 2-3x slower with two jobs at once, see ``python -m benchmarks concurrent_jobs``). Read
+    Ray workers on the same cores the spinning threads take each other's time (with two jobs at once a
+    supernet training epoch took 4.2x as long as with sleeping threads; alone, sleeping costs ~1.2x:
+    ``python -m benchmarks concurrent_jobs``). Read
     once, when torch is first imported, so this runs before any command imports it; Ray workers started
     by this process inherit it.
     """

@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,46 +252,42 @@ def run_job(
 def driver_process(job_id: str) -> tuple[str, int | None]:
     """Where this job's driver process stands, as far as this machine can tell.
 
-    ``("alive", pid)``: a nasforge process on this machine runs the job; ``("gone", pid)``: the driver
-    ran on this machine and ended without recording the job's end (killed, out of memory, reboot);
-    ``("unknown", None)``: no driver of this job ran here from this NASFORGE_HOME (or it ended cleanly,
-    which removes the pid file), or it runs on another host.
+    ``("alive", pid)``: the process that wrote ``driver.pid`` still runs here; ``("gone", pid)``: the
+    driver ran on this machine and ended without recording the job's end (killed, out of memory,
+    reboot); ``("unknown", None)``: no driver of this job ran here from this NASFORGE_HOME (or it ended
+    cleanly, which removes the pid file), or it runs on another host.
     """
+    pid_file = home() / "jobs" / job_id / "driver.pid"
     try:
-        fields = (home() / "jobs" / job_id / "driver.pid").read_text().split()
+        fields = pid_file.read_text().split()
         pid = int(fields[0])
+        written = pid_file.stat().st_mtime
     except (OSError, ValueError, IndexError):
         return "unknown", None
     if len(fields) > 1 and fields[1] != socket.gethostname():
         return "unknown", None
-    return ("alive" if _is_nasforge_process(pid) else "gone"), pid
+    return ("alive" if _runs_since(pid, written) else "gone"), pid
 
 
-def _is_nasforge_process(pid: int) -> bool:
+def _runs_since(pid: int, written: float) -> bool:
+    """Whether process ``pid`` runs and was started before ``written`` (the pid file's time): a pid
+    reused by a process started after the driver died does not count, nor does a zombie."""
     if pid == os.getpid():
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):  # PermissionError: another user's process, not our driver
         return False
-    except PermissionError:  # exists, owned by another user: not our driver
+    try:  # Linux: state and start time (clock ticks after boot) from /proc
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        started = boot + int(stat[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError, StopIteration):
+        return True  # elsewhere the pid exists, which is all this can tell
+    if stat[0] in ("Z", "X"):
         return False
-    proc = Path(f"/proc/{pid}")
-    if not proc.parent.exists():  # not Linux: the pid exists, which is all this can tell
-        return True
-    # Linux: rule out a reused pid by the command line. It reads empty for a zombie, and for a process
-    # still inside execve (a driver just started by `submit --detach`): wait that out for a moment.
-    for _ in range(40):
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            if cmdline:
-                return b"nasforge" in cmdline
-            if (proc / "stat").read_text().rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
-                return False
-        except (OSError, IndexError):
-            return False
-        time.sleep(0.025)
-    return True  # a live process whose command line stays unreadable: take it for the driver
+    return started <= written + 2.0  # btime is whole seconds
 
 
 def resume_job(job_id: str, store: Store, **kwargs: Any) -> RunResult:

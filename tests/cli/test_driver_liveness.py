@@ -9,6 +9,7 @@ drivers on one job would evaluate candidates twice), and ``logs --follow`` print
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def _pid_file(home: Path, job_id: str, pid: int, host: str | None = None) -> Non
 
 
 def _fake_driver(seconds: float) -> subprocess.Popen[bytes]:
-    """A process whose command line names nasforge, like a real driver's."""
+    """A live process standing in for a driver (started before its pid file is written, like one)."""
     return subprocess.Popen([sys.executable, "-c", SLEEP, str(seconds), "nasforge-test-driver"])
 
 
@@ -68,9 +69,13 @@ def test_driver_process_tells_alive_gone_and_unknown(home: Path) -> None:
         alive.wait()
     _pid_file(home, job.id, alive.pid)
     assert driver_process(job.id) == ("gone", alive.pid)
-    other = subprocess.Popen(["sleep", "30"])  # a live process that is not a nasforge driver (a reused pid)
+    # the driver's pid taken by a process started after the pid file was written (pid reuse)
+    other = subprocess.Popen(["sleep", "30"])
     try:
         _pid_file(home, job.id, other.pid)
+        pid_file = home / "jobs" / job.id / "driver.pid"
+        written = time.time() - 60
+        os.utime(pid_file, (written, written))
         assert driver_process(job.id) == ("gone", other.pid)
     finally:
         other.kill()
