@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -160,7 +159,7 @@ def _run(args: argparse.Namespace, spec: Any, store: Any, job: Any = None) -> in
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from nasforge.compose import load_and_validate, open_store_for
+    from nasforge.compose import load_and_validate, open_store_for, write_driver_pid
 
     spec, _ = load_and_validate(args.job, address=args.address)
     if args.address and args.address.startswith(("http://", "https://")):
@@ -185,7 +184,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                                 start_new_session=True, env=env)
         # the child rewrites this with the same pid once it runs; written here too, so that `status` and
         # `logs --follow` see the driver from the first instant (and see it gone if it dies on start)
-        (job_dir(job.id) / "driver.pid").write_text(f"{proc.pid} {socket.gethostname()}\n")
+        write_driver_pid(job.id, proc.pid)
         print(json.dumps({"job_id": job.id, "state": "created"}) if args.json else job.id)
         return 0
     return _run(args, spec, store)

@@ -199,7 +199,7 @@ def run_job(
         say(f"job {job.id} created")
     jdir = job_dir(job.id)
     (jdir / "job.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
-    (jdir / "driver.pid").write_text(f"{os.getpid()} {socket.gethostname()}\n")
+    write_driver_pid(job.id, os.getpid())
     tracker = open_tracker(spec)
     evaluator = None
     state = JobState.FAILED
@@ -249,6 +249,11 @@ def run_job(
     return RunResult(store.get_job(job.id), summary, pareto, store.counts(job.id), artifacts)
 
 
+def write_driver_pid(job_id: str, pid: int) -> None:
+    """Record ``pid`` on this host as the job's driver (read by :func:`driver_process`)."""
+    (job_dir(job_id) / "driver.pid").write_text(f"{pid} {socket.gethostname()}\n")
+
+
 def driver_process(job_id: str) -> tuple[str, int | None]:
     """Where this job's driver process stands, as far as this machine can tell.
 
@@ -272,8 +277,6 @@ def driver_process(job_id: str) -> tuple[str, int | None]:
 def _runs_since(pid: int, written: float) -> bool:
     """Whether process ``pid`` runs and was started before ``written`` (the pid file's time): a pid
     reused by a process started after the driver died does not count, nor does a zombie."""
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):  # PermissionError: another user's process, not our driver
