@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nasforge.core.errors import JobSpecError, ResourceUnavailableError, StoreError
+from nasforge.core.errors import JobSpecError, NasforgeError, ResourceUnavailableError, StoreError
 from nasforge.core.interfaces import NullTracker, Store, Tracker
 from nasforge.core.paths import home, job_dir
 from nasforge.core.spec import JobSpec, load_job_file
@@ -108,7 +108,10 @@ def validate(spec: JobSpec, *, address: str | None = None) -> SearchSpace:
 
 def load_and_validate(path: str | Path, *, address: str | None = None) -> tuple[JobSpec, SearchSpace]:
     spec = load_job_file(path)
-    space = validate(spec, address=address)
+    try:
+        space = validate(spec, address=address)
+    except NasforgeError as e:  # name the file, as load_job_file's own errors do
+        raise type(e)(f"{path}: {e}") from None
     return spec, space
 
 

@@ -9,8 +9,9 @@ checked later by ``nasforge.compose.validate`` before anything is written.
 from __future__ import annotations
 
 import re
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -307,6 +308,38 @@ class _NoAliasLoader(yaml.SafeLoader):
             self._nf_depth -= 1
 
 
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The section model of a field, possibly optional (``TrainingSpec | None``), else None."""
+    kinds = get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    return next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+
+
+def _empty_keys_to_defaults(data: Any, model: type[BaseModel]) -> Any:
+    """A key written with no value in a job file (``options:``, ``training:``) is the key with
+    its defaults: an empty section for a section, the default for anything else, unless null
+    itself means something for that key (``budget.evaluations: null``: no limit). A required key
+    left empty stays empty and gets "is empty" from ``_format_validation_error``. Applied to the
+    file's text only: a stored spec's nulls (``supernet: null`` on a compression job) are kept."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for key, value in data.items():
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            continue
+        section = _nested_model(field.annotation)
+        if value is None:
+            if section is not None:
+                out[key] = {}
+            elif type(None) in get_args(field.annotation):
+                continue
+            elif not field.is_required():
+                del out[key]
+        elif section is not None:
+            out[key] = _empty_keys_to_defaults(value, section)
+    return out
+
+
 def _format_validation_error(err: ValidationError) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
@@ -315,6 +348,8 @@ def _format_validation_error(err: ValidationError) -> str:
         msg = "unknown key; remove it or check its spelling (see docs/job-file.md)"
     elif first["type"] == "missing":
         msg = "required key is missing"
+    elif first.get("input", ...) is None:
+        msg = f"is empty; give it a value ({msg[0].lower()}{msg[1:]}; see docs/job-file.md)"
     msg = msg.removeprefix("Value error, ")
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{loc or '<top>'}: {msg}{more}"
@@ -340,7 +375,7 @@ def parse_job_text(text: str, source: str = "<job>") -> JobSpec:
             f"got {type(data).__name__}"
         )
     try:
-        return JobSpec.model_validate(data)
+        return JobSpec.model_validate(_empty_keys_to_defaults(data, JobSpec))
     except ValidationError as e:
         raise JobSpecError(f"{source}: {_format_validation_error(e)}") from None
 

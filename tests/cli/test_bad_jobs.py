@@ -32,6 +32,8 @@ EXPECTED = {
     "duplicate_objective": "same metric twice",
     "no_objectives": "objectives",
     "missing_name": "name: required key is missing",
+    "empty_name": "name: is empty; give it a value",
+    "empty_objectives": "objectives: is empty; give it a value",
     "bad_name_chars": "name:",
     "both_supernet_and_model": "exactly one of 'supernet'",
     "neither_supernet_nor_model": "exactly one of 'supernet'",
@@ -97,7 +99,33 @@ def test_bad_job_file(stem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert len(lines) == 1, err
     assert lines[0].startswith("nasforge: error: ")
     assert EXPECTED[stem] in lines[0], lines[0]
+    assert str(BAD / f"{stem}.yaml") in lines[0], "the line names the file"
     assert _store_rows(tmp_path) == 0
+
+
+def test_empty_keys_take_their_defaults(tmp_path: Path) -> None:
+    """``options:`` or ``training:`` written with no value (YAML null) is the key with its defaults;
+    where null means something (``budget.evaluations: null``: no limit) it keeps that meaning."""
+    from nasforge.core.spec import JobSpec, parse_job_text
+
+    text = (
+        "name: empties\nseed:\nspace: {name: bignas_cnn, options:}\nsupernet:\n  name: bignas\n  options:\n"
+        "training:\nstrategy: {name: random, options:}\nobjectives: [{metric: accuracy, direction: maximize}]\n"
+        "constraints:\nbudget: {evaluations: null, wall_time_s: 60}\nevaluation:\nworkers:\ntracking:\n"
+    )
+    spec = parse_job_text(text)
+    full = JobSpec.model_validate({
+        "name": "empties", "space": {"name": "bignas_cnn"}, "supernet": {"name": "bignas"}, "training": {},
+        "strategy": {"name": "random"}, "objectives": [{"metric": "accuracy", "direction": "maximize"}],
+        "budget": {"evaluations": None, "wall_time_s": 60},
+    })
+    assert spec == full
+    assert spec.training is not None and spec.training.epochs == full.training.epochs  # type: ignore[union-attr]
+    assert spec.budget.evaluations is None
+    # a stored spec keeps its nulls: a compression job's supernet / training stay absent on reload
+    for example in ("quickstart", "compress"):
+        stored = parse_job_text((Path(__file__).parents[2] / "examples" / f"{example}.yaml").read_text())
+        assert JobSpec.model_validate(stored.to_dict()) == stored
 
 
 def test_huge_file_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
