@@ -13,8 +13,9 @@
   ``bops``, ``params``, ``flops``. Latency is not claimed: fake-quant and unstructured sparsity
   do not run faster on CPU.
 - ``export``: ``model.safetensors`` (packed integer codes + fp16 scales + 1-bit masks),
-  ``allocation.json`` and ``arch.json`` (``"kind": "compression"``); ``load_export`` rebuilds the
-  compressed model (``nasforge.compress.export.load_compressed``).
+  ``allocation.json``, ``model.onnx`` (the dequantized model, checked by onnxruntime) and
+  ``arch.json`` (``"kind": "compression"``); ``load_export`` rebuilds the compressed model
+  (``nasforge.compress.export.load_compressed``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from nasforge.core.types import ARCH_SCHEMA_VERSION, Arch
 from nasforge.spaces.base import SearchSpace
 from nasforge.spaces.compression import CompressionSpace, CompressionSpaceOptions
 from nasforge.workers.base import LogFn, Workload
+
+#: largest |onnxruntime - torch| logit difference accepted, relative to the largest |logit| (>= 1)
+ONNX_ATOL = 1e-4
 
 FILLED_KEYS = ("layers", "other_bytes", "other_params")
 _SPACE_CACHE: dict[str, CompressionSpace] = {}
@@ -285,20 +289,65 @@ class CompressionWorkload(Workload):
             "model": {"source": self.spec.model.source, "options": dict(self.spec.model.options),
                       "weights": self.spec.model.weights, "search_roots": list(self.search_roots)},
             "packed_bytes": written,
-            "files": [WEIGHTS_FILE, "allocation.json"],
+            "files": [WEIGHTS_FILE, "allocation.json"],  # + model.onnx once checked, below
             **metadata,
         }
         arch_json = out_dir / "arch.json"
         arch_json.write_text(json.dumps(meta, indent=2, default=str) + "\n")
         # the reloaded export must compute what was evaluated
         fake = logits_of(self.compressed_model(arch), self.calib[:64])
-        again = logits_of(load_compressed(out_dir, build=self._builder()), self.calib[:64])
+        reloaded = load_compressed(out_dir, build=self._builder())
+        again = logits_of(reloaded, self.calib[:64])
         diff = float((fake - again).abs().max())
         meta["reload_check"] = {"max_abs_logit_diff": diff, "images": int(len(fake))}
-        arch_json.write_text(json.dumps(meta, indent=2, default=str) + "\n")
         if diff > 1e-3 * max(1.0, float(fake.abs().max())):
+            arch_json.write_text(json.dumps(meta, indent=2, default=str) + "\n")
             raise RuntimeError(f"compressed export reloads with logits off by {diff:.3g}")
-        return [weights, alloc_path, arch_json]
+        files = [weights, alloc_path]
+        meta["onnx_check"] = self._export_onnx(reloaded, out_dir / "model.onnx")
+        if "max_abs_diff" in meta["onnx_check"]:
+            files.append(out_dir / "model.onnx")
+        meta["files"] = [p.name for p in files]
+        arch_json.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        return [*files, arch_json]
+
+    def _export_onnx(self, model: Any, path: Path) -> dict[str, Any]:
+        """``model.onnx`` of the reloaded compressed model, checked by onnxruntime against torch.
+
+        ONNX runtimes have no kernels for 2- or 3-bit weights, so the graph holds the dequantized
+        float32 weights (the quantization grid's values, pruned weights 0): it computes what was
+        evaluated, at the dense model's file size; the packed codes stay in ``model.safetensors``. A model that
+        torch cannot trace to ONNX is exported without it (the reason is recorded); one whose
+        ONNX output differs from torch is refused."""
+        import warnings
+
+        import numpy as np
+        import onnxruntime as ort
+        import torch
+
+        from nasforge.core.errors import NasforgeError
+
+        x = self.calib[:8].cpu()
+        model = model.cpu().eval()
+        with torch.inference_mode():
+            ref = model(x).numpy()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer notes on shape checks the check below covers
+                torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"],
+                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+        except Exception as e:  # noqa: BLE001 - a user's model may hold ops ONNX cannot express
+            path.unlink(missing_ok=True)
+            reason = (str(e).strip().splitlines() or [""])[0][:300]
+            return {"skipped": f"torch.onnx.export failed: {type(e).__name__}: {reason}"}
+        got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+        onnx_diff = float(np.max(np.abs(got - ref)))
+        atol = ONNX_ATOL * max(1.0, float(np.max(np.abs(ref))))
+        if onnx_diff > atol:
+            path.unlink()
+            raise NasforgeError(f"ONNX export differs from torch by {onnx_diff:.3g} (> {atol:.3g}); not exported")
+        return {"max_abs_diff": onnx_diff, "atol": atol, "runtime": f"onnxruntime {ort.__version__}",
+                "weights": "float32, dequantized from the packed codes (any ONNX runtime runs it; the b-bit codes are in model.safetensors)"}
 
     def _builder(self) -> Any:
         spec = self.spec

@@ -48,4 +48,11 @@ def test_submit_export_load(tmp_path: Path) -> None:
     import nasforge
 
     model = nasforge.load(exported["dir"])
-    assert model(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+    x = torch.randn(3, 1, 8, 8)
+    assert model(x).shape == (3, 10)
+    import onnxruntime as ort
+
+    assert "model.onnx" in meta["files"]
+    onnx_out = ort.InferenceSession(str(Path(exported["dir"]) / "model.onnx")).run(None, {"input": x.numpy()})[0]
+    with torch.inference_mode():
+        assert torch.allclose(torch.from_numpy(onnx_out), model(x), atol=1e-4)

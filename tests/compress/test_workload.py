@@ -59,12 +59,22 @@ def test_workload_evaluate_allocate_export_load(tmp_path) -> None:
     files = w.export(best, out, {"metrics": best_m})
     meta = json.loads((out / "arch.json").read_text())
     assert meta["kind"] == "compression" and meta["packed_bytes"] == best_m["model_bytes"]
-    assert {f.name for f in files} == {"model.safetensors", "allocation.json", "arch.json"}
+    assert {f.name for f in files} == {"model.safetensors", "allocation.json", "model.onnx", "arch.json"}
+    assert meta["files"] == ["model.safetensors", "allocation.json", "model.onnx"]
     assert meta["reload_check"]["max_abs_logit_diff"] < 1e-5
+    assert meta["onnx_check"]["max_abs_diff"] <= meta["onnx_check"]["atol"]
     loaded = CompressionWorkload.load_export(out, meta)
     x = w.calib[:32]
     with torch.inference_mode():
         assert torch.allclose(loaded(x), w.compressed_model(best)(x), atol=1e-5)
+        # the ONNX graph computes the compressed model (any batch size), not the dense one
+        import onnxruntime as ort
+
+        got = ort.InferenceSession(str(out / "model.onnx")).run(None, {"input": x.numpy()})[0]
+        assert torch.allclose(torch.from_numpy(got), loaded(x), atol=1e-4)
+        w.model.load_state_dict(w.dense_state)
+        dense = w.model.eval()(x)
+        assert not torch.allclose(torch.from_numpy(got), dense, atol=1e-3)
     tensor_bytes = sum(t.numel() * t.element_size() for t in load_file(str(out / "model.safetensors")).values())
     assert tensor_bytes == best_m["model_bytes"] == meta["packed_bytes"]
 
