@@ -66,18 +66,23 @@ def trained_mnist_cnn(seed: int = 0, epochs: int = 3) -> MnistCNN:
     """The trained CNN (trains once into ``$NASFORGE_HOME/models/``, then loads)."""
     from safetensors.torch import load_model, save_model
 
-    model = MnistCNN()
     path = weights_path(seed, epochs)
     if not path.exists():
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        try:
-            train(model, seed=seed, epochs=epochs)
-        finally:
-            torch.set_num_threads(threads)
+        # the initial weights come from `seed` too, not from whatever the process drew before:
+        # same seed, same trained model, in any process (two jobs may train it at once)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = MnistCNN()
+            try:
+                train(model, seed=seed, epochs=epochs)
+            finally:
+                torch.set_num_threads(threads)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         save_model(model, str(tmp))
         tmp.replace(path)
+    model = MnistCNN()
     load_model(model, str(path))
     return model.eval()
