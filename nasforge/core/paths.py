@@ -5,13 +5,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nasforge.core.errors import ExportError
+from nasforge.core.errors import ExportError, ResourceUnavailableError
 
 
 def home() -> Path:
     """The project's state folder; created on first use."""
-    p = Path(os.environ.get("NASFORGE_HOME", ".nasforge")).resolve()
-    p.mkdir(parents=True, exist_ok=True)
+    given = os.environ.get("NASFORGE_HOME")
+    p = Path(given or ".nasforge").resolve()
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        what = f"NASFORGE_HOME={given}" if given else f"the default NASFORGE_HOME {p}"
+        raise ResourceUnavailableError(
+            f"{what}: cannot be used as nasforge's folder ({e.strerror or e}); "
+            "set NASFORGE_HOME to a folder you can write"
+        ) from None
     return p
 
 

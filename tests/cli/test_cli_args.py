@@ -70,3 +70,18 @@ def test_openmp_threads_sleep_unless_the_user_chose(tmp_path, monkeypatch) -> No
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert main(["list", "--json"]) == 0
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+@pytest.mark.parametrize("argv", [["list"], ["status", "some-job"], ["submit", "examples/quickstart.yaml"]])
+def test_a_nasforge_home_that_is_a_file_is_one_line_exit_2(argv: list[str], tmp_path, monkeypatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(__file__).parents[2])
+    not_a_folder = tmp_path / "home"
+    not_a_folder.write_text("a file")
+    monkeypatch.setenv("NASFORGE_HOME", str(not_a_folder))
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and f"NASFORGE_HOME={not_a_folder}: cannot be used as nasforge's folder" in err[0], err
+    assert not_a_folder.read_text() == "a file"
