@@ -92,6 +92,18 @@ def _is_lock_error(err: BaseException) -> bool:
     return "database is locked" in text or "database is busy" in text or "database table is locked" in text
 
 
+def _installed_driver(parsed: Any) -> Any:
+    """``postgresql://`` without a driver means psycopg (v3) to SQLAlchemy 2.1, but nasforge
+    installs psycopg2: take the one that is installed, so the plain URL a user writes works."""
+    if parsed.drivername != "postgresql":
+        return parsed
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return parsed.set(drivername="postgresql+psycopg2")
+    return parsed
+
+
 def _redact(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
@@ -138,10 +150,16 @@ class SqlStore(Store):
                 "or postgresql+psycopg2://user@host:5432/db"
             ) from e
         self.dialect = parsed.get_backend_name()
+        parsed = _installed_driver(parsed)
         try:
             self._engine = self._make_engine(parsed)
             if migrate:
                 self._migrate()
+        except ImportError as e:  # the URL names a driver (DBAPI module) that is not installed
+            raise StoreError(
+                f"store url {_redact(url)}: its database driver {e.name or str(e)!r} is not installed; install "
+                "it, or name an installed one in the URL (e.g. postgresql+psycopg2://user@host:5432/db)"
+            ) from None
         except sa_exc.DBAPIError as e:
             raise StoreError(
                 f"cannot open the store at {_redact(url)}: {str(e.orig).strip().splitlines()[0]}; "

@@ -252,6 +252,30 @@ def test_bad_urls_raise_store_error() -> None:
     assert time.monotonic() - t0 < 10
 
 
+def test_a_url_naming_a_driver_that_is_not_installed_says_so() -> None:
+    with pytest.raises(StoreError, match="its database driver 'MySQLdb' is not installed"):
+        open_store("mysql://root:secret@127.0.0.1/test")
+    with pytest.raises(StoreError, match="mysql://root:\\*\\*\\*@"):  # the password is not printed
+        open_store("mysql://root:secret@127.0.0.1/test")
+
+
+@pytest.mark.postgres
+def test_a_plain_postgresql_url_uses_the_installed_driver(pg_url: str) -> None:
+    """SQLAlchemy 2.1 reads ``postgresql://`` as psycopg (v3); nasforge installs psycopg2."""
+    import importlib.util
+
+    plain = pg_url.replace("postgresql+psycopg2://", "postgresql://", 1)
+    assert plain.startswith("postgresql://")
+    store = open_store(plain)
+    try:
+        job = store.create_job({"name": "plain-url"}, name="plain-url", seed=0)
+        assert store.get_job(job.id).name == "plain-url"
+        expected = "psycopg" if importlib.util.find_spec("psycopg") is not None else "psycopg2"
+        assert store._engine.dialect.driver == expected
+    finally:
+        store.close()
+
+
 def test_one_store_object_shared_by_threads(store: SqlStore) -> None:
     import threading
 
