@@ -23,6 +23,19 @@ def home() -> Path:
     return p
 
 
+def with_installed_driver(url: str) -> str:
+    """``postgresql://...`` without a driver means psycopg (v3) to SQLAlchemy 2.1 (and so to
+    MLflow), but nasforge installs psycopg2: name the installed one, so the plain URL a user
+    writes works for the store and the tracking database alike. Other URLs are returned as is."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
 def default_store_url() -> str:
     return f"sqlite:///{home() / 'nasforge.db'}"
 

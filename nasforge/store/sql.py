@@ -46,7 +46,7 @@ from sqlalchemy.pool import StaticPool
 
 from nasforge.core.errors import StoreError
 from nasforge.core.interfaces import Store
-from nasforge.core.paths import default_store_url
+from nasforge.core.paths import default_store_url, with_installed_driver
 from nasforge.core.types import Arch, Candidate, CandidateStatus, EvalResult, Job, JobState
 from nasforge.store._models import JsonText, candidates, checkpoints, jobs, metrics_cache
 
@@ -92,18 +92,6 @@ def _is_lock_error(err: BaseException) -> bool:
     return "database is locked" in text or "database is busy" in text or "database table is locked" in text
 
 
-def _installed_driver(parsed: Any) -> Any:
-    """``postgresql://`` without a driver means psycopg (v3) to SQLAlchemy 2.1, but nasforge
-    installs psycopg2: take the one that is installed, so the plain URL a user writes works."""
-    if parsed.drivername != "postgresql":
-        return parsed
-    import importlib.util
-
-    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-        return parsed.set(drivername="postgresql+psycopg2")
-    return parsed
-
-
 def _redact(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
@@ -143,14 +131,13 @@ class SqlStore(Store):
         self.lock_retries = 0
         self._stats_lock = threading.Lock()
         try:
-            parsed = make_url(url)
+            parsed = make_url(with_installed_driver(url))
         except sa_exc.ArgumentError as e:
             raise StoreError(
                 f"store url {url!r} is not a SQLAlchemy URL; use e.g. sqlite:///path/nasforge.db "
                 "or postgresql+psycopg2://user@host:5432/db"
             ) from e
         self.dialect = parsed.get_backend_name()
-        parsed = _installed_driver(parsed)
         try:
             self._engine = self._make_engine(parsed)
             if migrate:

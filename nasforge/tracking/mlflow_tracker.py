@@ -45,7 +45,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from nasforge.core.interfaces import Tracker
-from nasforge.core.paths import default_tracking_uri
+from nasforge.core.paths import default_tracking_uri, with_installed_driver
 from nasforge.core.types import Candidate, CandidateStatus, Job, JobState
 
 log = logging.getLogger("nasforge.tracking")
@@ -114,7 +114,7 @@ def ensure_tracking_store(uri: str | None = None) -> str:
     writes. A server URI (``http(s)://``) needs nothing and is returned as is.
     Raises whatever MLflow raises when the database cannot be created.
     """
-    uri = uri or default_tracking_uri()
+    uri = with_installed_driver(uri or default_tracking_uri())
     if not is_database_uri(uri):
         return uri
     with _ensure_lock:
@@ -337,7 +337,7 @@ class MlflowTracker(Tracker):
     def __init__(self, uri: str | None = None, experiment: str = "nasforge", *, flush_timeout_s: float = 120.0
                  ) -> None:
         apply_http_env_defaults()
-        self.uri = uri or default_tracking_uri()
+        self.uri = with_installed_driver(uri or default_tracking_uri())
         self.experiment = experiment
         self.flush_timeout_s = flush_timeout_s
         self.disabled_reason: str | None = None

@@ -217,7 +217,8 @@ def test_tracking_on_a_postgresql_backend(tmp_path: Path) -> None:
         lj = make_job(tmp_path / "store.db", n=20, name="pg-job")
         lj.store.set_pareto(lj.job.id, [lj.candidates[0].key, lj.candidates[2].key])
         cands = lj.store.get_candidates(lj.job.id)
-        tracker = MlflowTracker(uri, "on-postgres")
+        # the plain URL a user writes: SQLAlchemy 2.1 reads it as psycopg v3, which is not installed
+        tracker = MlflowTracker(uri.replace("postgresql+psycopg2://", "postgresql://", 1), "on-postgres")
         tracker.start_job(lj.job)
         tracker.log_candidates(lj.job.id, cands)
         tracker.finish_job(lj.job.id, JobState.DONE, [c for c in cands if c.pareto], {})
