@@ -80,6 +80,8 @@ def validate(spec: JobSpec, *, address: str | None = None) -> SearchSpace:
                 f"store.url: {spec.store.url!r} is not a SQLAlchemy URL (e.g. sqlite:///path.db, "
                 "postgresql+psycopg2://user@host/db)"
             ) from None
+    if address is not None:
+        check_ray_address(address)
     if address is None:
         if spec.workers.gpus > 0:
             import torch
@@ -106,12 +108,41 @@ def validate(spec: JobSpec, *, address: str | None = None) -> SearchSpace:
     return space
 
 
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a Ray address that nothing answers at, before a job is created: a supernet job
+    trains before it connects to Ray, so Ray's own error would come after the training, and
+    with a traceback. ``ray://HOST[:PORT]`` (Ray Client, port 10001 by default) and
+    ``HOST:PORT`` (a head's GCS) get a TCP connect; ``auto`` and the Jobs API's ``http(s)://``
+    are left to Ray and to ``submit_to_cluster``."""
+    import socket
+
+    if address in ("auto", "local") or address.startswith(("http://", "https://")):
+        return
+    target, default_port = (address[len("ray://"):], 10001) if address.startswith("ray://") else (address, 6379)
+    host, sep, port = target.rpartition(":")
+    if not sep:
+        host, port = target, str(default_port)
+    host = host.strip("[]")
+    if not host or not port.isdigit() or "/" in target:
+        raise ResourceUnavailableError(
+            f"--address {address}: not a Ray address; give ray://HEAD:10001 (Ray Client), HEAD:6379 or "
+            "the Jobs API http://HEAD:8265"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ResourceUnavailableError(
+            f"--address {address}: nothing answers at {host}:{port} ({e.strerror or e}); is the Ray head up and "
+            "the port reachable from here? (nothing was created)"
+        ) from None
+
+
 def load_and_validate(path: str | Path, *, address: str | None = None) -> tuple[JobSpec, SearchSpace]:
     spec = load_job_file(path)
     try:
         space = validate(spec, address=address)
-    except NasforgeError as e:  # name the file, as load_job_file's own errors do
-        raise type(e)(f"{path}: {e}") from None
+    except NasforgeError as e:  # name the file, as load_job_file's own errors do (not a --flag's)
+        raise (e if str(e).startswith("--") else type(e)(f"{path}: {e}")) from None
     return spec, space
 
 

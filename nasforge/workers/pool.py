@@ -58,7 +58,12 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> bo
         "ignore_reinit_error": True,
     }
     if address:
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, TimeoutError, RayError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ResourceUnavailableError(f"--address {address}: cannot connect to Ray ({first}); is the cluster "
+                                           "up and reachable from here?") from None
     else:
         # "local": always a new instance of our own, even when another Ray cluster runs here
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)

@@ -85,3 +85,26 @@ def test_a_nasforge_home_that_is_a_file_is_one_line_exit_2(argv: list[str], tmp_
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and f"NASFORGE_HOME={not_a_folder}: cannot be used as nasforge's folder" in err[0], err
     assert not_a_folder.read_text() == "a file"
+
+
+@pytest.mark.parametrize("form", ["ray://127.0.0.1:{port}", "127.0.0.1:{port}"])
+def test_an_address_nothing_answers_at_is_refused_before_a_job_exists(form: str, tmp_path, monkeypatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A supernet job trains before it connects to Ray: an unreachable address must be refused
+    first, in one line (it used to create the job, train, then end in a ConnectionError traceback)."""
+    import socket
+    from pathlib import Path
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = form.format(port=port)
+    monkeypatch.chdir(Path(__file__).parents[2])
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    assert main(["submit", "examples/quickstart.yaml", "--address", address]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith(f"nasforge: error: --address {address}: nothing answers at"), err
+    assert not (tmp_path / "jobs").exists()
+    assert main(["list"]) == 0 and "no jobs in the store" in capsys.readouterr().out
+    assert main(["submit", "examples/quickstart.yaml", "--address", "ray://a/b"]) == 2
+    assert "not a Ray address" in capsys.readouterr().err
