@@ -316,9 +316,9 @@ class CompressionWorkload(Workload):
 
         ONNX runtimes have no kernels for 2- or 3-bit weights, so the graph holds the dequantized
         float32 weights (the quantization grid's values, pruned weights 0): it computes what was
-        evaluated, at the dense model's file size; the packed codes stay in ``model.safetensors``. A model that
-        torch cannot trace to ONNX is exported without it (the reason is recorded); one whose
-        ONNX output differs from torch is refused."""
+        evaluated, at the dense model's file size; the packed codes stay in ``model.safetensors``.
+        A model that torch cannot trace to ONNX is exported without it (the reason is recorded);
+        one whose ONNX output differs from torch is refused."""
         import warnings
 
         import numpy as np
@@ -347,7 +347,8 @@ class CompressionWorkload(Workload):
             path.unlink()
             raise NasforgeError(f"ONNX export differs from torch by {onnx_diff:.3g} (> {atol:.3g}); not exported")
         return {"max_abs_diff": onnx_diff, "atol": atol, "runtime": f"onnxruntime {ort.__version__}",
-                "weights": "float32, dequantized from the packed codes (any ONNX runtime runs it; the b-bit codes are in model.safetensors)"}
+                "weights": "float32, dequantized from the packed codes (any ONNX runtime runs it; "
+                           "the b-bit codes are in model.safetensors)"}
 
     def _builder(self) -> Any:
         spec = self.spec
