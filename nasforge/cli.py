@@ -479,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("export", help="export a candidate for deployment")
     sp.add_argument("job_id")
-    sp.add_argument("candidate", nargs="?", default=None, help="candidate id or key")
+    sp.add_argument("candidate", nargs="?", default=None, help="candidate id, key, or the start of a key as tables print it")
     sp.add_argument("--best", default=None, metavar="METRIC", help="export the best done candidate by METRIC (feasible ones first; "
                     "ties go to a Pareto-front member, then to the better other objectives)")
     sp.add_argument("-o", "--output", required=True, help="folder inside NASFORGE_HOME/exports")

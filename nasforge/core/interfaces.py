@@ -86,7 +86,7 @@ class Store(ABC):
 
     @abstractmethod
     def get_candidate(self, job_id: str, ref: int | str) -> Candidate:
-        """By candidate id (int) or key (str). Raises StoreError if absent."""
+        """By candidate id (int), key or unique key prefix (str). Raises StoreError if absent."""
 
     @abstractmethod
     def set_pareto(self, job_id: str, keys: Sequence[str]) -> None:

@@ -92,6 +92,11 @@ def _is_lock_error(err: BaseException) -> bool:
     return "database is locked" in text or "database is busy" in text or "database table is locked" in text
 
 
+#: shortest key prefix ``get_candidate`` accepts
+MIN_KEY_PREFIX = 6
+_HEX = re.compile(r"[0-9a-f]+")
+
+
 def _redact(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
@@ -530,7 +535,8 @@ class SqlStore(Store):
         return self._run(read, write=False)
 
     def get_candidate(self, job_id: str, ref: int | str) -> Candidate:
-        """By candidate id (int, or a string of digits that is not a key) or by key (str)."""
+        """By candidate id (int, or a string of digits that is not a key), by key (str), or by a
+        unique prefix of a key of at least ``MIN_KEY_PREFIX`` characters (tables print 10)."""
 
         def read(conn: Connection) -> Candidate:
             row = None
@@ -542,6 +548,17 @@ class SqlStore(Store):
                 row = conn.execute(
                     select(candidates).where(candidates.c.job_id == job_id, candidates.c.id == int(ref))
                 ).first()
+            if row is None and isinstance(ref, str) and len(ref) >= MIN_KEY_PREFIX and _HEX.fullmatch(ref):
+                # a key as tables print it (its first 10 characters), like a short git hash
+                rows = conn.execute(
+                    select(candidates).where(candidates.c.job_id == job_id, candidates.c.key.startswith(ref))
+                    .order_by(candidates.c.id).limit(6)
+                ).all()
+                if len(rows) > 1:
+                    ids = ", ".join(str(r.id) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+                    raise StoreError(f"job {job_id!r}: key prefix {ref!r} matches several candidates (ids {ids}); "
+                                     "give more of the key or the candidate id")
+                row = rows[0] if rows else None
             if row is None:
                 self._require_job(conn, job_id)
                 raise StoreError(f"job {job_id!r} has no candidate {ref!r} (give a candidate id or key; "

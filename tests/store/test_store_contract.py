@@ -149,6 +149,27 @@ def test_get_candidate_by_id_or_key(store: SqlStore) -> None:
         store.get_candidate(job.id, "0" * 20)
 
 
+def test_get_candidate_by_key_prefix(store: SqlStore) -> None:
+    """Tables print a key's first 10 characters; that is enough to name a candidate."""
+    seen: dict[str, Arch] = {}
+    pair: tuple[Arch, Arch] | None = None
+    for a in archs(200_000):  # two archs whose keys share their first 6 characters (birthday: ~5k)
+        if (b := seen.setdefault(a.key()[:6], a)) is not a:
+            pair = (b, a)
+            break
+    assert pair is not None
+    job = store.create_job({}, name="prefix", seed=0)
+    c1, c2 = store.add_candidates(job.id, list(pair), generation=0)
+    assert store.get_candidate(job.id, c1.key[:10]) == c1
+    assert store.get_candidate(job.id, c2.key[:7 if c1.key[6] != c2.key[6] else 10]) == c2
+    with pytest.raises(StoreError, match=f"key prefix '{c1.key[:6]}' matches several candidates \\(ids {c1.id}, {c2.id}\\)"):
+        store.get_candidate(job.id, c1.key[:6])
+    with pytest.raises(StoreError, match="has no candidate"):
+        store.get_candidate(job.id, c1.key[:5])  # too short to count as a key
+    with pytest.raises(StoreError, match="has no candidate"):
+        store.get_candidate(job.id, c1.key[:9] + "%")  # not hex: never a LIKE pattern
+
+
 def test_set_pareto_flags_exactly_these(store: SqlStore) -> None:
     job = store.create_job({}, name="pareto", seed=0)
     a = archs(5)
