@@ -307,6 +307,21 @@ class _NoAliasLoader(yaml.SafeLoader):
         finally:
             self._nf_depth -= 1
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """A key written twice in one mapping is an error (YAML would keep the last silently, so a
+        second ``budget:`` block pasted below the first would quietly replace it)."""
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[str, int] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                line = key_node.start_mark.line + 1
+                if key_node.value in first_line:
+                    raise JobSpecError(f"line {line}: key {key_node.value!r} appears twice in one mapping (first on "
+                                       f"line {first_line[key_node.value]}); keep one")
+                first_line[key_node.value] = line
+        return super().construct_mapping(node, deep=deep)
+
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
     """The section model of a field, possibly optional (``TrainingSpec | None``), else None."""

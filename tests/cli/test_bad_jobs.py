@@ -42,6 +42,8 @@ EXPECTED = {
     "export_dir_absolute": "export_dir: must be a relative path inside NASFORGE_HOME",
     "not_a_mapping": "top level must be a mapping",
     "invalid_yaml": "not valid YAML",
+    "duplicate_key": "line 8: key 'budget' appears twice in one mapping (first on line 7); keep one",
+    "duplicate_nested_key": "key 'preset' appears twice in one mapping",
     "yaml_bomb": "aliases/anchors are not allowed",
     "deep_nesting": "nesting deeper than",
     "bad_space_option": "space.options.no_such_option: unknown option",
