@@ -209,19 +209,20 @@ def _job_row(job: Any) -> dict[str, Any]:
     counts = dict(job.counts)
     budget = (job.spec.get("budget") or {}).get("evaluations")
     evaluated = counts.get("done", 0) + counts.get("failed", 0)
-    state, error = job.state.value, job.error
+    state, error, duration = job.state.value, job.error, job.duration_s
     if state in ("created", "training", "running"):
         where, pid = driver_process(job.id)
         if where == "gone":  # killed -9, out of memory, a reboot: nothing recorded the end
             state = "interrupted"
             error = (f"its driver (process {pid} on this machine) ended without recording the job's end; "
                      f"continue with: nasforge resume {job.id}")
+            duration = None  # the row says running, so its duration would count on; when it ended is unknown
     return {
         "job_id": job.id, "name": job.name, "state": state, "error": error,
         "evaluated": evaluated, "budget": budget, "counts": counts,
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "started_at": job.started_at.isoformat() if job.started_at else None,
-        "duration_s": job.duration_s,
+        "duration_s": duration,
     }
 
 

@@ -100,7 +100,9 @@ def test_status_and_list_show_a_killed_driver_as_interrupted(home: Path, capsys:
     out = capsys.readouterr().out
     assert f"({job.name}): interrupted" in out and f"continue with: nasforge resume {job.id}" in out
     assert main(["list", "--json"]) == 0
-    assert [r["state"] for r in json.loads(capsys.readouterr().out)] == ["interrupted"]
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["state"] for r in rows] == ["interrupted"]
+    assert rows[0]["duration_s"] is None  # not a duration that counts on while nothing runs
     # what the store says is left as it is: resume sets it when it runs
     assert open_store(f"sqlite:///{home / 'nasforge.db'}").get_job(job.id).state == JobState.RUNNING
 
