@@ -114,6 +114,11 @@ class SupernetWorkload(Workload):
                 raise JobSpecError(f"evaluation.dataset.path: required for dataset {ds.name!r}")
             if not Path(ds.path).exists():
                 raise JobSpecError(f"evaluation.dataset.path: {ds.path} does not exist")
+            # read it now, before a job exists (a file without X / y, a folder without class folders);
+            # load_dataset caches it for this process, so a foreground job does not read it twice
+            from nasforge.data import load_dataset
+
+            load_dataset(ds)
 
     @staticmethod
     def checkpoint_dir(spec: JobSpec, job_dir: Path) -> Path:

@@ -130,6 +130,30 @@ def test_empty_keys_take_their_defaults(tmp_path: Path) -> None:
         assert JobSpec.model_validate(stored.to_dict()) == stored
 
 
+@pytest.mark.parametrize("kind", ["arrays", "folder"])
+def test_a_dataset_that_cannot_be_read_is_refused_before_a_job_exists(
+        kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """It used to pass validation, create the job, then fail in prepare: a failed row in the store."""
+    import numpy as np
+
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path / "home"))
+    if kind == "arrays":
+        path = tmp_path / "images.npz"
+        np.savez(path, images=np.zeros((10, 8, 8), dtype=np.float32))
+        says = "must hold arrays named 'X' and 'y'; found ['images']"
+    else:
+        path = tmp_path / "images"
+        (path / "only_one_class").mkdir(parents=True)
+        says = "must hold at least two class folders"
+    job = tmp_path / "job.yaml"
+    job.write_text((BAD / "dataset_path_missing.yaml").read_text().replace(
+        "{name: folder, path: /nonexistent/images}", f"{{name: {kind}, path: '{path}'}}"))
+    assert main(["submit", str(job)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "evaluation.dataset.path" in lines[0] and says in lines[0], lines
+    assert _store_rows(tmp_path / "home") == 0
+
+
 def test_huge_file_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
     huge = tmp_path / "huge.yaml"
