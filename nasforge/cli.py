@@ -101,7 +101,7 @@ class ProgressBar:
 
     def __call__(self, p: Any) -> None:
         if self._bar is not None:
-            best = " ".join(f"{k}={_fmt(v)}" for k, v in p.best.items())
+            best = " ".join(f"{k}={_fmt(v)}" for k, v in p.best.items()) or "- (none within the constraints yet)"
             self._bar.update(self._task, completed=min(p.evaluated, self.total or p.evaluated), best=f"best: {best}")
 
     def __exit__(self, *exc: object) -> None:
@@ -142,7 +142,7 @@ def _run(args: argparse.Namespace, spec: Any, store: Any, job: Any = None) -> in
         def progress(p: Any) -> None:
             bar(p)
             if not show_bar and not quiet and p.evaluated and p.evaluated % 10 == 0:
-                best = " ".join(f"{k}={_fmt(v)}" for k, v in p.best.items())
+                best = " ".join(f"{k}={_fmt(v)}" for k, v in p.best.items()) or "- (none within the constraints yet)"
                 print(f"evaluated {p.evaluated}/{p.budget} (failed {p.failed}) best: {best}", flush=True)
 
         result = run_job(spec, store, job=job, address=args.address, on_progress=progress, say=say)
@@ -151,11 +151,32 @@ def _run(args: argparse.Namespace, spec: Any, store: Any, job: Any = None) -> in
         print(json.dumps(summary))
     elif not args.quiet:
         console = _console()
-        console.print(_candidate_table(sorted(result.pareto, key=lambda c: c.id), f"Pareto front of {result.job.id}"))
+        if result.pareto or not result.counts.get("done", 0):
+            console.print(_candidate_table(sorted(result.pareto, key=lambda c: c.id), f"Pareto front of {result.job.id}"))
+        else:
+            console.print(_no_feasible_note(spec, store, result.job.id))
         console.print(f"job {result.job.id}: {result.summary.state.value} ({result.summary.stop_reason}); "
                       f"{result.counts.get('done', 0)} done, {result.counts.get('failed', 0)} failed; "
                       f"artifacts in {next(iter(result.artifacts.values())).parent if result.artifacts else '-'}")
     return 0 if result.summary.state.value in ("done", "cancelled") else 1
+
+
+def _no_feasible_note(spec: Any, store: Any, job_id: str) -> str:
+    """Why a job with done candidates has no Pareto front: none meets the constraints. Names each
+    constraint with the closest value any candidate reached (an empty table said nothing)."""
+    from nasforge.core.types import CandidateStatus
+
+    done = store.get_candidates(job_id, status=CandidateStatus.DONE)
+    parts = []
+    for k in spec.constraint_list():
+        closest = min(done, key=lambda c: k.violation(c.metrics))
+        value = closest.metrics.get(k.metric)
+        met = sum(k.satisfied(c.metrics) for c in done)
+        reach = f"closest {_fmt(value)} (candidate {closest.id})" if value is not None else "never measured"
+        parts.append(f"{k.metric} {k.op} {k.bound:g}: met by {met}, {reach}")
+    return (f"no Pareto front: none of the {len(done)} done candidates meets every constraint ("
+            + "; ".join(parts) + "). Loosen them" + (" or train the supernet longer" if spec.supernet else "")
+            + f"; `nasforge results {job_id}` lists every candidate")
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -287,7 +308,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"job {job.id} ({job.name}): {row['state']}")
     print(f"  round {row['round']}; evaluated {row['evaluated']}/{row['budget']}: done {c.get('done', 0)}, "
           f"pending {c.get('pending', 0) + c.get('running', 0)}, failed {c.get('failed', 0)}")
-    print("  best so far: " + (", ".join(f"{k}={_fmt(v)}" for k, v in best.items()) or "-"))
+    none_feasible = f" (none of the {len(done)} done candidates meets the constraints)" if done and not best else ""
+    print("  best so far: " + (", ".join(f"{k}={_fmt(v)}" for k, v in best.items()) or "-" + none_feasible))
     if row["error"]:
         print(f"  note: {row['error']}")
     return 0

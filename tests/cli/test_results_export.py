@@ -114,3 +114,15 @@ def test_export_folder_must_be_inside_the_output_folder_and_not_it(tmp_path: Pat
     for out in ("../escape", str(tmp_path / "elsewhere")):
         with pytest.raises(ExportError, match="outside the output folder"):
             resolve_output(spec, out)
+
+
+def test_a_job_with_no_feasible_candidate_says_which_constraint_failed(tmp_path: Path) -> None:
+    """In place of an empty Pareto table: each constraint, how many met it and the closest value."""
+    from nasforge.cli import _no_feasible_note
+
+    store, spec, job_id, _, ids = _job(tmp_path / "store.db")
+    strict = spec.model_copy(update={"constraints": [c.model_copy(update={"bound": 0.99}) for c in spec.constraints]})
+    note = _no_feasible_note(strict, store, job_id)
+    assert note.startswith("no Pareto front: none of the 5 done candidates meets every constraint (accuracy >= 0.99: "
+                           f"met by 0, closest 0.96 (candidate {ids[0]})). Loosen them or train the supernet longer; ")
+    assert f"`nasforge results {job_id}`" in note
