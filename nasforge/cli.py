@@ -351,15 +351,23 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from nasforge.compose import open_store_for
-    from nasforge.export import export_candidate
+    from nasforge.export import broken_constraints, export_candidate
 
     if (args.candidate is None) == (args.best is None):
         which = "neither was given" if args.candidate is None else "not both"
         raise NasforgeError(f"export: give a CANDIDATE (id or key) or --best METRIC ({which})")
     store = open_store_for(url=args.store)
     cand, target, files = export_candidate(store, args.job_id, args.output, ref=args.candidate, best=args.best)
+    from nasforge.core.spec import JobSpec
+
+    broken = broken_constraints(JobSpec.model_validate(dict(store.get_job(args.job_id).spec)), cand)
+    if broken:  # --best falls back to every done candidate when none is feasible; say so
+        why = " (no done candidate meets every constraint)" if args.best else ""
+        print(f"note: candidate {cand.id} breaks the job's constraint{'s' if len(broken) > 1 else ''} "
+              f"{', '.join(broken)}{why}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"candidate_id": cand.id, "key": cand.key, "dir": str(target), "files": [f.name for f in files]}))
+        print(json.dumps({"candidate_id": cand.id, "key": cand.key, "dir": str(target), "files": [f.name for f in files],
+                          "constraints_broken": broken}))
     else:
         print(f"exported candidate {cand.id} ({cand.key}) to {target}: {', '.join(f.name for f in files)}")
     return 0

@@ -76,6 +76,12 @@ def pick_candidate(store: Store, job_id: str, ref: str | None, best: str | None,
     return cand
 
 
+def broken_constraints(spec: JobSpec, cand: Candidate) -> list[str]:
+    """The job's constraints ``cand`` does not meet (``--best`` takes such a candidate only when
+    no done candidate meets them all; a candidate named by id is taken as it is)."""
+    return [str(k) for k in spec.constraint_list() if not k.satisfied(cand.metrics)]
+
+
 def export_candidate(store: Store, job_id: str, out: str | Path, *, ref: str | None = None,
                      best: str | None = None) -> tuple[Candidate, Path, list[Path]]:
     job = store.get_job(job_id)

@@ -14,7 +14,7 @@ from nasforge.cli import main
 from nasforge.core.errors import StoreError
 from nasforge.core.spec import JobSpec
 from nasforge.core.types import EvalResult
-from nasforge.export import pick_candidate
+from nasforge.export import broken_constraints, pick_candidate
 from nasforge.spaces import SPACES
 from nasforge.store import open_store
 
@@ -55,6 +55,12 @@ def test_a_tie_on_the_metric_goes_to_the_pareto_member_then_the_better_other_obj
     assert pick_candidate(store, job_id, str(ids[0]), None, spec).id == ids[0]  # an explicit id is taken as is
     with pytest.raises(StoreError, match="no done candidate with metric 'acuracy'; its candidates have: accuracy, latency_ms"):
         pick_candidate(store, job_id, None, "acuracy", spec)
+    # what export notes: the constraints the exported candidate breaks
+    assert broken_constraints(spec, pick_candidate(store, job_id, str(ids[3]), None, spec)) == ["accuracy >= 0.5"]
+    assert broken_constraints(spec, pick_candidate(store, job_id, None, "accuracy", spec)) == []
+    strict = spec.model_copy(update={"constraints": [c.model_copy(update={"bound": 0.99}) for c in spec.constraints]})
+    fallback = pick_candidate(store, job_id, None, "accuracy", strict)  # none feasible: the best of all
+    assert fallback.id == ids[1] and broken_constraints(strict, fallback) == ["accuracy >= 0.99"]
 
 
 @pytest.mark.parametrize("args, says", [(["-o", "x"], "neither was given"),

@@ -42,6 +42,7 @@ def test_submit_export_load(tmp_path: Path) -> None:
     summary = cli("submit", str(job))
     assert summary["state"] == "done"
     exported = cli("export", summary["job_id"], "--best", "kl", "-o", "best")
+    assert exported["constraints_broken"] == []
     meta = json.loads((Path(exported["dir"]) / "arch.json").read_text())
     assert meta["kind"] == "compression" and meta["metrics"]["model_bytes"] <= 3000
     assert meta["packed_bytes"] == meta["metrics"]["model_bytes"]
