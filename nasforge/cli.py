@@ -139,11 +139,18 @@ def _run(args: argparse.Namespace, spec: Any, store: Any, job: Any = None) -> in
     say = (lambda s: print(s, file=sys.stderr)) if quiet else print
     show_bar = not quiet and sys.stdout.isatty()
     with ProgressBar(spec.budget.evaluations, show_bar) as bar:
+        tens_shown = 0
+
         def progress(p: Any) -> None:
+            nonlocal tens_shown
             bar(p)
-            if not show_bar and not quiet and p.evaluated and p.evaluated % 10 == 0:
+            # one line each time the count passes a multiple of 10 (results arrive in chunks, and a
+            # count is reported again when only pending/failed change)
+            if not show_bar and not quiet and p.evaluated // 10 > tens_shown:
+                tens_shown = p.evaluated // 10
                 best = " ".join(f"{k}={_fmt(v)}" for k, v in p.best.items()) or "- (none within the constraints yet)"
-                print(f"evaluated {p.evaluated}/{p.budget} (failed {p.failed}) best: {best}", flush=True)
+                of = f"/{p.budget}" if p.budget else ""
+                print(f"evaluated {p.evaluated}{of} (failed {p.failed}) best: {best}", flush=True)
 
         result = run_job(spec, store, job=job, address=args.address, on_progress=progress, say=say)
     summary = summary_dict(result.summary, result.counts, [c.id for c in result.pareto])
