@@ -313,7 +313,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     c = row["counts"]
     print(f"job {job.id} ({job.name}): {row['state']}")
-    print(f"  round {row['round']}; evaluated {row['evaluated']}/{row['budget']}: done {c.get('done', 0)}, "
+    of = f"/{row['budget']}" if row["budget"] else ""  # none: a wall-time budget
+    print(f"  round {row['round']}; evaluated {row['evaluated']}{of}: done {c.get('done', 0)}, "
           f"pending {c.get('pending', 0) + c.get('running', 0)}, failed {c.get('failed', 0)}")
     none_feasible = f" (none of the {len(done)} done candidates meets the constraints)" if done and not best else ""
     print("  best so far: " + (", ".join(f"{k}={_fmt(v)}" for k, v in best.items()) or "-" + none_feasible))
