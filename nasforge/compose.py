@@ -49,6 +49,21 @@ def _check_device_class_metrics(spec: JobSpec) -> None:
             )
 
 
+def _check_measured_metrics(spec: JobSpec, measured: tuple[frozenset[str], str] | None) -> None:
+    """Objectives and constraints may name only what the job's workload measures: a compression
+    job asked to minimize latency_ms, or a CNN job to minimize kl, would otherwise run to the end
+    with that objective missing on every candidate and no Pareto front."""
+    if measured is None:
+        return
+    names, what = measured
+    named = [(f"objectives[{i}].metric", o.metric) for i, o in enumerate(spec.objectives)]
+    named += [(f"constraints[{i}]", c.to_constraint().metric) for i, c in enumerate(spec.constraints)]
+    for where, metric in named:
+        if metric.partition("@")[0] not in names:
+            raise JobSpecError(f"{where}: {metric!r} is not measured by {what}; it measures: "
+                               f"{', '.join(sorted(names))}")
+
+
 #: a local instance refuses more than this many worker CPUs per core of the machine
 LOCAL_OVERSUBSCRIPTION = 4
 
@@ -67,6 +82,7 @@ def validate(spec: JobSpec, *, address: str | None = None) -> SearchSpace:
         _validate_component_options(pred_cls, spec.predictor.options, "predictor.options")
     workload_cls.validate_spec(spec)
     _check_device_class_metrics(spec)
+    _check_measured_metrics(spec, workload_cls.metrics(spec))
     space = workload_cls.build_space(spec)
     build_strategy(spec, space)  # strategies check their budget/options against the space here
     if spec.store.url is not None:

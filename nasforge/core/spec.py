@@ -39,7 +39,6 @@ KNOWN_METRICS: dict[str, str] = {
     "bops": "bit operations: MACs x weight bits x activation bits (compression jobs)",
     "avg_bits": "parameter-weighted average weight bit-width (compression jobs)",
     "sparsity": "fraction of prunable weights set to zero (compression jobs)",
-    "predicted_accuracy": "accuracy predicted by the job's predictor",
 }
 _METRIC_RE = re.compile(r"^(?P<base>[a-z_0-9]+)(@(?P<cls>[A-Za-z0-9_.:-]+))?$")
 

@@ -45,6 +45,12 @@ class Workload(ABC):
         cls.build_space(spec)
 
     @classmethod
+    def metrics(cls, spec: JobSpec) -> tuple[frozenset[str], str] | None:
+        """The metrics ``evaluate`` returns for ``spec``, with a few words on what they are (for
+        the error when an objective or constraint names another); None: not declared, unchecked."""
+        return None
+
+    @classmethod
     def prepare(cls, spec: JobSpec, job_dir: Path, log: LogFn = print) -> dict[str, float]:
         """One-time, resumable preparation in the coordinator; returns metrics to track."""
         return {}

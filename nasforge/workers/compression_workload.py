@@ -100,6 +100,11 @@ class CompressionWorkload(Workload):
         return _MODEL_CACHE[key]
 
     @classmethod
+    def metrics(cls, spec: JobSpec) -> tuple[frozenset[str], str] | None:
+        names = {"kl", "accuracy", "loss", "model_bytes", "avg_bits", "sparsity", "bops", "params", "flops"}
+        return frozenset(names), "a compression job (fake-quant weights: latency is not timed)"
+
+    @classmethod
     def build_space(cls, spec: JobSpec, search_roots: tuple[str, ...] = ()) -> SearchSpace:
         import torch
 
@@ -107,6 +112,8 @@ class CompressionWorkload(Workload):
 
         opts = _space_options(spec)
         key = _model_key(spec) + opts.model_dump_json()
+        if opts.input_shape is None:  # the probe input comes from the dataset: another dataset, another check
+            key += spec.evaluation.dataset.model_dump_json()
         if key in _SPACE_CACHE:
             return _SPACE_CACHE[key]
         model = cls._model(spec, search_roots)

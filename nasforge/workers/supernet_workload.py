@@ -120,6 +120,18 @@ class SupernetWorkload(Workload):
 
             load_dataset(ds)
 
+    @classmethod
+    def metrics(cls, spec: JobSpec) -> tuple[frozenset[str], str] | None:
+        assert spec.supernet is not None
+        tokens = getattr(SUPERNETS.get(spec.supernet.name, "supernet.name"), "input_kind", "image") == "tokens"
+        names = {"loss", "perplexity"} if tokens else {"accuracy", "loss"}
+        names |= {"flops", "params", "model_bytes"}
+        timed = spec.evaluation.latency.enabled
+        if timed:
+            names |= set(cls.LATENCY_METRICS)
+        what = "a language-model supernet job" if tokens else "a supernet job"
+        return frozenset(names), what + ("" if timed else " with evaluation.latency.enabled: false")
+
     @staticmethod
     def checkpoint_dir(spec: JobSpec, job_dir: Path) -> Path:
         assert spec.supernet is not None

@@ -66,6 +66,10 @@ EXPECTED = {
     "sampler_buckets_too_wide": "training.options.sampler_options.buckets",
     # the options listed are the sampler's, not the trainer's
     "unknown_sampler_option": "sampler_options.explot: unknown option (options: buckets, max_flops_ratio,",
+    # objectives / constraints name only what the job measures
+    "compress_latency_objective": "objectives[1].metric: 'latency_ms' is not measured by a compression job",
+    "supernet_kl_constraint": "constraints[0]: 'kl' is not measured by a supernet job; it measures: accuracy,",
+    "latency_objective_latency_disabled": "'latency_ms' is not measured by a supernet job with evaluation.latency.enabled: false",
     "compress_model_dataset_mismatch": "model.source: tests.compress.helpers:tiny_digits_cnn fails on an input",
 }
 
