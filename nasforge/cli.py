@@ -174,8 +174,16 @@ def _no_feasible_note(spec: Any, store: Any, job_id: str) -> str:
     from nasforge.core.types import CandidateStatus
 
     done = store.get_candidates(job_id, status=CandidateStatus.DONE)
+    constraints = spec.constraint_list()
+    if any(all(k.satisfied(c.metrics) for k in constraints) for c in done):  # feasible, yet no front
+        import math
+
+        missing = sorted({o.metric for o in spec.objectives for c in done
+                          if not math.isfinite(float(c.metrics.get(o.metric, math.nan)))})
+        return (f"no Pareto front: the done candidates that meet the constraints lack a finite value of "
+                f"{', '.join(missing) or 'an objective'}; `nasforge results {job_id}` lists every candidate")
     parts = []
-    for k in spec.constraint_list():
+    for k in constraints:
         closest = min(done, key=lambda c: k.violation(c.metrics))
         value = closest.metrics.get(k.metric)
         met = sum(k.satisfied(c.metrics) for c in done)

@@ -132,3 +132,9 @@ def test_a_job_with_no_feasible_candidate_says_which_constraint_failed(tmp_path:
     assert note.startswith("no Pareto front: none of the 5 done candidates meets every constraint (accuracy >= 0.99: "
                            f"met by 0, closest 0.96 (candidate {ids[0]})). Loosen them or train the supernet longer; ")
     assert f"`nasforge results {job_id}`" in note
+    # feasible candidates but an objective never measured: the note names it, not the constraints
+    from nasforge.core.spec import ObjectiveSpec
+
+    unmeasured = spec.model_copy(update={"objectives": [*spec.objectives, ObjectiveSpec(metric="flops", direction="minimize")]})
+    assert _no_feasible_note(unmeasured, store, job_id).startswith(
+        "no Pareto front: the done candidates that meet the constraints lack a finite value of flops; ")
