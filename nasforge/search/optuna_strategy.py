@@ -32,6 +32,7 @@ state asks the same archs again).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -45,6 +46,10 @@ from nasforge.search.base import Strategy, StrategyOptions
 
 #: a violation too large for JSON / Optuna (inf) is stored as this
 _BIG = 1e30
+
+
+#: index grids up to this many points are enumerated for the last unasked archs of a small space
+ENUMERATE_LIMIT = 100_000
 
 
 class OptunaOptions(StrategyOptions):
@@ -76,7 +81,7 @@ class OptunaStrategy(Strategy):
 
         optuna.logging.set_verbosity(logging.WARNING)
         self._optuna = optuna
-        self.distributions = {
+        self.distributions: dict[str, Any] = {
             name: optuna.distributions.CategoricalDistribution(list(range(len(values))))
             for name, values in self.space.choices().items()
         }
@@ -105,7 +110,7 @@ class OptunaStrategy(Strategy):
         return samplers.TPESampler(seed=seed, **kw)
 
     def _new_study(self) -> Any:
-        directions = [o.direction.value for o in self.objectives]
+        directions: list[Any] = [o.direction.value for o in self.objectives]
         return self._optuna.create_study(directions=directions, sampler=self._sampler(self.seed))
 
     def _reseed(self, fallback: bool = False) -> None:
@@ -142,6 +147,34 @@ class OptunaStrategy(Strategy):
             duplicates = 0
             self.asked.add(key)
             self.pending[key] = trial
+            out.append(arch)
+        if len(out) < n:  # a small space nearly asked out: the sampler finds its last archs by luck only
+            out += self._ask_unseen(n - len(out))
+        return out
+
+    def _ask_unseen(self, k: int) -> list[Arch]:
+        """Up to ``k`` archs never asked, drawn uniformly (seeded like ``_reseed``) from the whole
+        index grid when it has at most ``ENUMERATE_LIMIT`` points, each asked as an enqueued
+        (fixed-parameter) trial so that it is told and replayed like any other."""
+        card = [len(d.choices) for d in self.distributions.values()]
+        if float(np.prod(card, dtype=float)) > ENUMERATE_LIMIT:
+            return []
+        unseen: dict[str, tuple[int, ...]] = {}
+        for idx in itertools.product(*(range(c) for c in card)):
+            key = self.space.from_indices(list(idx)).key()
+            if key not in self.asked:
+                unseen.setdefault(key, idx)
+        if not unseen:
+            return []
+        rng = np.random.default_rng((self.seed * 1_000_003 + len(self.study.trials)) % (2**32))
+        picks = [list(unseen.values())[i] for i in rng.permutation(len(unseen))[:k]]
+        out: list[Arch] = []
+        for idx in picks:
+            self.study.enqueue_trial(dict(zip(self.distributions, idx, strict=True)))
+            trial = self.study.ask(self.distributions)
+            arch = self.space.from_indices([trial.params[name] for name in self.distributions])
+            self.asked.add(arch.key())
+            self.pending[arch.key()] = trial
             out.append(arch)
         return out
 
