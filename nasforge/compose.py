@@ -35,12 +35,16 @@ def _validate_component_options(cls: Any, options: dict[str, Any], where: str) -
     _validate_options(cls, options, where)
 
 
+def _named_metrics(spec: JobSpec) -> list[tuple[str, str]]:
+    """(where in the job file, metric) of every objective and constraint."""
+    named = [(f"objectives[{i}].metric", o.metric) for i, o in enumerate(spec.objectives)]
+    return named + [(f"constraints[{i}]", c.to_constraint().metric) for i, c in enumerate(spec.constraints)]
+
+
 def _check_device_class_metrics(spec: JobSpec) -> None:
     """``latency_ms@CLASS`` in objectives / constraints needs CLASS in the measured classes."""
     classes = set(spec.evaluation.latency.device_classes)
-    named = [(f"objectives[{i}].metric", o.metric) for i, o in enumerate(spec.objectives)]
-    named += [(f"constraints[{i}]", c.to_constraint().metric) for i, c in enumerate(spec.constraints)]
-    for where, metric in named:
+    for where, metric in _named_metrics(spec):
         _, _, cls = metric.partition("@")
         if cls and cls not in classes:
             raise JobSpecError(
@@ -56,9 +60,7 @@ def _check_measured_metrics(spec: JobSpec, measured: tuple[frozenset[str], str] 
     if measured is None:
         return
     names, what = measured
-    named = [(f"objectives[{i}].metric", o.metric) for i, o in enumerate(spec.objectives)]
-    named += [(f"constraints[{i}]", c.to_constraint().metric) for i, c in enumerate(spec.constraints)]
-    for where, metric in named:
+    for where, metric in _named_metrics(spec):
         if metric.partition("@")[0] not in names:
             raise JobSpecError(f"{where}: {metric!r} is not measured by {what}; it measures: "
                                f"{', '.join(sorted(names))}")
