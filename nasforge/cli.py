@@ -230,7 +230,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from nasforge.compose import open_store_for
     from nasforge.core.spec import JobSpec
 
-    store = open_store_for(url=args.store)
+    store = open_store_for(url=args.store, job_id=getattr(args, "job_id", None))
     job = store.get_job(args.job_id)
     spec = JobSpec.model_validate(dict(job.spec))
     if job.state.value in ("done", "cancelled"):
@@ -265,7 +265,7 @@ def _job_row(job: Any) -> dict[str, Any]:
 def cmd_list(args: argparse.Namespace) -> int:
     from nasforge.compose import open_store_for
 
-    store = open_store_for(url=args.store)
+    store = open_store_for(url=args.store, job_id=getattr(args, "job_id", None))
     rows = [_job_row(j) for j in store.list_jobs()]
     if args.json:
         print(json.dumps(rows))
@@ -306,7 +306,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from nasforge.core.spec import JobSpec
     from nasforge.core.types import CandidateStatus, best_per_objective
 
-    store = open_store_for(url=args.store)
+    store = open_store_for(url=args.store, job_id=getattr(args, "job_id", None))
     job = store.get_job(args.job_id)
     row = _job_row(job)
     ckpt = store.load_checkpoint(job.id)
@@ -346,7 +346,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         raise NasforgeError("results --format table prints to the terminal; with -o FILE use --format json|csv|parquet")
     if fmt == "parquet" and not args.output:
         raise NasforgeError("results --format parquet needs -o FILE (Parquet is binary)")
-    store = open_store_for(url=args.store)
+    store = open_store_for(url=args.store, job_id=getattr(args, "job_id", None))
     store.get_job(args.job_id)
     cands = store.get_candidates(args.job_id)
     if args.pareto:
@@ -372,7 +372,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if (args.candidate is None) == (args.best is None):
         which = "neither was given" if args.candidate is None else "not both"
         raise NasforgeError(f"export: give a CANDIDATE (id or key) or --best METRIC ({which})")
-    store = open_store_for(url=args.store)
+    store = open_store_for(url=args.store, job_id=getattr(args, "job_id", None))
     cand, target, files = export_candidate(store, args.job_id, args.output, ref=args.candidate, best=args.best)
     from nasforge.core.spec import JobSpec
 
@@ -413,7 +413,7 @@ def _follow_log(args: argparse.Namespace, log: Path, poll_s: float = 0.5) -> int
 
     from nasforge.compose import driver_process, open_store_for
 
-    store = open_store_for(url=args.store)
+    store = open_store_for(url=args.store, job_id=getattr(args, "job_id", None))
     job = store.get_job(args.job_id)
     with open(log, "rb") as f:
         while True:
@@ -442,7 +442,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         print(f"ray job {args.job_id} stopped" if changed else f"ray job {args.job_id} had already ended")
         return 0
 
-    store = open_store_for(url=args.store)
+    store = open_store_for(url=args.store, job_id=getattr(args, "job_id", None))
     changed = cancel_job(args.job_id, store)
     print(f"job {args.job_id} cancelled" if changed else f"job {args.job_id} was not running")
     return 0

@@ -164,10 +164,29 @@ def load_and_validate(path: str | Path, *, address: str | None = None) -> tuple[
     return spec, space
 
 
-def open_store_for(spec: JobSpec | None = None, url: str | None = None) -> Store:
+def open_store_for(spec: JobSpec | None = None, url: str | None = None, job_id: str | None = None) -> Store:
+    """The store named by ``url`` (--store), the job file's ``store.url``, ``NASFORGE_STORE_URL``, or,
+    for a command about ``job_id``, the store that job was submitted to from this machine; else
+    SQLite in NASFORGE_HOME."""
     from nasforge.store import open_store
 
-    return open_store(url or (spec.store.url if spec is not None else None) or os.environ.get("NASFORGE_STORE_URL"))
+    chosen = url or (spec.store.url if spec is not None else None) or os.environ.get("NASFORGE_STORE_URL")
+    if chosen is None and job_id is not None:
+        chosen = _submitted_store_url(job_id)
+    return open_store(chosen)
+
+
+def _submitted_store_url(job_id: str) -> str | None:
+    """``store.url`` of the job file a local job was submitted with (``jobs/JOB/job.json``), so that
+    ``nasforge status JOB`` finds a job whose file put it in PostgreSQL without --store."""
+    if not job_id or "/" in job_id or "\\" in job_id or job_id in (".", ".."):
+        return None
+    try:
+        data = json.loads((home() / "jobs" / job_id / "job.json").read_text())
+    except (OSError, ValueError):
+        return None
+    url = (data.get("store") or {}).get("url") if isinstance(data, dict) else None
+    return url if isinstance(url, str) and url else None
 
 
 def open_tracker(spec: JobSpec) -> Tracker:

@@ -138,3 +138,25 @@ def test_a_job_with_no_feasible_candidate_says_which_constraint_failed(tmp_path:
     unmeasured = spec.model_copy(update={"objectives": [*spec.objectives, ObjectiveSpec(metric="flops", direction="minimize")]})
     assert _no_feasible_note(unmeasured, store, job_id).startswith(
         "no Pareto front: the done candidates that meet the constraints lack a finite value of flops; ")
+
+
+def test_commands_about_a_job_find_the_store_its_file_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A job whose file set store.url (PostgreSQL on a cluster, here another SQLite file) was only
+    found with --store; the job folder on this machine records the URL, so status / results find it."""
+    import json
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("NASFORGE_HOME", str(home))
+    monkeypatch.delenv("NASFORGE_STORE_URL", raising=False)
+    store, spec, job_id, _, ids = _job(tmp_path / "elsewhere.db")
+    (home / "jobs" / job_id).mkdir(parents=True)
+    stored = {**spec.to_dict(), "store": {"url": f"sqlite:///{tmp_path / 'elsewhere.db'}"}}
+    (home / "jobs" / job_id / "job.json").write_text(json.dumps(stored))
+    assert main(["status", job_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["job_id"] == job_id
+    assert main(["results", job_id, "--format", "json"]) == 0
+    assert sorted(c["candidate_id"] for c in json.loads(capsys.readouterr().out)) == sorted(ids)
+    assert main(["list"]) == 0 and "no jobs in the store" in capsys.readouterr().out  # list: the default store
+    assert main(["status", "../elsewhere"]) == 2  # a job id is not a path
+    assert "no job '../elsewhere'" in capsys.readouterr().err
