@@ -37,6 +37,12 @@ def resolve_output(spec: JobSpec, out: str | Path) -> Path:
     if resolved == root:  # "", ".", the root itself: files would land beside every other export
         raise ExportError(f"export path {str(out)!r} is the output folder {root} itself; "
                           "name a folder inside it, e.g. -o best")
+    if resolved.exists() and not resolved.is_dir():
+        raise ExportError(f"export path {resolved} is a file; name a folder, e.g. -o {resolved.parent.name or 'best'}")
+    if resolved.is_dir() and any(resolved.iterdir()) and not (resolved / "arch.json").is_file():
+        # an export replaces an earlier export in place; anything else in the folder would be deleted
+        raise ExportError(f"export path {resolved} holds files that are not a nasforge export, and exporting "
+                          "there would delete them; name another folder")
     return resolved
 
 

@@ -120,6 +120,17 @@ def test_export_folder_must_be_inside_the_output_folder_and_not_it(tmp_path: Pat
     for out in ("../escape", str(tmp_path / "elsewhere")):
         with pytest.raises(ExportError, match="outside the output folder"):
             resolve_output(spec, out)
+    # an earlier export is replaced; a file, or a folder of other files, is not touched
+    (root / "earlier").mkdir()
+    (root / "earlier" / "arch.json").write_text("{}")
+    assert resolve_output(spec, "earlier") == root / "earlier"
+    with pytest.raises(ExportError, match="export path .*arch.json is a file; name a folder, e.g. -o earlier"):
+        resolve_output(spec, "earlier/arch.json")  # was a NotADirectoryError traceback
+    (root / "mine").mkdir()
+    (root / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not a nasforge export, and exporting there would delete them"):
+        resolve_output(spec, "mine")
+    assert (root / "mine" / "notes.txt").read_text() == "mine"
 
 
 def test_a_job_with_no_feasible_candidate_says_which_constraint_failed(tmp_path: Path) -> None:
