@@ -207,7 +207,26 @@ def open_tracker(spec: JobSpec) -> Tracker:
 def build_strategy(spec: JobSpec, space: SearchSpace) -> Any:
     cls = STRATEGIES.get(spec.strategy.name, "strategy.name")
     return cls(space, objectives=spec.objective_list(), constraints=spec.constraint_list(), seed=spec.seed,
-               options=spec.strategy.options)
+               options=strategy_options(spec, cls))
+
+
+def strategy_options(spec: JobSpec, cls: Any) -> dict[str, Any]:
+    """``strategy.options``, with the job's top-level ``predictor`` section handed to a strategy
+    that takes one (``guided``: its ``predictor`` / ``predictor_options``). The section used to be
+    checked and then ignored."""
+    options = dict(spec.strategy.options)
+    if spec.predictor is None:
+        return options
+    fields = getattr(getattr(cls, "Options", None), "model_fields", {})
+    if "predictor" not in fields:
+        raise JobSpecError(f"predictor: strategy {spec.strategy.name!r} does not use a predictor; remove the "
+                           "'predictor' section or use strategy: guided")
+    if "predictor" in options or "predictor_options" in options:
+        raise JobSpecError("predictor: the predictor is also given in strategy.options; name it in one place")
+    options["predictor"] = spec.predictor.name
+    if spec.predictor.options:
+        options["predictor_options"] = dict(spec.predictor.options)
+    return options
 
 
 @dataclass

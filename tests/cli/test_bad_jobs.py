@@ -70,6 +70,8 @@ EXPECTED = {
     "compress_latency_objective": "objectives[1].metric: 'latency_ms' is not measured by a compression job",
     "supernet_kl_constraint": "constraints[0]: 'kl' is not measured by a supernet job; it measures: accuracy,",
     "latency_objective_latency_disabled": "'latency_ms' is not measured by a supernet job with evaluation.latency.enabled: false",
+    "predictor_unused_by_strategy": "predictor: strategy 'nsga2' does not use a predictor",
+    "predictor_given_twice": "predictor: the predictor is also given in strategy.options; name it in one place",
     "compress_model_dataset_mismatch": "model.source: tests.compress.helpers:tiny_digits_cnn fails on an input",
 }
 
@@ -156,6 +158,20 @@ def test_a_dataset_that_cannot_be_read_is_refused_before_a_job_exists(
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "evaluation.dataset.path" in lines[0] and says in lines[0], lines
     assert _store_rows(tmp_path / "home") == 0
+
+
+def test_the_predictor_section_reaches_the_guided_strategy() -> None:
+    """``predictor: {name: gbt, options: ...}`` was checked and then ignored (guided used its default)."""
+    from nasforge.compose import build_strategy
+    from nasforge.core.spec import parse_job_text
+    from nasforge.spaces import SPACES
+
+    text = (BAD / "predictor_given_twice.yaml").read_text().replace(", options: {predictor: gp}", "").replace(
+        "predictor: {name: gbt}", "predictor: {name: gbt, options: {n_estimators: 50}}")
+    spec = parse_job_text(text)
+    strategy = build_strategy(spec, SPACES.get(spec.space.name)(spec.space.options))
+    assert strategy.options.predictor == "gbt"
+    assert strategy.options.predictor_options == {"n_estimators": 50}
 
 
 def test_huge_file_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
