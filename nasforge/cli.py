@@ -259,7 +259,32 @@ def _job_row(job: Any) -> dict[str, Any]:
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "duration_s": duration,
+        "training": _training_progress(job.id) if state == "training" else None,
     }
+
+
+def _training_progress(job_id: str) -> dict[str, Any] | None:
+    """The last epoch a training supernet job finished ({"epoch", "epochs", "metrics"}), if any."""
+    from nasforge.core.paths import SUPERNET_DIR, TRAINING_PROGRESS_FILE, home
+
+    try:
+        data = json.loads((home() / "jobs" / job_id / SUPERNET_DIR / TRAINING_PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _training_line(t: dict[str, Any]) -> str:
+    """'epoch 1 of 2 trained (largest_val_acc=0.71); about 15 s to go' from ``_training_progress``."""
+    m = t.get("metrics") or {}
+    acc = m.get("largest_val_acc")
+    text = f"epoch {t.get('epoch')}" + (f" of {t['epochs']}" if t.get("epochs") else "") + " trained"
+    if isinstance(acc, (int, float)) and acc == acc:
+        text += f" (largest_val_acc={_fmt(float(acc))})"
+    secs, left = m.get("epoch_seconds"), (t.get("epochs") or 0) - (t.get("epoch") or 0)
+    if isinstance(secs, (int, float)) and left > 0:
+        text += f"; about {secs * left:.0f} s to go"
+    return text
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -280,6 +305,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_column(col)
     for r in rows:
         prog = f"{r['evaluated']}/{r['budget']}" if r["budget"] else str(r["evaluated"])
+        if r["training"]:
+            t = r["training"]
+            prog = f"epoch {t.get('epoch')}" + (f"/{t['epochs']}" if t.get("epochs") else "")
         dur = f"{r['duration_s']:.0f} s" if r["duration_s"] is not None else "-"
         table.add_row(r["job_id"], r["state"], prog, (r["started_at"] or "-")[:19], dur)
     _console().print(table)
@@ -321,6 +349,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     c = row["counts"]
     print(f"job {job.id} ({job.name}): {row['state']}")
+    if row["training"]:
+        print(f"  training: {_training_line(row['training'])}")
+    elif row["state"] == "training":
+        print("  training: the first epoch is under way")
     of = f"/{row['budget']}" if row["budget"] else ""  # none: a wall-time budget
     print(f"  round {row['round']}; evaluated {row['evaluated']}{of}: done {c.get('done', 0)}, "
           f"pending {c.get('pending', 0) + c.get('running', 0)}, failed {c.get('failed', 0)}")

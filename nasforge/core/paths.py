@@ -44,6 +44,12 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{home() / 'mlflow.db'}"
 
 
+#: a supernet job trains into ``jobs/JOB/SUPERNET_DIR`` and writes ``TRAINING_PROGRESS_FILE`` there
+#: after each epoch ({"epoch", "epochs", "metrics"}), which `status` and `list` read while it trains
+SUPERNET_DIR = "supernet"
+TRAINING_PROGRESS_FILE = "progress.json"
+
+
 def job_dir(job_id: str) -> Path:
     """Per-job working folder (supernet checkpoints, level databases, logs)."""
     p = home() / "jobs" / job_id

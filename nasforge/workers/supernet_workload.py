@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nasforge.core.errors import JobSpecError, NasforgeError
+from nasforge.core.paths import SUPERNET_DIR, TRAINING_PROGRESS_FILE
 from nasforge.core.spec import JobSpec
 from nasforge.core.spec_docs import model_of
 from nasforge.core.types import ARCH_SCHEMA_VERSION, Arch
@@ -137,7 +138,7 @@ class SupernetWorkload(Workload):
         assert spec.supernet is not None
         if spec.supernet.checkpoint is not None:
             return Path(spec.supernet.checkpoint)
-        return Path(job_dir) / "supernet"
+        return Path(job_dir) / SUPERNET_DIR
 
     @classmethod
     def _build_supernet(cls, spec: JobSpec) -> Any:
@@ -167,9 +168,17 @@ class SupernetWorkload(Workload):
         trainer = trainer_cls(net, data, spec.training, seed=spec.seed, checkpoint_dir=ckpt_dir,
                               options=spec.training.options)
 
+        per_epoch = getattr(trainer, "steps_per_epoch", None)
+        total = getattr(trainer, "total_steps", None)
+        epochs = math.ceil(total / per_epoch) if per_epoch and total else None
+
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             log(f"supernet epoch {epoch}: {shown}")
+            # what `nasforge status` / `list` show while the job trains (written whole, then renamed)
+            tmp = ckpt_dir / "progress.json.tmp"
+            tmp.write_text(json.dumps({"epoch": epoch, "epochs": epochs, "metrics": metrics}))
+            tmp.replace(ckpt_dir / TRAINING_PROGRESS_FILE)
 
         metrics = {k: float(v) for k, v in trainer.fit(on_epoch=on_epoch).items()}
         done_marker.write_text(json.dumps(metrics))

@@ -168,3 +168,25 @@ def test_logs_follow_prints_until_the_driver_ends(home: Path, capsys: pytest.Cap
     _pid_file(home, job2.id, proc.pid)
     assert main(["logs", job2.id, "--follow"]) == 0
     assert capsys.readouterr().out == "evaluated 1/3\n"
+
+
+def test_status_and_list_show_how_far_training_got(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """While a supernet trains, status said only 'round 0; evaluated 0/120' for minutes (hours on a real one)."""
+    job = _job(home, JobState.TRAINING)
+    driver = _fake_driver(30)
+    try:
+        _pid_file(home, job.id, driver.pid)
+        assert main(["status", job.id]) == 0
+        assert "  training: the first epoch is under way" in capsys.readouterr().out
+        progress = {"epoch": 3, "epochs": 10, "metrics": {"largest_val_acc": 0.9125, "epoch_seconds": 20.0}}
+        (home / "jobs" / job.id / "supernet").mkdir()
+        (home / "jobs" / job.id / "supernet" / "progress.json").write_text(json.dumps(progress))
+        assert main(["status", job.id]) == 0
+        assert "  training: epoch 3 of 10 trained (largest_val_acc=0.9125); about 140 s to go" in capsys.readouterr().out
+        assert main(["list", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)[0]["training"] == progress
+        assert main(["list"]) == 0
+        assert "epoch 3/10" in capsys.readouterr().out
+    finally:
+        driver.kill()
+        driver.wait()
