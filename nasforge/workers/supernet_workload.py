@@ -176,7 +176,7 @@ class SupernetWorkload(Workload):
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             log(f"supernet epoch {epoch}: {shown}")
             # what `nasforge status` / `list` show while the job trains (written whole, then renamed)
-            tmp = ckpt_dir / "progress.json.tmp"
+            tmp = ckpt_dir / f"{TRAINING_PROGRESS_FILE}.tmp"
             tmp.write_text(json.dumps({"epoch": epoch, "epochs": epochs, "metrics": metrics}))
             tmp.replace(ckpt_dir / TRAINING_PROGRESS_FILE)
 
