@@ -15,7 +15,7 @@ from typing import Any
 
 from nasforge.core.errors import ExportError, StoreError
 from nasforge.core.interfaces import Store
-from nasforge.core.paths import confined, home, job_dir
+from nasforge.core.paths import confined, home, job_dir, ordinary_file_mode
 from nasforge.core.spec import JobSpec
 from nasforge.core.types import ARCH_SCHEMA_VERSION, Candidate, CandidateStatus, Direction
 from nasforge.workers import WORKLOADS, workload_kind
@@ -103,6 +103,7 @@ def export_candidate(store: Store, job_id: str, out: str | Path, *, ref: str | N
         "source": {"job_id": job_id, "candidate_id": cand.id, "job_name": job.name},
     }
     files = workload.export(cand.arch, target, metadata)
+    ordinary_file_mode(*(p for p in target.rglob("*") if p.is_file()))
     return cand, target, files
 
 

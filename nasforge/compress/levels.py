@@ -22,6 +22,7 @@ from torch import nn
 from nasforge.compress.gptq import gptq_quantize, layer_hessians
 from nasforge.compress.prune import magnitude_mask, nm_mask, wanda_score
 from nasforge.compress.quant import QuantizedWeight, dequantize, quantize
+from nasforge.core.paths import ordinary_file_mode
 from nasforge.spaces.compression import CompressionSpace, CompressionSpaceOptions, LayerInfo
 
 
@@ -149,6 +150,7 @@ class LevelDatabase:
                        for b, s in self.levels()}
             tmp = path.with_suffix(".tmp")
             save_file(tensors, str(tmp), metadata={"layer": layer.name})
+            ordinary_file_mode(tmp)
             tmp.replace(path)
         self.ready_file.write_text(json.dumps({"layers": len(opts.layers), "levels": len(self.levels())}))
 

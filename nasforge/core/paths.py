@@ -50,6 +50,28 @@ SUPERNET_DIR = "supernet"
 TRAINING_PROGRESS_FILE = "progress.json"
 
 
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask sets it, racing other threads' file creation)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def ordinary_file_mode(*paths: Path | str) -> None:
+    """Give files the mode a plain ``open(path, "w")`` would have (``0o666 & ~umask``).
+    safetensors 0.8 writes through a temporary file created ``0600`` whatever the umask
+    (safetensors#782), so an exported ``model.safetensors`` could be read only by the user who
+    exported it, not by a server or container running as another user."""
+    mode = 0o666 & ~_umask()
+    for p in paths:
+        os.chmod(p, mode)
+
+
 def job_dir(job_id: str) -> Path:
     """Per-job working folder (supernet checkpoints, level databases, logs)."""
     p = home() / "jobs" / job_id

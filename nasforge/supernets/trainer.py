@@ -52,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load_file, save_file
 
 from nasforge.core.errors import JobSpecError, NasforgeError
+from nasforge.core.paths import ordinary_file_mode
 from nasforge.core.spec import TrainingSpec
 from nasforge.core.types import Arch
 from nasforge.spaces.base import SearchSpace
@@ -403,6 +404,7 @@ class SandwichTrainer:
                   str(tmp / "model.safetensors"))
         opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        ordinary_file_mode(tmp / "model.safetensors", tmp / "optimizer.safetensors")
         sampler_state = self.sampler.state_dict() if hasattr(self.sampler, "state_dict") else {}
         state = {
             "step": self.step, "epoch": self.epoch, "total_steps": self.total_steps, "seed": self.seed,

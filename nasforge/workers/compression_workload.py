@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nasforge.core.errors import JobSpecError
+from nasforge.core.paths import ordinary_file_mode
 from nasforge.core.spec import JobSpec
 from nasforge.core.types import ARCH_SCHEMA_VERSION, Arch
 from nasforge.spaces.base import SearchSpace
@@ -188,6 +189,7 @@ class CompressionWorkload(Workload):
         ref_calib = logits_of(model, calib, spec.evaluation.batch_size)
         ref_eval = logits_of(model, X, spec.evaluation.batch_size)
         save_file({"calib": ref_calib.contiguous(), "eval": ref_eval.contiguous()}, str(root / "reference.safetensors"))
+        ordinary_file_mode(root / "dense.safetensors", root / "reference.safetensors")
         log(f"compression: {len(space.opts.layers)} layers in {len(space.groups())} groups, "
             f"dense accuracy {accuracy(ref_eval, y):.4f}; building the level database")
         db = LevelDatabase(root / "levels", space)

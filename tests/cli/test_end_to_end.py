@@ -100,6 +100,12 @@ def test_export_loads_and_matches_the_supernet_child(trained: dict) -> None:
     assert {"arch.json", "model.safetensors", "model.onnx", "model.pt2"} <= set(info["files"])
     meta = json.loads((out / "arch.json").read_text())
     assert meta["schema_version"] == 1 and meta["source"]["job_id"] == job_id
+    # every file is readable like arch.json (safetensors alone would leave its file 0600, so a
+    # server running as another user could not load the weights)
+    modes = {f: (out / f).stat().st_mode & 0o777 for f in info["files"]}
+    assert set(modes.values()) == {(out / "arch.json").stat().st_mode & 0o777}, modes
+    checkpoints = list((home / "jobs" / job_id).rglob("*.safetensors"))
+    assert checkpoints and {c.stat().st_mode & 0o777 for c in checkpoints} == set(modes.values())
 
     os.environ["NASFORGE_HOME"] = str(home)
     model = nasforge.load(out)

@@ -46,6 +46,8 @@ def test_submit_export_load(tmp_path: Path) -> None:
     meta = json.loads((Path(exported["dir"]) / "arch.json").read_text())
     assert meta["kind"] == "compression" and meta["metrics"]["model_bytes"] <= 3000
     assert meta["packed_bytes"] == meta["metrics"]["model_bytes"]
+    folder = Path(exported["dir"])
+    assert {f.stat().st_mode & 0o777 for f in folder.iterdir()} == {(folder / "arch.json").stat().st_mode & 0o777}
     import nasforge
 
     model = nasforge.load(exported["dir"])
