@@ -259,8 +259,17 @@ def _job_row(job: Any) -> dict[str, Any]:
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "duration_s": duration,
-        "training": _training_progress(job.id) if state == "training" else None,
+        "training": _training_progress(job.id) if state == "training" else _unfinished_training(job.id, evaluated),
     }
+
+
+def _unfinished_training(job_id: str, evaluated: int) -> dict[str, Any] | None:
+    """The training progress of a job that stopped (interrupted, failed, cancelled) before its
+    supernet was trained; its 0/N evaluated said nothing of the epochs `resume` keeps."""
+    t = _training_progress(job_id) if evaluated == 0 else None
+    if t and t.get("epochs") and (t.get("epoch") or 0) < t["epochs"]:
+        return t
+    return None
 
 
 def _training_progress(job_id: str) -> dict[str, Any] | None:
@@ -274,15 +283,19 @@ def _training_progress(job_id: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _training_line(t: dict[str, Any]) -> str:
-    """'epoch 1 of 2 trained (largest_val_acc=0.71); about 15 s to go' from ``_training_progress``."""
+def _training_line(t: dict[str, Any], running: bool = True) -> str:
+    """'epoch 1 of 2 trained (largest_val_acc=0.71); about 15 s to go' from ``_training_progress``
+    (for a job that stopped while training: where `resume` picks it up)."""
     m = t.get("metrics") or {}
     acc = m.get("largest_val_acc")
     text = f"epoch {t.get('epoch')}" + (f" of {t['epochs']}" if t.get("epochs") else "") + " trained"
     if isinstance(acc, (int, float)) and acc == acc:
         text += f" (largest_val_acc={_fmt(float(acc))})"
     secs, left = m.get("epoch_seconds"), (t.get("epochs") or 0) - (t.get("epoch") or 0)
-    if isinstance(secs, (int, float)) and left > 0:
+    if not running:
+        if left > 0:
+            text += "; resume trains on from there"
+    elif isinstance(secs, (int, float)) and left > 0:
         text += f"; about {secs * left:.0f} s to go"
     return text
 
@@ -350,7 +363,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     c = row["counts"]
     print(f"job {job.id} ({job.name}): {row['state']}")
     if row["training"]:
-        print(f"  training: {_training_line(row['training'])}")
+        print(f"  training: {_training_line(row['training'], running=row['state'] == 'training')}")
     elif row["state"] == "training":
         print("  training: the first epoch is under way")
     of = f"/{row['budget']}" if row["budget"] else ""  # none: a wall-time budget

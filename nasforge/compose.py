@@ -287,6 +287,10 @@ def run_job(
     if job is None:
         job = store.create_job(spec.to_dict(), name=spec.name, seed=spec.seed)
         say(f"job {job.id} created")
+    else:
+        counts = store.counts(job.id)
+        say(f"job {job.id} resumed: {counts.get('done', 0)} done and {counts.get('failed', 0)} failed candidates "
+            "are kept" + ("; training continues from its last checkpoint" if kind == "supernet" else ""))
     jdir = job_dir(job.id)
     (jdir / "job.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
     write_driver_pid(job.id, os.getpid())
@@ -336,6 +340,8 @@ def run_job(
         tracker.finish_job(job.id, state, pareto, artifacts)
         tracker.close()
         (jdir / "driver.pid").unlink(missing_ok=True)
+        if state == JobState.INTERRUPTED:  # the job id scrolled away long ago; say how to go on
+            say(f"job {job.id} interrupted; its progress is kept; continue with: nasforge resume {job.id}")
     return RunResult(store.get_job(job.id), summary, pareto, store.counts(job.id), artifacts)
 
 

@@ -190,3 +190,19 @@ def test_status_and_list_show_how_far_training_got(home: Path, capsys: pytest.Ca
     finally:
         driver.kill()
         driver.wait()
+    # Ctrl-C during training: the job is interrupted with 0/120 evaluated; status says which epoch
+    # resume trains on from, with no time to go (nothing runs)
+    home_store = open_store(f"sqlite:///{home / 'nasforge.db'}")
+    home_store.set_job_state(job.id, JobState.INTERRUPTED, error="interrupted (Ctrl-C or SIGTERM)")
+    (home / "jobs" / job.id / "driver.pid").unlink(missing_ok=True)
+    assert main(["status", job.id]) == 0
+    out = capsys.readouterr().out
+    assert ": interrupted\n" in out
+    assert "  training: epoch 3 of 10 trained (largest_val_acc=0.9125); resume trains on from there\n" in out
+    assert main(["list"]) == 0
+    assert "epoch 3/10" in capsys.readouterr().out
+    # once the supernet is trained, a stopped job shows its evaluations again
+    done = {**progress, "epoch": 10}
+    (home / "jobs" / job.id / "supernet" / "progress.json").write_text(json.dumps(done))
+    assert main(["list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["training"] is None

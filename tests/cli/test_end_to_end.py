@@ -214,6 +214,40 @@ def test_sigkill_then_resume_finishes_without_reevaluating(trained: dict) -> Non
     assert set(done_before) <= set(keys)
 
 
+def test_ctrl_c_while_training_then_resume_trains_on_from_the_last_epoch(tmp_path: Path) -> None:
+    """Ctrl-C in the first minutes of a job (while its supernet trains) says how to go on, status
+    shows the epoch reached, and resume continues training from there, not from epoch 1."""
+    home = tmp_path
+    job = _job(home, "ctrlc", budget={"evaluations": 6, "batch_size": 6})
+    spec = yaml.safe_load(job.read_text())
+    spec["training"]["epochs"] = 3
+    job.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "NASFORGE_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, "-m", "nasforge.cli", "submit", str(job)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    progress = list((home / "jobs").glob("*/supernet/progress.json"))
+    while not progress and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        progress = list((home / "jobs").glob("*/supernet/progress.json")) if (home / "jobs").is_dir() else []
+    assert progress, "no epoch finished"
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground group
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    job_id = progress[0].parents[1].name
+    assert f"job {job_id} interrupted; its progress is kept; continue with: nasforge resume {job_id}" in out
+    status = json.loads(_cli(home, "status", job_id, "--json").stdout)
+    assert status["state"] == "interrupted"
+    reached = status["training"]["epoch"]
+    assert 1 <= reached < 3 and status["training"]["epochs"] == 3
+    res = _cli(home, "resume", job_id)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"job {job_id} resumed: 0 done and 0 failed candidates are kept" in res.stdout
+    epochs = [int(e) for e in re.findall(r"^supernet epoch (\d+):", res.stdout, flags=re.M)]
+    assert epochs == list(range(reached + 1, 4)), res.stdout
+    assert json.loads(_cli(home, "status", job_id, "--json").stdout)["state"] == "done"
+
+
 def test_cancel_marks_job_cancelled(trained: dict) -> None:
     home = trained["home"]
     job = _search_job(trained, "to-cancel", evaluations=200)
