@@ -396,6 +396,16 @@ def cmd_results(args: argparse.Namespace) -> int:
     cands = store.get_candidates(args.job_id)
     if args.pareto:
         cands = [c for c in cands if c.pareto]
+    where = _where(args)
+    if where:
+        from nasforge.core.types import CandidateStatus
+        from nasforge.export import meeting, none_meets
+
+        done = [c for c in cands if c.status == CandidateStatus.DONE]
+        cands = meeting(done, where)
+        if not cands:  # an empty table (or [] for a script), and why on stderr
+            print("note: " + none_meets(done, where, "done candidates" + (" on the Pareto front" if args.pareto else "")),
+                  file=sys.stderr)
     if fmt == "table":
         _console().print(_candidate_table(cands, f"candidates of {args.job_id}"))
         return 0
@@ -410,6 +420,22 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def _where(args: argparse.Namespace) -> list[Any]:
+    """``--where 'accuracy >= 0.95'`` (repeatable): limits in the job file's constraint grammar."""
+    from pydantic import ValidationError
+
+    from nasforge.core.spec import ConstraintSpec
+
+    limits = []
+    for text in args.where or []:
+        try:
+            limits.append(ConstraintSpec.model_validate(text).to_constraint())
+        except ValidationError as e:
+            why = e.errors()[0]["msg"].removeprefix("Value error, ")
+            raise NasforgeError(f"--where {text!r}: {why}") from None
+    return limits
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from nasforge.compose import open_store_for
     from nasforge.export import broken_constraints, export_candidate
@@ -417,8 +443,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if (args.candidate is None) == (args.best is None):
         which = "neither was given" if args.candidate is None else "not both"
         raise NasforgeError(f"export: give a CANDIDATE (id or key) or --best METRIC ({which})")
+    where = _where(args)
     store = open_store_for(url=args.store, job_id=getattr(args, "job_id", None))
-    cand, target, files = export_candidate(store, args.job_id, args.output, ref=args.candidate, best=args.best)
+    cand, target, files = export_candidate(store, args.job_id, args.output, ref=args.candidate, best=args.best,
+                                           where=where)
     from nasforge.core.spec import JobSpec
 
     broken = broken_constraints(JobSpec.model_validate(dict(store.get_job(args.job_id).spec)), cand)
@@ -566,6 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=("table", "json", "csv", "parquet"), default=None,
                     help="default: from the -o file's suffix, else a table on the terminal")
     sp.add_argument("-o", "--output", default=None, help="write to this file instead of the terminal")
+    sp.add_argument("--where", action="append", metavar="LIMIT", help="only done candidates within this limit, "
+                    "e.g. --where 'latency_ms <= 0.8' (repeatable; the job file's constraint grammar)")
     with_store(sp)
     sp.set_defaults(func=cmd_results)
 
@@ -574,6 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("candidate", nargs="?", default=None, help="candidate id, key, or the start of a key as tables print it")
     sp.add_argument("--best", default=None, metavar="METRIC", help="export the best done candidate by METRIC (feasible ones first; "
                     "ties go to a Pareto-front member, then to the better other objectives)")
+    sp.add_argument("--where", action="append", metavar="LIMIT", help="with --best: only among done candidates within "
+                    "this limit, e.g. --best accuracy --where 'latency_ms <= 0.8' (repeatable)")
     sp.add_argument("-o", "--output", required=True, help="folder inside NASFORGE_HOME/exports")
     sp.add_argument("--json", action="store_true")
     with_store(sp)

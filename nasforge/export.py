@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from nasforge.core.errors import ExportError, StoreError
 from nasforge.core.interfaces import Store
 from nasforge.core.paths import confined, home, job_dir, ordinary_file_mode
 from nasforge.core.spec import JobSpec
-from nasforge.core.types import ARCH_SCHEMA_VERSION, Candidate, CandidateStatus, Direction
+from nasforge.core.types import ARCH_SCHEMA_VERSION, Candidate, CandidateStatus, Constraint, Direction
 from nasforge.workers import WORKLOADS, workload_kind
 
 
@@ -59,9 +60,35 @@ def best_key(c: Candidate, best: str, direction: Direction, spec: JobSpec) -> tu
     return (signed(best, direction), not c.pareto, *rest, c.id)
 
 
-def pick_candidate(store: Store, job_id: str, ref: str | None, best: str | None, spec: JobSpec) -> Candidate:
-    """The candidate named by id/key, or the best done one by metric ``best``."""
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def meeting(cands: Sequence[Candidate], where: Sequence[Constraint]) -> list[Candidate]:
+    """The candidates that meet every ``where`` limit (``--where``)."""
+    return [c for c in cands if all(k.satisfied(c.metrics) for k in where)]
+
+
+def none_meets(cands: Sequence[Candidate], where: Sequence[Constraint], what: str) -> str:
+    """Why no candidate is left: for each limit, how many meet it and the closest value reached."""
+    parts = []
+    for k in where:
+        met = sum(k.satisfied(c.metrics) for c in cands)
+        closest = min(cands, key=lambda c: k.violation(c.metrics), default=None)
+        value = closest.metrics.get(k.metric) if closest is not None else None
+        reach = f"closest {_fmt(float(value))} (candidate {closest.id})" if closest is not None and value is not None \
+            else "never measured"
+        parts.append(f"{k}: met by {met}, {reach}")
+    return f"none of the {len(cands)} {what} meets every --where limit ({'; '.join(parts)}); loosen them"
+
+
+def pick_candidate(store: Store, job_id: str, ref: str | None, best: str | None, spec: JobSpec,
+                   where: Sequence[Constraint] = ()) -> Candidate:
+    """The candidate named by id/key, or the best done one by metric ``best`` among those that meet
+    every ``where`` limit (a deployment's budget, on top of the job's constraints)."""
     if ref is not None:
+        if where:
+            raise ExportError("--where picks among candidates for --best; a named candidate is exported as it is")
         cand = store.get_candidate(job_id, int(ref) if ref.isdigit() else ref)
     else:
         assert best is not None
@@ -69,6 +96,11 @@ def pick_candidate(store: Store, job_id: str, ref: str | None, best: str | None,
         if direction is None:
             direction = Direction.MINIMIZE if best.startswith(("latency", "flops", "params", "model_bytes", "kl", "loss", "bops")) else Direction.MAXIMIZE
         all_done = store.get_candidates(job_id, status=CandidateStatus.DONE)
+        if all_done and where:
+            kept = meeting(all_done, where)
+            if not kept:
+                raise StoreError(none_meets(all_done, where, "done candidates"))
+            all_done = kept
         done = [c for c in all_done if best in c.metrics]
         feasible = [c for c in done if all(k.to_constraint().satisfied(c.metrics) for k in spec.constraints)]
         pool = feasible or done
@@ -89,11 +121,11 @@ def broken_constraints(spec: JobSpec, cand: Candidate) -> list[str]:
 
 
 def export_candidate(store: Store, job_id: str, out: str | Path, *, ref: str | None = None,
-                     best: str | None = None) -> tuple[Candidate, Path, list[Path]]:
+                     best: str | None = None, where: Sequence[Constraint] = ()) -> tuple[Candidate, Path, list[Path]]:
     job = store.get_job(job_id)
     spec = JobSpec.model_validate(dict(job.spec))
     target = resolve_output(spec, out)
-    cand = pick_candidate(store, job_id, ref, best, spec)
+    cand = pick_candidate(store, job_id, ref, best, spec, where)
     kind = workload_kind(spec)
     workload = WORKLOADS.get(kind)(spec, job_dir(job_id))
     workload.setup()

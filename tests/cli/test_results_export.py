@@ -171,3 +171,37 @@ def test_commands_about_a_job_find_the_store_its_file_named(tmp_path: Path, monk
     assert main(["list"]) == 0 and "no jobs in the store" in capsys.readouterr().out  # list: the default store
     assert main(["status", "../elsewhere"]) == 2  # a job id is not a path
     assert "no job '../elsewhere'" in capsys.readouterr().err
+
+
+def test_where_limits_pick_among_candidates_for_a_deployment_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`--best accuracy` alone took the most accurate child however slow; a deployment has a budget."""
+    import json
+
+    from nasforge.core.errors import ExportError
+    from nasforge.core.types import Constraint
+
+    store, spec, job_id, archs, ids = _job(tmp_path / "nasforge.db")
+    fast = [Constraint("latency_ms", "<=", 0.9)]
+    assert pick_candidate(store, job_id, None, "accuracy", spec, fast).id == ids[2]  # 0.95 at 0.5 ms
+    both = [Constraint("latency_ms", "<=", 0.9), Constraint("accuracy", ">=", 0.9)]
+    assert pick_candidate(store, job_id, None, "latency_ms", spec, both).id == ids[2]  # not 0.90 at 0.9 ms
+    with pytest.raises(StoreError, match=r"none of the 5 done candidates meets every --where limit \(latency_ms <= "
+                                         r"0.05: met by 0, closest 0.1 \(candidate \d+\)\)"):
+        pick_candidate(store, job_id, None, "accuracy", spec, [Constraint("latency_ms", "<=", 0.05)])
+    with pytest.raises(ExportError, match="a named candidate is exported as it is"):
+        pick_candidate(store, job_id, str(ids[0]), None, spec, fast)
+
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    capsys.readouterr()
+    assert main(["results", job_id, "--format", "json", "--where", "latency_ms <= 0.9",
+                 "--where", "accuracy>=0.9"]) == 0
+    assert sorted(r["candidate_id"] for r in json.loads(capsys.readouterr().out)) == sorted([ids[2], ids[4]])
+    assert main(["results", job_id, "--format", "json", "--pareto", "--where", "latency_ms < 0.5"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out) == [] and "none of the 2 done candidates on the Pareto front" in out.err
+    for bad, says in (("lat <= 1", "unknown metric 'lat'"), ("latency_ms = 1", "must look like 'latency_ms <= 5'")):
+        assert main(["export", job_id, "--best", "accuracy", "--where", bad, "-o", "x"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"nasforge: error: --where {bad!r}: ") and says in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "exports" / "x").exists()
