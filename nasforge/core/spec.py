@@ -78,9 +78,9 @@ class SupernetSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    """A trained model to compress: ``timm:NAME``, ``job:JOB_ID`` or ``package.module:factory``."""
+    """A trained model to compress: ``timm:NAME``, ``export:NAME`` or ``package.module:factory``."""
 
-    source: str = Field(description="timm:NAME | job:JOB_ID[:CANDIDATE] | package.module:factory")
+    source: str = Field(description="timm:NAME, export:NAME (a `nasforge export` folder) or package.module:factory")
     weights: str | None = Field(default=None, description="weights file (safetensors or .pt)")
     options: dict[str, Any] = Field(default_factory=dict, description="factory keyword arguments")
 

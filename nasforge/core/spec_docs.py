@@ -71,7 +71,8 @@ def _rows(model: type[BaseModel], prefix: str, sections: list[tuple[str, type[Ba
         sub_model = model_of(field.annotation)
         sub_doc = (sub_model.__doc__ or "").strip().splitlines() if sub_model is not None else []
         desc = field.description or (sub_doc[0] if sub_doc else "")
-        rows.append(f"| `{path}` | {_type_name(field.annotation)} | {_default(field)} | {_limits(field)} | {desc} |")
+        cells = (f"`{path}`", _type_name(field.annotation), _default(field), _limits(field), desc)
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")  # "a | b" kept in its cell
         if sub_model is not None and (path, sub_model) not in sections:
             sections.append((path, sub_model))
     return rows

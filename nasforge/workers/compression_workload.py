@@ -78,14 +78,28 @@ def build_dense_model(spec: JobSpec, search_roots: tuple[str, ...] = ()) -> Any:
     if src.startswith("export:"):
         from nasforge.export import load_export
 
-        path = src.split(":", 1)[1]
-        if not Path(path).exists():
-            raise JobSpecError(f"model.source: export folder {path} does not exist")
-        return load_export(path).eval().cpu()
+        return load_export(export_source_folder(src, search_roots)).eval().cpu()
     if src.startswith("job:"):
-        raise JobSpecError("model.source: 'job:' sources are not supported yet; export the candidate "
-                           "(nasforge export JOB CAND -o DIR) and use 'export:DIR'")
+        raise JobSpecError("model.source: 'job:' sources are not supported; export the candidate "
+                           "(nasforge export JOB CAND -o NAME) and use 'export:NAME'")
     return build_model(src, spec.model.weights, spec.model.options, search_roots)
+
+
+def export_source_folder(source: str, search_roots: tuple[str, ...] | list[str] = ()) -> Path:
+    """The folder of ``export:PATH``: absolute, or relative to the folder the job was submitted
+    from, the current folder, or the exports folder (where ``nasforge export -o NAME`` wrote it)."""
+    from nasforge.core.paths import home
+
+    given = source.split(":", 1)[1]
+    p = Path(given).expanduser()
+    places = [p] if p.is_absolute() else [*(Path(r) / p for r in search_roots), Path.cwd() / p,
+                                           home() / "exports" / p]
+    for place in places:
+        if (place / "arch.json").is_file():
+            return place.resolve()
+    looked = "" if p.is_absolute() else f" (looked in {', '.join(str(q.parent) for q in dict.fromkeys(places))})"
+    raise JobSpecError(f"model.source: {given} is not a nasforge export folder{looked}; give the folder "
+                       "`nasforge export -o NAME` wrote, e.g. export:NAME")
 
 
 class CompressionWorkload(Workload):
@@ -295,7 +309,7 @@ class CompressionWorkload(Workload):
             "space": {"id": self.space.id, "version": self.space.version},
             "arch": arch.to_dict(),
             "key": arch.key(),
-            "model": {"source": self.spec.model.source, "options": dict(self.spec.model.options),
+            "model": {"source": self._source(), "options": dict(self.spec.model.options),
                       "weights": self.spec.model.weights, "search_roots": list(self.search_roots)},
             "packed_bytes": written,
             "files": [WEIGHTS_FILE, "allocation.json"],  # + model.onnx once checked, below
@@ -359,6 +373,15 @@ class CompressionWorkload(Workload):
                 "weights": "float32, dequantized from the packed codes (any ONNX runtime runs it; "
                            "the b-bit codes are in model.safetensors)"}
 
+    def _source(self) -> str:
+        """``model.source`` as the export records it: an ``export:`` folder made absolute, so the
+        compressed export loads from any folder (the source export must stay where it is)."""
+        assert self.spec.model is not None
+        src = self.spec.model.source
+        if src.startswith("export:"):
+            return f"export:{export_source_folder(src, self.search_roots)}"
+        return src
+
     def _builder(self) -> Any:
         spec = self.spec
 
@@ -377,7 +400,7 @@ class CompressionWorkload(Workload):
             if src.startswith("export:"):
                 from nasforge.export import load_export
 
-                return load_export(src.split(":", 1)[1])
+                return load_export(export_source_folder(src, block.get("search_roots", [])))
             return build_model(src, None, block.get("options", {}), block.get("search_roots", []),
                                require_weights=False)
 

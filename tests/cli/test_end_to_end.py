@@ -294,7 +294,7 @@ def test_compress_the_exported_child(trained: dict) -> None:
     job = home / "compress-export.yaml"
     job.write_text(yaml.safe_dump({
         "name": "compress-export", "seed": 0,
-        "model": {"source": f"export:{out}"},
+        "model": {"source": "export:to-compress"},  # the name given to -o, found in the exports folder
         "space": {"name": "compression", "options": {"mode": "bits", "bits": [2, 4, 8], "calibration_images": 64}},
         "strategy": {"name": "evopress", "options": {"selection": [[6, 64]]}},
         "objectives": [{"metric": "kl", "direction": "minimize"}, {"metric": "accuracy", "direction": "maximize"}],
@@ -318,6 +318,11 @@ def test_compress_the_exported_child(trained: dict) -> None:
     assert exp.returncode == 0, exp.stderr[-3000:]
     meta = json.loads((home / "exports" / "compressed" / "arch.json").read_text())
     assert meta["kind"] == "compression"
-    os.environ["NASFORGE_HOME"] = str(home)
-    model = nasforge.load(home / "exports" / "compressed")
+    assert meta["model"]["source"] == f"export:{out.resolve()}"  # loads from any folder, any NASFORGE_HOME
+    here = Path.cwd()
+    os.chdir(home.parent)
+    try:
+        model = nasforge.load(home / "exports" / "compressed")
+    finally:
+        os.chdir(here)
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
