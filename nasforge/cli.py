@@ -412,7 +412,11 @@ def cmd_results(args: argparse.Namespace) -> int:
     if args.output:
         writer = {"json": export_formats.write_json, "csv": export_formats.write_csv,
                   "parquet": export_formats.write_parquet}[fmt]
-        writer(cands, Path(args.output))
+        try:
+            writer(cands, Path(args.output))
+        except OSError as e:  # a folder not writable, /proc, a path that is a folder: one line
+            raise NasforgeError(f"results -o {args.output}: cannot write it ({e.strerror or e}); "
+                                "name a file in a folder you can write") from None
         print(f"wrote {len(cands)} candidates to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(export_formats.to_json(cands) if fmt == "json" else export_formats.to_csv(cands))
@@ -534,7 +538,17 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
 
     space = SPACES.get(args.space, "--space")(args.options or {})
     out_path = Path(args.out) if args.out else home() / "latency" / f"{args.space}.json"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # checked before minutes of timing, not after
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        if out_path.is_dir():
+            raise IsADirectoryError(21, "a folder")
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir=out_path.parent, prefix=f".{out_path.name}."):
+            pass  # the table is written as a temporary file beside it, then renamed
+    except OSError as e:
+        raise NasforgeError(f"--out {out_path}: cannot write it ({e.strerror or e}); name a .json file in a folder "
+                            "you can write") from None
     out = profile_device(space, out=out_path, warmup=args.warmup, repeats=args.repeats,
                          threads=args.threads, batch_size=args.batch_size, rounds=args.rounds,
                          statistic=args.statistic, reference=args.reference, log=print)

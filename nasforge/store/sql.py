@@ -291,8 +291,19 @@ class SqlStore(Store):
             pareto=bool(row.pareto),
         )
 
-    def _missing_job(self, job_id: str) -> StoreError:
-        return StoreError(f"no job {job_id!r} in the store {_redact(self.url)}; `nasforge list` shows the jobs")
+    def _missing_job(self, job_id: str, conn: Connection | None = None) -> StoreError:
+        """No such job; with ``conn``, the newest jobs the user may have meant (a job's name, the
+        start of an id): commands take the whole id, so that `cancel` never guesses."""
+        hint = ""
+        if conn is not None and job_id:
+            like = job_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            rows = conn.execute(select(jobs.c.id).where((jobs.c.name == job_id) | jobs.c.id.like(like, escape="\\"))
+                                .order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(4)).all()
+            if rows:
+                ids = [r[0] for r in rows]
+                more = ", or an older one" if len(ids) > 3 else ""
+                hint = f"; did you mean {', '.join(ids[:3])}{more}? commands take the whole job id"
+        return StoreError(f"no job {job_id!r} in the store {_redact(self.url)}{hint or '; `nasforge list` shows the jobs'}")
 
     def _require_job(self, conn: Connection, job_id: str, *, lock: bool = False) -> None:
         q = select(jobs.c.id).where(jobs.c.id == job_id)
@@ -345,7 +356,7 @@ class SqlStore(Store):
         def read(conn: Connection) -> Job:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
             if row is None:
-                raise self._missing_job(job_id)
+                raise self._missing_job(job_id, conn)
             return self._job(row, self._counts(conn, [job_id]).get(job_id))
 
         return self._run(read, write=False)

@@ -205,3 +205,27 @@ def test_where_limits_pick_among_candidates_for_a_deployment_budget(tmp_path: Pa
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"nasforge: error: --where {bad!r}: ") and says in err and len(err.splitlines()) == 1
     assert not (tmp_path / "exports" / "x").exists()
+
+
+def test_files_that_cannot_be_written_and_jobs_named_by_their_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`results -o` into /proc or onto a folder ended in a traceback; profile-device found out only
+    after timing every op; `status quickstart` (the job's name) said only 'no job'."""
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    _, _, job_id, _, _ = _job(tmp_path / "nasforge.db")
+    capsys.readouterr()
+    for out, why in (("/proc/nasforge-results.json", "No such file or directory"), (str(tmp_path), "Is a directory")):
+        assert main(["results", job_id, "--format", "json", "-o", out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"nasforge: error: results -o {out}: cannot write it ({why}); name a file in a folder you can write"
+    for out in ("/proc/nasforge-latency.json", str(tmp_path)):
+        assert main(["profile-device", "--space", "bignas_cnn", "--out", out]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith(f"nasforge: error: --out {out}: cannot write it (") and not captured.out
+    assert main(["status", "pick"]) == 2  # the name of the job _job made
+    assert f"no job 'pick' in the store sqlite:///{tmp_path / 'nasforge.db'}; did you mean {job_id}? commands " \
+           "take the whole job id" in capsys.readouterr().err
+    assert main(["cancel", job_id[:-5]]) == 2  # the start of an id: suggested, never guessed
+    assert f"did you mean {job_id}?" in capsys.readouterr().err
+    assert main(["status", "pi%"]) == 2  # LIKE wildcards are taken literally
+    assert "`nasforge list` shows the jobs" in capsys.readouterr().err
