@@ -50,6 +50,11 @@ SHOWN_METRICS: dict[str, tuple[str, Any]] = {
 }
 
 
+def _first_line(text: str | None, width: int = 0) -> str:
+    line = next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
+    return line if not width or len(line) <= width else line[: width - 3] + "..."
+
+
 def _candidate_table(cands: Sequence[Any], title: str) -> Any:
     from rich.table import Table
 
@@ -72,8 +77,13 @@ def _candidate_table(cands: Sequence[Any], title: str) -> Any:
     table.add_column("status")
     for m in metrics:
         table.add_column(shown(m)[0], justify="right")
+    errors = any(c.error for c in cands)  # why a candidate failed (its whole text: --format json)
+    if errors:
+        table.add_column("error", max_width=60, overflow="ellipsis", no_wrap=True)
     for c in cands:
         cells = [shown(m)[1](float(c.metrics[m])) if m in c.metrics else "" for m in metrics]
+        if errors:
+            cells.append(_first_line(c.error))
         table.add_row(str(c.id), c.key[:10], c.status.value + (" *" if c.pareto else ""), *cells)
     if any(c.pareto for c in cands):
         table.caption = "* on the Pareto front"
@@ -357,6 +367,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     # the same summary the submit progress line shows: per objective, over children within the constraints
     best = best_per_objective((c.metrics for c in done), spec.objective_list(), spec.constraint_list())
     row["best"] = best
+    # why candidates fail, without digging through the results
+    failed = store.get_candidates(job.id, status=CandidateStatus.FAILED) if row["counts"].get("failed") else []
+    last = max(failed, key=lambda x: x.seq, default=None)
+    row["last_failure"] = {"candidate_id": last.id, "error": last.error} if last is not None and last.error else None
     if args.json:
         print(json.dumps(row))
         return 0
@@ -371,6 +385,9 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"pending {c.get('pending', 0) + c.get('running', 0)}, failed {c.get('failed', 0)}")
     none_feasible = f" (none of the {len(done)} done candidates meets the constraints)" if done and not best else ""
     print("  best so far: " + (", ".join(f"{k}={_fmt(v)}" for k, v in best.items()) or "-" + none_feasible))
+    if row["last_failure"]:
+        print(f"  last failure: candidate {row['last_failure']['candidate_id']}: "
+              f"{_first_line(row['last_failure']['error'], 160)}")
     if row["error"]:
         print(f"  note: {row['error']}")
     return 0

@@ -229,3 +229,29 @@ def test_files_that_cannot_be_written_and_jobs_named_by_their_name(tmp_path: Pat
     assert f"did you mean {job_id}?" in capsys.readouterr().err
     assert main(["status", "pi%"]) == 2  # LIKE wildcards are taken literally
     assert "`nasforge list` shows the jobs" in capsys.readouterr().err
+
+
+def test_failed_candidates_show_why_in_the_table_and_in_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The table left a failed candidate's cells empty and status counted failures: why took --format json."""
+    import json
+
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "250")
+    store, spec, job_id, archs, ids = _job(tmp_path / "nasforge.db")
+    space = SPACES.get(spec.space.name)(spec.space.options)
+    rng = np.random.default_rng(1)
+    extra = [a for a in (space.sample(rng) for _ in range(20)) if a not in archs][:2]
+    store.add_candidates(job_id, extra, generation=1)
+    store.record_results(job_id, [EvalResult(extra[0].key(), error="RuntimeError: out of memory\nTraceback ..."),
+                                  EvalResult(extra[1].key(), error="ValueError: kernel 7 not in [3, 5]")])
+    capsys.readouterr()
+    assert main(["results", job_id]) == 0
+    out = capsys.readouterr().out
+    assert "error" in out and "RuntimeError: out of memory" in out and "Traceback" not in out
+    assert main(["status", job_id]) == 0
+    last = max((c for c in store.get_candidates(job_id) if c.status.value == "failed"), key=lambda c: c.seq)
+    assert f"  last failure: candidate {last.id}: ValueError: kernel 7 not in [3, 5]\n" in capsys.readouterr().out
+    assert main(["status", job_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["last_failure"] == {"candidate_id": last.id,
+                                                                    "error": "ValueError: kernel 7 not in [3, 5]"}
