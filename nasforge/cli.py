@@ -156,8 +156,10 @@ def _run(args: argparse.Namespace, spec: Any, store: Any, job: Any = None) -> in
             bar(p)
             # one line each time the count passes a multiple of 10 (results arrive in chunks, and a
             # count is reported again when only pending/failed change)
-            if not show_bar and not quiet and p.evaluated // 10 > tens_shown:
-                tens_shown = p.evaluated // 10
+            # and the last count of the budget (48/48 after 40/48), once
+            step = p.evaluated // 10 if not (p.budget and p.evaluated >= p.budget) else 1 << 62
+            if not show_bar and not quiet and step > tens_shown:
+                tens_shown = step
                 best = " ".join(f"{k}={_fmt(v)}" for k, v in p.best.items()) or "- (none within the constraints yet)"
                 of = f"/{p.budget}" if p.budget else ""
                 print(f"evaluated {p.evaluated}{of} (failed {p.failed}) best: {best}", flush=True)

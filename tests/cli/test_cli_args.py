@@ -108,3 +108,33 @@ def test_an_address_nothing_answers_at_is_refused_before_a_job_exists(form: str,
     assert main(["list"]) == 0 and "no jobs in the store" in capsys.readouterr().out
     assert main(["submit", "examples/quickstart.yaml", "--address", "ray://a/b"]) == 2
     assert "not a Ray address" in capsys.readouterr().err
+
+
+def test_progress_lines_once_per_ten_and_the_last_count_of_the_budget(monkeypatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A 48-evaluation job printed 40/48 last, so a log never said the search had finished."""
+    import argparse
+    from pathlib import Path
+
+    import yaml
+
+    from nasforge import cli, compose
+    from nasforge.core.spec import JobSpec
+    from nasforge.search.driver import Progress
+
+    spec = JobSpec.model_validate({**yaml.safe_load((Path(__file__).parents[2] / "examples" / "quickstart.yaml")
+                                                    .read_text()), "budget": {"evaluations": 48}})
+
+    class Stop(Exception):
+        pass
+
+    def fake_run_job(spec, store, *, job, address, on_progress, say):  # noqa: ANN001, ANN202
+        for n in (3, 9, 10, 10, 14, 27, 40, 44, 48, 48):
+            on_progress(Progress(evaluated=n, budget=48, failed=0, round=0, best={"accuracy": 0.9}, elapsed_s=1.0))
+        raise Stop
+
+    monkeypatch.setattr(compose, "run_job", fake_run_job)
+    with pytest.raises(Stop):
+        cli._run(argparse.Namespace(json=False, quiet=False, address=None), spec, None)
+    shown = [line.split(" (")[0] for line in capsys.readouterr().out.splitlines()]
+    assert shown == ["evaluated 10/48", "evaluated 27/48", "evaluated 40/48", "evaluated 48/48"]
