@@ -171,6 +171,30 @@ def _seed_of(*parts: int) -> int:
 # Trainer
 
 
+def check_data_fits(space: SearchSpace, data: Any) -> None:
+    """The space's classes, channels and context agree with the dataset (checked while validating
+    a job, before it exists, and again by the trainer)."""
+    opts = space.options
+    o = getattr(opts, "num_classes", None)
+    if o is not None and o != data.num_classes:
+        raise JobSpecError(
+            f"space.options.num_classes: the space has {o} classes but dataset {data.name} has "
+            f"{data.num_classes}; set space.options.num_classes: {data.num_classes}"
+        )
+    ctx = getattr(opts, "context", None)
+    if ctx is not None and len(data.input_shape) == 1 and ctx < data.input_shape[0]:
+        raise JobSpecError(
+            f"space.options.context: the space holds {ctx} positions but dataset {data.name} has sequences "
+            f"of {data.input_shape[0]}; set evaluation.dataset.seq_len <= {ctx} or raise the context"
+        )
+    c = getattr(opts, "in_channels", None)
+    if c is not None and len(data.input_shape) == 3 and c != data.input_shape[0]:
+        raise JobSpecError(
+            f"space.options.in_channels: the space takes {c} channels but dataset {data.name} has "
+            f"{data.input_shape[0]}; set space.options.in_channels: {data.input_shape[0]}"
+        )
+
+
 class SandwichTrainer:
     """Trains ``supernet`` on ``data.train`` with the BigNAS recipe (see the module docstring).
 
@@ -215,7 +239,7 @@ class SandwichTrainer:
         self.space = supernet.space
         self.largest = largest if largest is not None else self.space.largest()
         self.device = torch.device(device) if device is not None else next(supernet.parameters()).device
-        self._check_data()
+        check_data_fits(self.space, self.data)
         if arch_sampler is None:
             sandwich = options.sampling == "sandwich"
             if options.sampler != "uniform":
@@ -245,26 +269,6 @@ class SandwichTrainer:
         self.step = 0
         self.epoch = 0
         self.history: list[dict[str, float]] = []
-
-    def _check_data(self) -> None:
-        o = getattr(self.space.options, "num_classes", None)
-        if o is not None and o != self.data.num_classes:
-            raise NasforgeError(
-                f"space.options.num_classes: the space has {o} classes but dataset {self.data.name} has "
-                f"{self.data.num_classes}; set space.options.num_classes: {self.data.num_classes}"
-            )
-        ctx = getattr(self.space.options, "context", None)
-        if ctx is not None and len(self.data.input_shape) == 1 and ctx < self.data.input_shape[0]:
-            raise NasforgeError(
-                f"space.options.context: the space holds {ctx} positions but dataset {self.data.name} has sequences "
-                f"of {self.data.input_shape[0]}; set evaluation.dataset.seq_len <= {ctx} or raise the context"
-            )
-        c = getattr(self.space.options, "in_channels", None)
-        if c is not None and c != self.data.input_shape[0]:
-            raise NasforgeError(
-                f"space.options.in_channels: the space takes {c} channels but dataset {self.data.name} has "
-                f"{self.data.input_shape[0]}; set space.options.in_channels: {self.data.input_shape[0]}"
-            )
 
     # ---- training -------------------------------------------------------------------------
     def lr(self, step: int) -> float:

@@ -115,11 +115,12 @@ class SupernetWorkload(Workload):
                 raise JobSpecError(f"evaluation.dataset.path: required for dataset {ds.name!r}")
             if not Path(ds.path).exists():
                 raise JobSpecError(f"evaluation.dataset.path: {ds.path} does not exist")
-            # read it now, before a job exists (a file without X / y, a folder without class folders);
-            # load_dataset caches it for this process, so a foreground job does not read it twice
-            from nasforge.data import load_dataset
+        # read it now, before a job exists (a file without X / y, a folder without class folders, 2
+        # classes for a 10-class space); load_dataset caches it, so a foreground job reads it once
+        from nasforge.data import load_dataset
+        from nasforge.supernets.trainer import check_data_fits
 
-            load_dataset(ds)
+        check_data_fits(space, load_dataset(ds))
 
     @classmethod
     def metrics(cls, spec: JobSpec) -> tuple[frozenset[str], str] | None:

@@ -208,3 +208,29 @@ def test_exit_code_through_the_console_script(tmp_path: Path) -> None:
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert EXPECTED[stem] in proc.stderr
     assert _store_rows(tmp_path) == 0
+
+
+@pytest.mark.parametrize("change, says", [
+    ("classes", "space.options.num_classes: the space has 10 classes but dataset arrays has 2; "
+                "set space.options.num_classes: 2"),
+    ("channels", "space.options.in_channels: the space takes 1 channels but dataset arrays has 3; "
+                 "set space.options.in_channels: 3"),
+])
+def test_a_dataset_that_does_not_fit_the_space_is_refused_before_a_job_exists(
+        change: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The trainer found it, after the job existed: a failed row in the store."""
+    import numpy as np
+
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path / "home"))
+    rng = np.random.default_rng(0)
+    channels, classes = (1, 2) if change == "classes" else (3, 10)
+    path = tmp_path / "images.npz"
+    np.savez(path, X=rng.random((60, channels, 12, 12), dtype=np.float32), y=np.arange(60) % classes)
+    job = tmp_path / "job.yaml"
+    job.write_text((BAD / "dataset_path_missing.yaml").read_text().replace(
+        "{name: folder, path: /nonexistent/images}", f"{{name: arrays, path: '{path}'}}"))
+    assert main(["submit", str(job)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and says in lines[0], lines
+    assert _store_rows(tmp_path / "home") == 0
