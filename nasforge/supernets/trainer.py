@@ -474,7 +474,18 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 
 def _load_weights(model: torch.nn.Module, path: Path) -> None:
     device = next(model.parameters()).device
-    sd = load_file(str(path), device=str(device))
+    try:
+        sd = load_file(str(path), device=str(device))
+    except Exception as e:  # noqa: BLE001 - a file that is not safetensors, truncated, unreadable
+        raise CheckpointError(f"supernet.checkpoint: {path} cannot be read as safetensors ({e})") from None
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (this supernet: {tuple(own[k].shape)})" for k, v in sd.items()
+             if k in own and own[k].shape != v.shape]
+    if wrong:  # load_state_dict would raise a RuntimeError listing every tensor
+        raise CheckpointError(
+            f"supernet.checkpoint: {path} was trained with other space/supernet options: {len(wrong)} tensors differ "
+            f"in shape, e.g. {wrong[0]}; use the options it was trained with"
+        )
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise CheckpointError(

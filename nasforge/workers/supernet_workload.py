@@ -94,6 +94,11 @@ class SupernetWorkload(Workload):
                 check_space(space, training.options)
         elif not Path(spec.supernet.checkpoint).exists():
             raise JobSpecError(f"supernet.checkpoint: {spec.supernet.checkpoint} does not exist")
+        else:  # load it now: a file that is not a checkpoint, or one trained with other options, is
+            # refused before the job exists (each worker found it, with a traceback and a failed job)
+            from nasforge.supernets.trainer import load_trained_supernet
+
+            load_trained_supernet(space, spec.supernet.name, spec.supernet.options, spec.supernet.checkpoint)
         ds = spec.evaluation.dataset
         if ds.name not in DATASETS:
             raise JobSpecError(f"evaluation.dataset.name: unknown dataset {ds.name!r}; choose one of {', '.join(DATASETS)}")

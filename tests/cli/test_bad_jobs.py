@@ -234,3 +234,38 @@ def test_a_dataset_that_does_not_fit_the_space_is_refused_before_a_job_exists(
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and says in lines[0], lines
     assert _store_rows(tmp_path / "home") == 0
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("other_options", "was trained with other space/supernet options: "),
+    ("not_safetensors", "cannot be read as safetensors (Error while deserializing header"),
+    ("other_model", "does not match this supernet (missing ["),
+])
+def test_a_checkpoint_that_does_not_fit_is_refused_before_a_job_exists(
+        kind: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Each worker found it while loading: a traceback (shapes, or a Ray task error) and a failed job."""
+    import torch
+    from safetensors.torch import save_file
+
+    from nasforge.spaces import SPACES
+    from nasforge.supernets import SUPERNETS
+
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path / "home"))
+    ckpt = tmp_path / "supernet.safetensors"
+    if kind == "other_options":  # trained with 24 stem channels; the job says the preset's 16
+        net = SUPERNETS.get("bignas")(SPACES.get("bignas_cnn")({"preset": "mnist", "stem_channels": 24}), {})
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(ckpt))
+    elif kind == "not_safetensors":
+        ckpt.write_text("not a checkpoint")
+    else:
+        save_file({"linear.weight": torch.zeros(2, 2)}, str(ckpt))
+    job = tmp_path / "job.yaml"
+    job.write_text((BAD / "dataset_path_missing.yaml").read_text()
+                   .replace("supernet: {name: bignas}", f"supernet: {{name: bignas, checkpoint: '{ckpt}'}}")
+                   .replace("training: {epochs: 1}\n", "")
+                   .replace("{name: folder, path: /nonexistent/images}", "{name: mnist5k}"))
+    assert main(["submit", str(job)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"supernet.checkpoint: {ckpt}" in lines[0] and says in lines[0], lines
+    assert _store_rows(tmp_path / "home") == 0
