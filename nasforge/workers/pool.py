@@ -34,7 +34,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
-from nasforge.core.errors import ResourceUnavailableError
+from nasforge.core.errors import NasforgeError, ResourceUnavailableError
 from nasforge.core.interfaces import Evaluator
 from nasforge.core.spec import JobSpec
 from nasforge.core.types import Arch, EvalResult
@@ -204,6 +204,28 @@ class _Slot:
     in_flight: dict[Any, list[int]] = field(default_factory=dict)  # object ref -> arch indices
 
 
+def _user_error_in(text: str) -> NasforgeError | None:
+    """The :class:`NasforgeError` a Ray error's text ends with (an actor that died in its creation
+    task carries only the text of its traceback), rebuilt; ``None`` when it is anything else (a bug)."""
+    import importlib
+    import re
+
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    m = re.match(r"^(nasforge(?:\.\w+)*)\.(\w+): (.+)$", lines[-1]) if lines else None
+    if m is None:
+        return None
+    try:
+        cls = getattr(importlib.import_module(m.group(1)), m.group(2))
+    except (ImportError, AttributeError):
+        return None
+    if not (isinstance(cls, type) and issubclass(cls, NasforgeError)):
+        return None
+    try:
+        return cls(m.group(3))  # type: ignore[no-any-return]
+    except TypeError:
+        return NasforgeError(m.group(3))
+
+
 class RayPoolEvaluator(Evaluator):
     """Evaluator over ``spec.workers.count`` Ray actors (see module docstring)."""
 
@@ -276,6 +298,9 @@ class RayPoolEvaluator(Evaluator):
                 f"workers did not start within {timeout_s:.0f} s; check the cluster's free resources"
             ) from None
         except RayActorError as e:
+            user = _user_error_in(str(e))
+            if user is not None:  # the job's input (a file, an option) is wrong: one line, as on the driver
+                raise type(user)(f"a worker could not load the workload: {user}") from None
             cause = getattr(e, "cause", None) or e
             raise RuntimeError(f"a worker failed while loading the workload: {cause}") from None
         for actor, info in zip(actors, infos, strict=True):
