@@ -69,11 +69,21 @@ def to_markdown(name: str, result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def available() -> list[str]:
+    """The benchmarks: modules of this package with a ``run`` (helpers start with ``_``)."""
+    here = Path(__file__).parent
+    return sorted(p.stem for p in here.glob("*.py") if not p.stem.startswith("_")
+                  and "\ndef run(" in p.read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks")
-    ap.add_argument("name")
+    names = available()
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description="benchmarks: " + ", ".join(names))
+    ap.add_argument("name", help="one of: " + ", ".join(names))
     ap.add_argument("--quick", action="store_true", help="small configuration for a smoke run; results not written")
     args = ap.parse_args(argv)
+    if args.name not in names:
+        ap.error(f"no benchmark {args.name!r}; choose one of: {', '.join(names)}")
     module = importlib.import_module(f"benchmarks.{args.name}")
     t0 = time.perf_counter()
     result = module.run(quick=args.quick)
