@@ -307,6 +307,11 @@ def run_job(
             say("prepared: " + ", ".join(f"{k}={v:.4g}" for k, v in prep.items()))
         store.set_job_state(job.id, JobState.RUNNING)
         evaluator = RayPoolEvaluator(spec, jdir, kind=kind, address=address)
+        lat = spec.evaluation.latency
+        if lat.enabled and lat.cache and workload_cls.TAKES_KNOWN_LATENCY:
+            from nasforge.workers.latency_cache import LatencyCache
+
+            evaluator.latency_cache = LatencyCache(store, spec)
         strategy = build_strategy(spec, space)
         driver = SearchDriver(
             job=job, space=space, strategy=strategy, evaluator=evaluator, store=store, tracker=tracker,
@@ -316,6 +321,10 @@ def run_job(
         )
         summary = driver.run()
         state = summary.state
+        cache = evaluator.latency_cache
+        if cache is not None and cache.hits:
+            say(f"latency: {cache.hits} children timed before on this device (any job in this store) were not "
+                f"timed again; {cache.puts} were timed (evaluation.latency.cache: false times every one)")
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM becomes SystemExit once Ray is up
         state = JobState.INTERRUPTED
         error = "interrupted (Ctrl-C or SIGTERM); continue with: nasforge resume " + job.id

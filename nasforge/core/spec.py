@@ -182,6 +182,11 @@ class LatencySpec(_Strict):
         "shared machine's slow spells; latency_raw_ms keeps the unscaled figure)",
     )
     threads: int = Field(default=1, ge=1, le=256, description="torch threads on CPU workers")
+    cache: bool = Field(
+        default=True,
+        description="reuse the latency recorded for the same child on the same device profile by any job in "
+        "this store (never timed twice; latency_cached=1 marks it); false: time every child afresh",
+    )
     device_classes: list[str] = Field(
         default_factory=list, description="Ray custom resources 'device:CLASS' to measure on"
     )

@@ -66,6 +66,10 @@ class Workload(ABC):
     #: the metrics ``measure_latency`` returns; a device class adds ``NAME@CLASS`` columns of these
     LATENCY_METRICS: tuple[str, ...] = ("latency_ms", "latency_p90_ms")
 
+    #: ``evaluate(arch, latency=FIGURES)`` takes latency figures recorded earlier for this child on
+    #: this device (the store's latency cache) and returns them in place of timing it again
+    TAKES_KNOWN_LATENCY: bool = False
+
     def measure_latency(self, arch: Arch) -> dict[str, float]:
         """Latency metrics of one arch measured on this worker's device (a device-class worker
         calls only this). The default runs ``evaluate`` and keeps ``LATENCY_METRICS``; a workload

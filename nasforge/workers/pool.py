@@ -38,6 +38,7 @@ from nasforge.core.errors import NasforgeError, ResourceUnavailableError
 from nasforge.core.interfaces import Evaluator
 from nasforge.core.spec import JobSpec
 from nasforge.core.types import Arch, EvalResult
+from nasforge.workers.latency_cache import LatencyCache
 
 log = logging.getLogger(__name__)
 
@@ -166,16 +167,24 @@ class EvalWorker:
         return {"name": self.name, "device": self.profile, "node": ray.get_runtime_context().get_node_id(),
                 "pid": os.getpid()}
 
-    def evaluate(self, archs_json: list[str], latency_only: bool = False) -> list[dict[str, Any]]:
+    def evaluate(self, archs_json: list[str], latency_only: bool = False,
+                 known: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
+        """``known``: latency figures recorded for some of these archs on this worker's device
+        profile (the store's latency cache), used in place of timing them again."""
         import torch
 
         torch.set_num_threads(self.threads)  # a reused process may have been changed since
         out = []
+        takes = getattr(self.workload, "TAKES_KNOWN_LATENCY", False)
         for text in archs_json:
             arch = Arch.from_json(text)
             t0 = time.perf_counter()
+            seen = (known or {}).get(arch.key()) if takes else None
             try:
-                metrics = self.workload.measure_latency(arch) if latency_only else self.workload.evaluate(arch)
+                if latency_only:
+                    metrics = self.workload.measure_latency(arch, seen) if seen else self.workload.measure_latency(arch)
+                else:
+                    metrics = self.workload.evaluate(arch, seen) if seen else self.workload.evaluate(arch)
                 error = None
             except Exception as e:  # noqa: BLE001 - a candidate's failure is data, not a crash
                 metrics = {}
@@ -248,6 +257,8 @@ class RayPoolEvaluator(Evaluator):
         self.threads = spec.evaluation.latency.threads
         self.device_class = device_class
         self.class_pools: dict[str, RayPoolEvaluator] = {}
+        self.device_profiles: dict[str, dict[str, Any]] = {}
+        self._latency_cache: LatencyCache | None = None
         self._started_ray = ensure_ray(address, num_cpus=max(os.cpu_count() or 1, int(spec.workers.count * spec.workers.cpus)))
         self.request = worker_request(spec) if device_class is None else device_class_request(spec, device_class)
         try:
@@ -271,6 +282,17 @@ class RayPoolEvaluator(Evaluator):
         except BaseException:
             self.close()
             raise
+
+    @property
+    def latency_cache(self) -> LatencyCache | None:
+        """The store's latency cache (set by the job runner; None: every child is timed)."""
+        return self._latency_cache
+
+    @latency_cache.setter
+    def latency_cache(self, cache: LatencyCache | None) -> None:
+        self._latency_cache = cache
+        for pool in self.class_pools.values():  # keyed by device profile: each class has its own
+            pool.latency_cache = cache
 
     # ---- actors ---------------------------------------------------------------------------
     def _new_actor(self) -> Any:
@@ -306,7 +328,7 @@ class RayPoolEvaluator(Evaluator):
         for actor, info in zip(actors, infos, strict=True):
             self.slots.append(_Slot(actor=actor, name=info["name"], node_id=info["node"], pid=info["pid"]))
         self.node_of = {**getattr(self, "node_of", {}), **{info["name"]: info["node"] for info in infos}}
-        self.device_profiles = {info["name"]: info["device"] for info in infos}
+        self.device_profiles.update({info["name"]: info["device"] for info in infos})  # a replacement keeps the rest
 
     @property
     def worker_names(self) -> list[str]:
@@ -352,10 +374,21 @@ class RayPoolEvaluator(Evaluator):
         )
         ref_to_slot: dict[Any, _Slot] = {}
 
+        cache = self.latency_cache
+
         def record(i: int, res: EvalResult) -> None:
             results[i] = res
+            if cache is not None:
+                cache.record(res)
             if on_result is not None:
                 on_result(res)
+
+        def known(slot: _Slot, chunk: list[int]) -> dict[str, dict[str, float]] | None:
+            """What the store's latency cache holds for this chunk on this worker's device profile."""
+            device_id = (self.device_profiles.get(slot.name) or {}).get("id")
+            if cache is None or not device_id:
+                return None
+            return cache.get([archs[i].key() for i in chunk], str(device_id)) or None
 
         def fail(i: int, error: str) -> None:
             record(i, EvalResult(arch_key=archs[i].key(), error=error))
@@ -368,7 +401,7 @@ class RayPoolEvaluator(Evaluator):
                     if deaths[queue[0][0]] and slot.in_flight:
                         break  # a retry waits for an idle worker
                     chunk = queue.popleft()
-                    ref = slot.actor.evaluate.remote([payload[i] for i in chunk], latency_only)
+                    ref = slot.actor.evaluate.remote([payload[i] for i in chunk], latency_only, known(slot, chunk))
                     slot.in_flight[ref] = chunk
                     ref_to_slot[ref] = slot
 

@@ -19,6 +19,7 @@ import math
 import shutil
 import warnings
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +246,11 @@ class SupernetWorkload(Workload):
         g = torch.Generator().manual_seed(0)
         return torch.randn(batch_size, *self.data.input_shape, generator=g).to(self.device)
 
-    def evaluate(self, arch: Arch) -> dict[str, float]:
+    TAKES_KNOWN_LATENCY = True
+
+    def evaluate(self, arch: Arch, latency: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Accuracy (or loss), counted FLOPs / params / bytes and timed latency; ``latency``: the
+        figures recorded for this child on this device, used instead of timing it again."""
         from nasforge.supernets.evaluate import count_flops_params, evaluate_classifier
 
         model = self.child(arch)
@@ -263,15 +268,22 @@ class SupernetWorkload(Workload):
             sum(t.numel() * t.element_size() for t in model.state_dict().values())
         )
         lat = self.spec.evaluation.latency
-        if lat.enabled:
+        if lat.enabled and latency:
+            metrics.update({k: float(v) for k, v in latency.items()})
+            metrics["latency_cached"] = 1.0
+        elif lat.enabled:
             metrics.update(self._time(model, arch))
+            if lat.cache:
+                metrics["latency_cached"] = 0.0
         return metrics
 
-    def measure_latency(self, arch: Arch) -> dict[str, float]:
+    def measure_latency(self, arch: Arch, latency: Mapping[str, float] | None = None) -> dict[str, float]:
         """Latency only (a device-class worker): the child's timed forward passes, no accuracy."""
         lat = self.spec.evaluation.latency
         if not lat.enabled:
             return {}
+        if latency:
+            return {**{k: float(latency[k]) for k in self.LATENCY_METRICS if k in latency}, "latency_cached": 1.0}
         timing = self._time(self.child(arch), arch)
         return {k: float(timing[k]) for k in self.LATENCY_METRICS}
 

@@ -170,6 +170,36 @@ def test_same_seed_same_candidates_in_order(trained: dict) -> None:
     assert _keys(home, ids[0]) == _keys(home, ids[1])
 
 
+def _latencies(home: Path, job_id: str) -> dict[str, dict[str, float]]:
+    rows = json.loads(_cli(home, "results", job_id, "--format", "json").stdout)
+    return {r["key"]: {k: v for k, v in r["metrics"].items() if k.startswith("latency")} for r in rows}
+
+
+def test_latency_is_timed_once_per_child_and_device_across_jobs(trained: dict) -> None:
+    """The store's latency cache: a child the first job timed is not timed again by a later job on
+    the same device; so a rerun steered by latency asks the same candidates in the same order.
+    With evaluation.latency.cache: false every child is timed afresh."""
+    home, first = trained["home"], trained["summary"]["job_id"]  # steered by accuracy and latency
+    ids = {}
+    for name, cache in (("cached", True), ("fresh", False)):
+        job = _search_job(trained, name)
+        spec = yaml.safe_load(job.read_text())
+        spec.pop("training", None)
+        spec["evaluation"]["latency"]["cache"] = cache
+        job.write_text(yaml.safe_dump(spec))
+        proc = _cli(home, "submit", str(job), "--json")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        ids[name] = json.loads(proc.stdout.strip().splitlines()[-1])["job_id"]
+    before, again, fresh = (_latencies(home, j) for j in (first, ids["cached"], ids["fresh"]))
+    assert _keys(home, ids["cached"]) == _keys(home, first)
+    for key, lat in again.items():
+        assert lat.pop("latency_cached") == 1.0 and before[key].pop("latency_cached") == 0.0
+        assert lat == before[key]  # every figure as the first job recorded it
+    assert all("latency_cached" not in lat for lat in fresh.values())
+    common = set(fresh) & set(before)
+    assert common and all(fresh[k]["latency_ms"] != before[k]["latency_ms"] for k in common)
+
+
 def test_sigkill_then_resume_finishes_without_reevaluating(trained: dict) -> None:
     from nasforge.store import open_store
 
