@@ -8,7 +8,6 @@ warning that names them. Returns ``LayerInfo`` records (plain data for ``Compres
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
 from collections.abc import Sequence
@@ -106,7 +105,3 @@ def state_dict_split(model: nn.Module, layers: Sequence[LayerInfo]) -> tuple[int
     nbytes = sum(t.numel() * t.element_size() for k, t in model.state_dict().items() if k not in weights)
     params = sum(p.numel() for k, p in model.named_parameters() if k not in weights)
     return int(nbytes), int(params)
-
-
-def count_macs(layers: Sequence[LayerInfo]) -> int:
-    return int(math.fsum(layer.macs for layer in layers))

@@ -118,7 +118,6 @@ class PredictorGuidedSearch(Strategy):
         self._predictors: dict[str, Predictor] = {}
         self._dirty = True
         self._report: dict[str, float] = {}
-        self._pretrained_state: Any = None
         self._device_match: float | None = None
 
     def _load_table(self, name: str) -> LatencyLUT:
