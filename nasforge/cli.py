@@ -425,6 +425,19 @@ def cmd_results(args: argparse.Namespace) -> int:
         if not cands:  # an empty table (or [] for a script), and why on stderr
             print("note: " + none_meets(done, where, "done candidates" + (" on the Pareto front" if args.pareto else "")),
                   file=sys.stderr)
+    if args.sort:
+        from nasforge.core.spec import JobSpec
+        from nasforge.core.types import Direction
+        from nasforge.export import metric_direction
+
+        sign = -1.0 if metric_direction(JobSpec.model_validate(dict(store.get_job(args.job_id).spec)),
+                                         args.sort) == Direction.MAXIMIZE else 1.0
+        have = [c for c in cands if args.sort in c.metrics]
+        if cands and not have:
+            raise NasforgeError(f"results --sort {args.sort}: no candidate of job {args.job_id} has it; they have: "
+                                + ", ".join(sorted({m for c in cands for m in c.metrics})))
+        cands = sorted(have, key=lambda c: (sign * float(c.metrics[args.sort]), c.id)) + \
+            [c for c in cands if args.sort not in c.metrics]  # best first; failed ones last
     if fmt == "table":
         _console().print(_candidate_table(cands, f"candidates of {args.job_id}"))
         return 0
@@ -629,6 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", default=None, help="write to this file instead of the terminal")
     sp.add_argument("--where", action="append", metavar="LIMIT", help="only done candidates within this limit, "
                     "e.g. --where 'latency_ms <= 0.8' (repeatable; the job file's constraint grammar)")
+    sp.add_argument("--sort", metavar="METRIC", default=None, help="best first by METRIC (its objective's "
+                    "direction; else costs and losses ascending, accuracy descending); default: by id")
     with_store(sp)
     sp.set_defaults(func=cmd_results)
 

@@ -82,6 +82,16 @@ def none_meets(cands: Sequence[Candidate], where: Sequence[Constraint], what: st
     return f"none of the {len(cands)} {what} meets every --where limit ({'; '.join(parts)}); loosen them"
 
 
+def metric_direction(spec: JobSpec, metric: str) -> Direction:
+    """Which way ``metric`` is better: as the job's objective says, else by its kind (costs and
+    losses down, accuracy up)."""
+    direction = next((o.direction for o in spec.objectives if o.metric == metric), None)
+    if direction is not None:
+        return direction
+    costs = ("latency", "flops", "params", "model_bytes", "kl", "loss", "perplexity", "bops", "avg_bits")
+    return Direction.MINIMIZE if metric.startswith(costs) else Direction.MAXIMIZE
+
+
 def pick_candidate(store: Store, job_id: str, ref: str | None, best: str | None, spec: JobSpec,
                    where: Sequence[Constraint] = ()) -> Candidate:
     """The candidate named by id/key, or the best done one by metric ``best`` among those that meet
@@ -92,9 +102,7 @@ def pick_candidate(store: Store, job_id: str, ref: str | None, best: str | None,
         cand = store.get_candidate(job_id, int(ref) if ref.isdigit() else ref)
     else:
         assert best is not None
-        direction = next((o.direction for o in spec.objectives if o.metric == best), None)
-        if direction is None:
-            direction = Direction.MINIMIZE if best.startswith(("latency", "flops", "params", "model_bytes", "kl", "loss", "bops")) else Direction.MAXIMIZE
+        direction = metric_direction(spec, best)
         all_done = store.get_candidates(job_id, status=CandidateStatus.DONE)
         if all_done and where:
             kept = meeting(all_done, where)

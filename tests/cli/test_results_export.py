@@ -255,3 +255,26 @@ def test_failed_candidates_show_why_in_the_table_and_in_status(tmp_path: Path, m
     assert main(["status", job_id, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["last_failure"] == {"candidate_id": last.id,
                                                                     "error": "ValueError: kernel 7 not in [3, 5]"}
+
+
+def test_best_and_sort_know_which_way_a_metric_is_better(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """`export --best perplexity` on a job steered by loss took the WORST perplexity (it was not in
+    the list of metrics that go down); `results --sort` orders best first the same way."""
+    import json
+
+    from nasforge.core.types import Direction
+    from nasforge.export import metric_direction
+
+    store, spec, job_id, archs, ids = _job(tmp_path / "nasforge.db")
+    assert metric_direction(spec, "accuracy") == Direction.MAXIMIZE
+    for metric in ("perplexity", "avg_bits", "loss", "latency_p90_ms", "flops", "model_bytes", "kl"):
+        assert metric_direction(spec, metric) == Direction.MINIMIZE, metric
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    capsys.readouterr()
+    assert main(["results", job_id, "--format", "json", "--sort", "latency_ms"]) == 0
+    assert [r["candidate_id"] for r in json.loads(capsys.readouterr().out)] == [ids[i] for i in (3, 2, 4, 1, 0)]
+    assert main(["results", job_id, "--format", "json", "--sort", "accuracy"]) == 0  # ties: by id
+    assert [r["candidate_id"] for r in json.loads(capsys.readouterr().out)] == [ids[i] for i in (0, 1, 2, 4, 3)]
+    assert main(["results", job_id, "--sort", "acc"]) == 2
+    assert "results --sort acc: no candidate of job" in capsys.readouterr().err
