@@ -155,8 +155,26 @@ def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+def _module_root(source: str, job_file: Path) -> str | None:
+    """The folder at or above the job file from which ``package.module`` of ``source`` imports
+    (``examples.models.mnist_cnn:f`` in ``repo/examples/compress.yaml``: ``repo``)."""
+    module = source.partition(":")[0]
+    if not module or source.startswith(("timm:", "export:")) or not all(p.isidentifier() for p in module.split(".")):
+        return None
+    rel = Path(*module.split("."))
+    for folder in Path(job_file).resolve().parents:
+        if (folder / rel).with_suffix(".py").is_file() or (folder / rel / "__init__.py").is_file():
+            return str(folder)
+    return None
+
+
 def load_and_validate(path: str | Path, *, address: str | None = None) -> tuple[JobSpec, SearchSpace]:
     spec = load_job_file(path)
+    if spec.model is not None:  # a model module beside the job file imports from any folder
+        root = _module_root(spec.model.source, Path(path))
+        if root is not None and root not in spec.model.search_path:
+            model = spec.model.model_copy(update={"search_path": [*spec.model.search_path, root]})
+            spec = spec.model_copy(update={"model": model})
     try:
         space = validate(spec, address=address)
     except NasforgeError as e:  # name the file, as load_job_file's own errors do (not a --flag's)

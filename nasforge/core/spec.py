@@ -83,6 +83,11 @@ class ModelSpec(_Strict):
     source: str = Field(description="timm:NAME, export:NAME (a `nasforge export` folder) or package.module:factory")
     weights: str | None = Field(default=None, description="weights file (safetensors or .pt)")
     options: dict[str, Any] = Field(default_factory=dict, description="factory keyword arguments")
+    search_path: list[str] = Field(
+        default_factory=list,
+        description="folders a package.module source is imported from besides the current folder; the folder "
+        "above the job file that holds the module is added when a job file is loaded",
+    )
 
 
 class TrainingSpec(_Strict):

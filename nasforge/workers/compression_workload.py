@@ -75,6 +75,7 @@ def build_dense_model(spec: JobSpec, search_roots: tuple[str, ...] = ()) -> Any:
     if spec.model is None:
         raise JobSpecError("model: a compression job needs a 'model:' block (source, weights, options)")
     src = spec.model.source
+    search_roots = (*search_roots, *spec.model.search_path)
     if src.startswith("export:"):
         from nasforge.export import load_export
 
@@ -310,7 +311,7 @@ class CompressionWorkload(Workload):
             "arch": arch.to_dict(),
             "key": arch.key(),
             "model": {"source": self._source(), "options": dict(self.spec.model.options),
-                      "weights": self.spec.model.weights, "search_roots": list(self.search_roots)},
+                      "weights": self.spec.model.weights, "search_roots": list(dict.fromkeys([*self.search_roots, *self.spec.model.search_path]))},
             "packed_bytes": written,
             "files": [WEIGHTS_FILE, "allocation.json"],  # + model.onnx once checked, below
             **metadata,
@@ -379,7 +380,7 @@ class CompressionWorkload(Workload):
         assert self.spec.model is not None
         src = self.spec.model.source
         if src.startswith("export:"):
-            return f"export:{export_source_folder(src, self.search_roots)}"
+            return f"export:{export_source_folder(src, (*self.search_roots, *self.spec.model.search_path))}"
         return src
 
     def _builder(self) -> Any:
