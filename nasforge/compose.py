@@ -168,8 +168,33 @@ def _module_root(source: str, job_file: Path) -> str | None:
     return None
 
 
+def _found(given: str | None, job_file: Path) -> str | None:
+    """A relative file path of a job file, made absolute: from the current folder, else from the job
+    file's folder (so a job file and its data move together); None when neither has it."""
+    if not given or Path(given).expanduser().is_absolute():
+        return None
+    for base in (Path.cwd(), Path(job_file).resolve().parent):
+        if (base / given).exists():
+            return str((base / given).resolve())
+    return None
+
+
+def _absolute_paths(spec: JobSpec, job_file: Path) -> JobSpec:
+    """``evaluation.dataset.path``, ``supernet.checkpoint`` and ``model.weights`` as absolute paths:
+    the Ray workers, ``resume`` and ``export`` then find them from any folder."""
+    ds = spec.evaluation.dataset
+    if (p := _found(ds.path, job_file)) is not None:
+        evaluation = spec.evaluation.model_copy(update={"dataset": ds.model_copy(update={"path": p})})
+        spec = spec.model_copy(update={"evaluation": evaluation})
+    if spec.supernet is not None and (p := _found(spec.supernet.checkpoint, job_file)) is not None:
+        spec = spec.model_copy(update={"supernet": spec.supernet.model_copy(update={"checkpoint": p})})
+    if spec.model is not None and (p := _found(spec.model.weights, job_file)) is not None:
+        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"weights": p})})
+    return spec
+
+
 def load_and_validate(path: str | Path, *, address: str | None = None) -> tuple[JobSpec, SearchSpace]:
-    spec = load_job_file(path)
+    spec = _absolute_paths(load_job_file(path), Path(path))
     if spec.model is not None:  # a model module beside the job file imports from any folder
         root = _module_root(spec.model.source, Path(path))
         if root is not None and root not in spec.model.search_path:

@@ -89,6 +89,8 @@ def job_file_reference() -> str:
         "A key written with no value (`options:`, `training:`) takes its defaults: an empty",
         "section, or the default below; where a key's type admits null, null means what it says",
         "(`budget.evaluations: null`: no limit). A required key left empty is an error.",
+        "Relative file paths (`evaluation.dataset.path`, `supernet.checkpoint`, `model.weights`) are",
+        "looked up from the current folder, then from the job file's folder, and stored absolute.",
         "",
         "## Top level",
         "",

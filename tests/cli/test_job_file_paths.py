@@ -1,0 +1,46 @@
+"""Relative paths in a job file: from the current folder, else from the job file's folder; stored
+absolute, so the workers, resume and export find them from any folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nasforge.compose import load_and_validate
+from nasforge.core.errors import JobSpecError
+
+JOB = """
+name: paths
+space: {name: bignas_cnn}
+supernet: {name: bignas}
+training: {epochs: 1}
+strategy: {name: random}
+objectives: [{metric: accuracy, direction: maximize}]
+budget: {evaluations: 4}
+evaluation: {dataset: {name: arrays, path: DATA}}
+"""
+
+
+def test_a_path_relative_to_the_job_file_is_found_from_another_folder(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "jobs").mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(project / "data" / "images.npz", X=rng.random((60, 12, 12), dtype=np.float32), y=np.arange(60) % 10)
+    job = project / "jobs" / "job.yaml"
+    job.write_text(JOB.replace("DATA", "../data/images.npz"))
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)  # it said "evaluation.dataset.path: ../data/images.npz does not exist"
+    spec, _ = load_and_validate(job)
+    assert spec.evaluation.dataset.path == str(project / "data" / "images.npz")
+    monkeypatch.chdir(project)  # from the current folder first, stored absolute as well
+    job.write_text(JOB.replace("DATA", "data/images.npz"))
+    spec, _ = load_and_validate(job)
+    assert spec.evaluation.dataset.path == str(project / "data" / "images.npz")
+    monkeypatch.chdir(tmp_path)
+    job.write_text(JOB.replace("DATA", "data/nowhere.npz"))
+    with pytest.raises(JobSpecError, match="evaluation.dataset.path: data/nowhere.npz does not exist"):
+        load_and_validate(job)
