@@ -194,15 +194,10 @@ def _no_feasible_note(spec: Any, store: Any, job_id: str) -> str:
                           if not math.isfinite(float(c.metrics.get(o.metric, math.nan)))})
         return (f"no Pareto front: the done candidates that meet the constraints lack a finite value of "
                 f"{', '.join(missing) or 'an objective'}; `nasforge results {job_id}` lists every candidate")
-    parts = []
-    for k in constraints:
-        closest = min(done, key=lambda c: k.violation(c.metrics))
-        value = closest.metrics.get(k.metric)
-        met = sum(k.satisfied(c.metrics) for c in done)
-        reach = f"closest {_fmt(value)} (candidate {closest.id})" if value is not None else "never measured"
-        parts.append(f"{k.metric} {k.op} {k.bound:g}: met by {met}, {reach}")
+    from nasforge.export import limit_report
+
     return (f"no Pareto front: none of the {len(done)} done candidates meets every constraint ("
-            + "; ".join(parts) + "). Loosen them" + (" or train the supernet longer" if spec.supernet else "")
+            + limit_report(done, constraints, _fmt) + "). Loosen them" + (" or train the supernet longer" if spec.supernet else "")
             + f"; `nasforge results {job_id}` lists every candidate")
 
 

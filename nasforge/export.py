@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,17 +69,23 @@ def meeting(cands: Sequence[Candidate], where: Sequence[Constraint]) -> list[Can
     return [c for c in cands if all(k.satisfied(c.metrics) for k in where)]
 
 
-def none_meets(cands: Sequence[Candidate], where: Sequence[Constraint], what: str) -> str:
-    """Why no candidate is left: for each limit, how many meet it and the closest value reached."""
+def limit_report(cands: Sequence[Candidate], limits: Sequence[Constraint],
+                 fmt: Callable[[float], str] = _fmt) -> str:
+    """For each limit: how many of ``cands`` meet it and the closest value reached (by which one)."""
     parts = []
-    for k in where:
+    for k in limits:
         met = sum(k.satisfied(c.metrics) for c in cands)
         closest = min(cands, key=lambda c: k.violation(c.metrics), default=None)
         value = closest.metrics.get(k.metric) if closest is not None else None
-        reach = f"closest {_fmt(float(value))} (candidate {closest.id})" if closest is not None and value is not None \
+        reach = f"closest {fmt(float(value))} (candidate {closest.id})" if closest is not None and value is not None \
             else "never measured"
         parts.append(f"{k}: met by {met}, {reach}")
-    return f"none of the {len(cands)} {what} meets every --where limit ({'; '.join(parts)}); loosen them"
+    return "; ".join(parts)
+
+
+def none_meets(cands: Sequence[Candidate], where: Sequence[Constraint], what: str) -> str:
+    """Why no candidate is left after ``--where``."""
+    return f"none of the {len(cands)} {what} meets every --where limit ({limit_report(cands, where)}); loosen them"
 
 
 def metric_direction(spec: JobSpec, metric: str) -> Direction:
