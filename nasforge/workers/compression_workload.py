@@ -250,7 +250,8 @@ class CompressionWorkload(Workload):
         self.calib = data.train[0][: space.opts.calibration_images]
         self.eval_X, self.eval_y = self._heldout(spec, data)
         self.db = LevelDatabase(root / "levels", space)
-        self.search_roots = roots
+        # the submit folder, then the job file's folder that holds the model module (model.search_path)
+        self.search_roots = tuple(dict.fromkeys([*roots, *spec.model.search_path]))
 
     def compressed_model(self, arch: Arch) -> Any:
         """The worker's model with ``arch``'s levels swapped in (shared; valid until the next call)."""
@@ -311,7 +312,7 @@ class CompressionWorkload(Workload):
             "arch": arch.to_dict(),
             "key": arch.key(),
             "model": {"source": self._source(), "options": dict(self.spec.model.options),
-                      "weights": self.spec.model.weights, "search_roots": list(dict.fromkeys([*self.search_roots, *self.spec.model.search_path]))},
+                      "weights": self.spec.model.weights, "search_roots": list(self.search_roots)},
             "packed_bytes": written,
             "files": [WEIGHTS_FILE, "allocation.json"],  # + model.onnx once checked, below
             **metadata,
@@ -380,7 +381,7 @@ class CompressionWorkload(Workload):
         assert self.spec.model is not None
         src = self.spec.model.source
         if src.startswith("export:"):
-            return f"export:{export_source_folder(src, (*self.search_roots, *self.spec.model.search_path))}"
+            return f"export:{export_source_folder(src, self.search_roots)}"
         return src
 
     def _builder(self) -> Any:
