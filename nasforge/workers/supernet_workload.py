@@ -63,6 +63,27 @@ def _validate_options(cls: Any, options: dict[str, Any], where: str) -> None:
         raise JobSpecError(f"{where}.{loc}: {msg} (options: {allowed})") from None
 
 
+#: checkpoints already loaded by validation in this process (a foreground submit validates the job
+#: file, then run_job validates the spec again): (weights file, its size and mtime, space, supernet)
+_CHECKED: set[tuple[Any, ...]] = set()
+
+
+def _check_checkpoint(spec: JobSpec, space: SearchSpace) -> None:
+    """Load ``supernet.checkpoint`` into the job's supernet once per process (a CheckpointError
+    names what does not fit)."""
+    from nasforge.supernets.trainer import latest_weights, load_trained_supernet
+
+    assert spec.supernet is not None and spec.supernet.checkpoint is not None
+    weights = latest_weights(spec.supernet.checkpoint).resolve()
+    st = weights.stat()
+    key = (str(weights), st.st_size, st.st_mtime_ns, space.id,
+           json.dumps(dict(spec.space.options), sort_keys=True, default=str), spec.supernet.name,
+           json.dumps(dict(spec.supernet.options), sort_keys=True, default=str))
+    if key not in _CHECKED:
+        load_trained_supernet(space, spec.supernet.name, spec.supernet.options, spec.supernet.checkpoint)
+        _CHECKED.add(key)
+
+
 class SupernetWorkload(Workload):
     kind = "supernet"
 
@@ -97,9 +118,7 @@ class SupernetWorkload(Workload):
             raise JobSpecError(f"supernet.checkpoint: {spec.supernet.checkpoint} does not exist")
         else:  # load it now: a file that is not a checkpoint, or one trained with other options, is
             # refused before the job exists (each worker found it, with a traceback and a failed job)
-            from nasforge.supernets.trainer import load_trained_supernet
-
-            load_trained_supernet(space, spec.supernet.name, spec.supernet.options, spec.supernet.checkpoint)
+            _check_checkpoint(spec, space)
         ds = spec.evaluation.dataset
         if ds.name not in DATASETS:
             raise JobSpecError(f"evaluation.dataset.name: unknown dataset {ds.name!r}; choose one of {', '.join(DATASETS)}")
