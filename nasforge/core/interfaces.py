@@ -104,8 +104,9 @@ class Store(ABC):
         """The latest (step, state) saved for the job, or None."""
 
     @abstractmethod
-    def get_cached_metrics(self, key: str, device_id: str) -> dict[str, float] | None:
-        """Latency measured earlier for arch ``key`` on device profile ``device_id`` (any job)."""
+    def get_cached_metrics(self, keys: Sequence[str], device_id: str) -> dict[str, dict[str, float]]:
+        """Latency measured earlier on device profile ``device_id`` (any job), by key, for those of
+        ``keys`` that have it: one read for a whole chunk of children."""
 
     @abstractmethod
     def put_cached_metrics(self, key: str, device_id: str, metrics: Mapping[str, float]) -> None: ...

@@ -632,13 +632,20 @@ class SqlStore(Store):
         return self._run(read, write=False)
 
     # ---- metrics cache --------------------------------------------------------------------
-    def get_cached_metrics(self, key: str, device_id: str) -> dict[str, float] | None:
-        def read(conn: Connection) -> dict[str, float] | None:
-            got = conn.execute(
-                select(metrics_cache.c.metrics).where(metrics_cache.c.arch_key == key,
-                                                      metrics_cache.c.device_id == device_id)
-            ).scalar()
-            return None if got is None else {k: float(v) for k, v in got.items()}
+    def get_cached_metrics(self, keys: Sequence[str], device_id: str) -> dict[str, dict[str, float]]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+
+        def read(conn: Connection) -> dict[str, dict[str, float]]:
+            found: dict[str, dict[str, float]] = {}
+            for part in _chunks(wanted):
+                rows = conn.execute(
+                    select(metrics_cache.c.arch_key, metrics_cache.c.metrics).where(
+                        metrics_cache.c.arch_key.in_(part), metrics_cache.c.device_id == device_id)
+                )
+                found.update({row.arch_key: {k: float(v) for k, v in row.metrics.items()} for row in rows})
+            return found
 
         return self._run(read, write=False)
 

@@ -52,12 +52,9 @@ class LatencyCache:
 
     def get(self, arch_keys: Iterable[str], device_id: str) -> dict[str, dict[str, float]]:
         """Recorded latency figures of those of ``arch_keys`` timed on ``device_id``."""
-        found = {}
-        for key in arch_keys:
-            got = self.store.get_cached_metrics(self._key(key), device_id)
-            if got and "latency_ms" in got:
-                found[key] = got
-        return found
+        by_cache_key = {self._key(key): key for key in arch_keys}
+        got = self.store.get_cached_metrics(list(by_cache_key), device_id)
+        return {by_cache_key[k]: figures for k, figures in got.items() if "latency_ms" in figures}
 
     def put(self, arch_key: str, device_id: str, metrics: Mapping[str, float]) -> None:
         timing = latency_metrics(metrics)

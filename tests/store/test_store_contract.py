@@ -216,12 +216,17 @@ def test_checkpoints_latest_and_pruned(store: SqlStore) -> None:
 
 
 def test_metrics_cache_across_jobs(store: SqlStore) -> None:
-    key = archs(1, offset=7000)[0].key()
-    assert store.get_cached_metrics(key, "cpu:test") is None
+    key, other = (a.key() for a in archs(2, offset=7000))
+    assert store.get_cached_metrics([key], "cpu:test") == {}
+    assert store.get_cached_metrics([], "cpu:test") == {}
     store.put_cached_metrics(key, "cpu:test", {"latency_ms": 2.5, "latency_p90_ms": 3})
     store.put_cached_metrics(key, "cpu:test", {"latency_ms": 2.0, "latency_p90_ms": 2.5})
-    assert store.get_cached_metrics(key, "cpu:test") == {"latency_ms": 2.0, "latency_p90_ms": 2.5}
-    assert store.get_cached_metrics(key, "cuda:other") is None
+    assert store.get_cached_metrics([key, other, key], "cpu:test") == {key: {"latency_ms": 2.0, "latency_p90_ms": 2.5}}
+    assert store.get_cached_metrics([key], "cuda:other") == {}
+    many = [f"k{i}" for i in range(1203)]  # more than one IN list
+    for k in many[::400]:
+        store.put_cached_metrics(k, "cpu:test", {"latency_ms": 1.0})
+    assert sorted(store.get_cached_metrics(many, "cpu:test")) == sorted(many[::400])
 
 
 def test_data_persists_across_store_objects(store_url: str) -> None:
