@@ -16,7 +16,7 @@ from typing import Any
 
 from nasforge.core.errors import ExportError, StoreError
 from nasforge.core.interfaces import Store
-from nasforge.core.paths import confined, home, job_dir, ordinary_file_mode
+from nasforge.core.paths import SUPERNET_DIR, confined, home, job_dir, ordinary_file_mode
 from nasforge.core.spec import JobSpec
 from nasforge.core.types import ARCH_SCHEMA_VERSION, Candidate, CandidateStatus, Constraint, Direction
 from nasforge.workers import WORKLOADS, workload_kind
@@ -134,6 +134,21 @@ def broken_constraints(spec: JobSpec, cand: Candidate) -> list[str]:
     return [str(k) for k in spec.constraint_list() if not k.satisfied(cand.metrics)]
 
 
+def _check_job_files_here(job_id: str, spec: JobSpec) -> None:
+    """A supernet the job trained lives in its folder under the NASFORGE_HOME of the machine whose
+    driver ran it; a store shared with a cluster lists the job everywhere, its weights are not."""
+    if spec.supernet is None or spec.supernet.checkpoint is not None:  # a checkpoint the job file names
+        return
+    folder = home() / "jobs" / job_id / SUPERNET_DIR
+    if not folder.is_dir():
+        raise ExportError(
+            f"job {job_id}: its trained supernet is not in this NASFORGE_HOME ({home()}): the job ran on another "
+            f"machine or with another NASFORGE_HOME (a cluster's driver keeps it in the head's, ~/.nasforge unless "
+            f"set), or its folder was deleted. Export where it ran, e.g. `ray job submit --address "
+            f"http://HEAD:8265 -- nasforge export {job_id} --best accuracy -o NAME`, or copy its jobs/{job_id} folder into {home() / 'jobs'}"
+        )
+
+
 def export_candidate(store: Store, job_id: str, out: str | Path, *, ref: str | None = None,
                      best: str | None = None, where: Sequence[Constraint] = ()) -> tuple[Candidate, Path, list[Path]]:
     job = store.get_job(job_id)
@@ -141,6 +156,8 @@ def export_candidate(store: Store, job_id: str, out: str | Path, *, ref: str | N
     target = resolve_output(spec, out)
     cand = pick_candidate(store, job_id, ref, best, spec, where)
     kind = workload_kind(spec)
+    if kind == "supernet":
+        _check_job_files_here(job_id, spec)
     workload = WORKLOADS.get(kind)(spec, job_dir(job_id))
     workload.setup()
     metadata: dict[str, Any] = {

@@ -1,4 +1,5 @@
-"""Where nasforge keeps its files: ``NASFORGE_HOME`` (default ``./.nasforge``)."""
+"""Where nasforge keeps its files: ``NASFORGE_HOME`` (default ``./.nasforge``; ``~/.nasforge`` for a
+driver the Ray Jobs API runs, see :func:`home`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,24 @@ from pathlib import Path
 
 from nasforge.core.errors import ExportError, ResourceUnavailableError
 
+#: set by Ray's job supervisor in the environment of every driver the Jobs API starts
+RAY_JOBS_DRIVER_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def default_home() -> Path:
+    """``./.nasforge``, except in a driver the Ray Jobs API started (``nasforge submit --address
+    http://...``, ``ray job submit -- nasforge ...``): its current folder is the working_dir Ray
+    unpacked the job into, removed with the job's runtime environment, so trained supernets, the
+    MLflow store and exports would go with it; there the head's ``~/.nasforge`` is the default."""
+    if os.environ.get(RAY_JOBS_DRIVER_ENV):
+        return Path.home() / ".nasforge"
+    return Path(".nasforge")
+
 
 def home() -> Path:
     """The project's state folder; created on first use."""
     given = os.environ.get("NASFORGE_HOME")
-    p = Path(given or ".nasforge").resolve()
+    p = Path(given or default_home()).resolve()
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -87,6 +87,21 @@ def test_a_nasforge_home_that_is_a_file_is_one_line_exit_2(argv: list[str], tmp_
     assert not_a_folder.read_text() == "a file"
 
 
+def test_the_default_home_is_the_current_folder_except_in_a_ray_jobs_driver(tmp_path, monkeypatch) -> None:
+    """A driver the Ray Jobs API starts runs in the job's unpacked working_dir, removed with it."""
+    from nasforge.core.paths import RAY_JOBS_DRIVER_ENV, home
+
+    monkeypatch.delenv("NASFORGE_HOME", raising=False)
+    monkeypatch.delenv(RAY_JOBS_DRIVER_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.chdir(tmp_path)
+    assert home() == tmp_path / ".nasforge"
+    monkeypatch.setenv(RAY_JOBS_DRIVER_ENV, "{}")
+    assert home() == tmp_path / "user" / ".nasforge"
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path / "chosen"))  # what the head's environment sets wins
+    assert home() == tmp_path / "chosen"
+
+
 @pytest.mark.parametrize("form", ["ray://127.0.0.1:{port}", "127.0.0.1:{port}"])
 def test_an_address_nothing_answers_at_is_refused_before_a_job_exists(form: str, tmp_path, monkeypatch,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:

@@ -92,6 +92,19 @@ def test_results_to_a_file_takes_the_format_from_its_suffix(tmp_path: Path, monk
     assert not (tmp_path / "out.txt").exists() and not (tmp_path / "t.csv").exists()
 
 
+def test_export_of_a_job_whose_supernet_is_on_another_machine_says_where_to_export(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A store shared with a cluster lists jobs whose trained supernet is in the head's NASFORGE_HOME."""
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path / "client"))
+    _, _, job_id, _, _ = _job(tmp_path / "shared.db")
+    assert main(["export", job_id, "--best", "accuracy", "-o", "best", "--store", f"sqlite:///{tmp_path / 'shared.db'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"its trained supernet is not in this NASFORGE_HOME ({tmp_path / 'client'})" in err
+    assert f"-- nasforge export {job_id} --best accuracy -o NAME" in err
+    assert not (tmp_path / "client" / "exports" / "best").exists()
+
+
 def test_status_best_so_far_skips_children_that_break_a_constraint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     import json

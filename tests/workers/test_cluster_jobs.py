@@ -66,7 +66,8 @@ class Head:
         self.temp = root / "r"
         self.token = secrets.token_hex(16)
         (root / "token").write_text(self.token)
-        self.home = root / "home"  # the cluster's NASFORGE_HOME: its store
+        self.user = root / "user"  # the head's HOME; NASFORGE_HOME is not set there
+        self.home = self.user / ".nasforge"  # so a Jobs API driver's NASFORGE_HOME, with its store, is ~/.nasforge
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(root / "token"),
@@ -80,8 +81,10 @@ class Head:
                "--dashboard-port", str(self.port), "--dashboard-agent-listen-port", str(_free_port()),
                "--dashboard-agent-grpc-port", str(_free_port()), "--runtime-env-agent-port", str(_free_port()),
                "--metrics-export-port", str(_free_port()), "--disable-usage-stats"]
-        head_env = {**self.env, "NASFORGE_HOME": str(self.home)}
+        self.user.mkdir()
+        head_env = {**self.env, "HOME": str(self.user)}
         head_env.pop("NASFORGE_STORE_URL", None)
+        head_env.pop("NASFORGE_HOME", None)
         self.log = open(self.root / "head.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, env=head_env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True, cwd=self.root)
@@ -204,6 +207,8 @@ def test_submit_status_logs_through_the_jobs_api(head: Head) -> None:
     keys = [c.key for c in store.get_candidates(job_id)]
     assert store.get_job(job_id).state.value == "done" and len(keys) == len(set(keys)) == 12
     assert not (head.root / "client-home" / "nasforge.db").exists()
+    # ... in the head's ~/.nasforge, not in the working_dir Ray unpacked the job file into (removed with it)
+    assert (head.home / "jobs" / job_id).is_dir()
     missing = head.cli("status", "nasforge-nope", "--address", head.url)
     assert missing.returncode == 2 and "no Ray job 'nasforge-nope'" in missing.stderr
 
