@@ -108,6 +108,26 @@ class ToyWorkload(Workload):
         return meta
 
 
+class ShippedToyWorkload(ToyWorkload):
+    """The toy whose workers need a file of the driver's job folder (``bonus.txt``, a number added
+    to ``accuracy``), as a trained supernet's workers need its weights: the pool ships it."""
+
+    @classmethod
+    def worker_files(cls, spec: JobSpec, job_dir: Path) -> dict[str, Path]:
+        return {"bonus": Path(job_dir) / "bonus.txt"}
+
+    def setup(self) -> None:
+        super().setup()
+        if "bonus" in self.shipped:
+            self.bonus = float(self.shipped["bonus"][1].decode())
+        else:
+            self.bonus = float((self.job_dir / "bonus.txt").read_text())
+
+    def evaluate(self, arch: Arch) -> dict[str, float]:
+        metrics = super().evaluate(arch)
+        return {**metrics, "accuracy": metrics["accuracy"] + self.bonus}
+
+
 def cpu_spin(seconds: float) -> int:
     """Busy CPU work for ``seconds`` of this thread's CPU time (not wall time: a shared core
     still gets the same amount of work done per evaluation)."""

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file, save_file
 
 from nasforge.core.errors import JobSpecError, NasforgeError
@@ -472,10 +473,15 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def _load_weights(model: torch.nn.Module, path: Path) -> None:
+def _load_weights(model: torch.nn.Module, path: Path, data: bytes | None = None) -> None:
+    """Load the safetensors file ``path`` into ``model``; ``data``: that file's bytes, read elsewhere
+    (a worker on another node gets them from the driver), ``path`` then only names it in errors."""
     device = next(model.parameters()).device
     try:
-        sd = load_file(str(path), device=str(device))
+        if data is None:
+            sd = load_file(str(path), device=str(device))
+        else:
+            sd = {k: v.to(device) for k, v in load_safetensors_bytes(data).items()}
     except Exception as e:  # noqa: BLE001 - a file that is not safetensors, truncated, unreadable
         raise CheckpointError(f"supernet.checkpoint: {path} cannot be read as safetensors ({e})") from None
     own = model.state_dict()
@@ -509,10 +515,15 @@ def latest_weights(checkpoint_dir: Path | str) -> Path:
 
 
 def load_trained_supernet(space: SearchSpace, supernet_name: str, options: Mapping[str, Any] | None,
-                          checkpoint_dir: Path | str) -> Supernet:
-    """Build supernet ``supernet_name`` for ``space`` and load the newest trained weights (eval mode)."""
+                          checkpoint_dir: Path | str, *, weights: tuple[str, bytes] | None = None) -> Supernet:
+    """Build supernet ``supernet_name`` for ``space`` and load the newest trained weights (eval mode).
+    ``weights``: (where it was read, the bytes of) the weights file :func:`latest_weights` found on
+    another machine; ``checkpoint_dir`` is then not read."""
     from nasforge.supernets import SUPERNETS
 
     net = SUPERNETS.get(supernet_name, "supernet.name")(space, dict(options or {}))
-    _load_weights(net, latest_weights(checkpoint_dir))
+    if weights is None:
+        _load_weights(net, latest_weights(checkpoint_dir))
+    else:
+        _load_weights(net, Path(weights[0]), weights[1])
     return net.eval()

@@ -34,6 +34,16 @@ class Workload(ABC):
     def __init__(self, spec: JobSpec, job_dir: Path):
         self.spec = spec
         self.job_dir = Path(job_dir)
+        #: name -> (driver-side path, bytes) of :meth:`worker_files`, set by the Ray pool before
+        #: ``setup``; empty where the workload runs beside its files (export, tests)
+        self.shipped: dict[str, tuple[str, bytes]] = {}
+
+    @classmethod
+    def worker_files(cls, spec: JobSpec, job_dir: Path) -> dict[str, Path]:
+        """Files on the driver's disk that ``setup`` reads (after ``prepare``). The Ray pool sends
+        their bytes to every worker through Ray's object store (``self.shipped``), so workers on
+        other nodes need no folder shared with the driver. Default: none."""
+        return {}
 
     @classmethod
     @abstractmethod

@@ -147,7 +147,8 @@ def check_placement(request: Mapping[str, float], count: int, device_class: str 
 class EvalWorker:
     """Holds one Workload; evaluates chunks of archs (as JSON) and returns result dicts."""
 
-    def __init__(self, kind: str, spec_json: dict[str, Any], job_dir: str, threads: int, index: int):
+    def __init__(self, kind: str, spec_json: dict[str, Any], job_dir: str, threads: int, index: int,
+                 files: dict[str, tuple[str, bytes]] | None = None):
         import torch
 
         from nasforge.core.registry import import_object
@@ -160,6 +161,7 @@ class EvalWorker:
         # a registered kind, or "package.module:Class" (worker processes see only static registries)
         workload_cls = import_object(kind) if ":" in kind else WORKLOADS.get(kind)
         self.workload = workload_cls(spec, Path(job_dir))
+        self.workload.shipped = dict(files or {})
         self.workload.setup()
         self.profile = self.workload.device_profile()
 
@@ -259,6 +261,7 @@ class RayPoolEvaluator(Evaluator):
         self.class_pools: dict[str, RayPoolEvaluator] = {}
         self.device_profiles: dict[str, dict[str, Any]] = {}
         self._latency_cache: LatencyCache | None = None
+        self._files_ref: Any = None  # ObjectRef of the worker files; False: the workload has none
         self._started_ray = ensure_ray(address, num_cpus=max(os.cpu_count() or 1, int(spec.workers.count * spec.workers.cpus)))
         self.request = worker_request(spec) if device_class is None else device_class_request(spec, device_class)
         try:
@@ -305,8 +308,21 @@ class RayPoolEvaluator(Evaluator):
         if custom:
             opts["resources"] = custom
         return EvalWorker.options(**opts).remote(  # type: ignore[attr-defined]
-            self.kind, self.spec.to_dict(), str(self.job_dir), self.threads, idx
+            self.kind, self.spec.to_dict(), str(self.job_dir), self.threads, idx, self._files()
         )
+
+    def _files(self) -> Any:
+        """The workload's :meth:`~nasforge.workers.base.Workload.worker_files`, read once and put in
+        Ray's object store: every actor, on any node, gets them from there (None: none)."""
+        if self._files_ref is None:
+            from nasforge.core.registry import import_object
+            from nasforge.workers import WORKLOADS
+
+            cls = import_object(self.kind) if ":" in self.kind else WORKLOADS.get(self.kind)
+            files = {name: (str(path), Path(path).read_bytes())
+                     for name, path in cls.worker_files(self.spec, self.job_dir).items()}
+            self._files_ref = ray.put(files) if files else False
+        return self._files_ref or None
 
     def _start_actors(self, n: int, timeout_s: float = SETUP_TIMEOUT_S) -> None:
         actors = [self._new_actor() for _ in range(n)]

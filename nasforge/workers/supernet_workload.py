@@ -84,6 +84,10 @@ def _check_checkpoint(spec: JobSpec, space: SearchSpace) -> None:
         _CHECKED.add(key)
 
 
+#: the name of the trained weights among :meth:`SupernetWorkload.worker_files`
+WEIGHTS_FILE = "supernet.safetensors"
+
+
 class SupernetWorkload(Workload):
     kind = "supernet"
 
@@ -210,6 +214,13 @@ class SupernetWorkload(Workload):
         done_marker.write_text(json.dumps(metrics))
         return metrics
 
+    @classmethod
+    def worker_files(cls, spec: JobSpec, job_dir: Path) -> dict[str, Path]:
+        """The trained weights (workers on other nodes cannot read the driver's job folder)."""
+        from nasforge.supernets.trainer import latest_weights
+
+        return {WEIGHTS_FILE: latest_weights(cls.checkpoint_dir(spec, job_dir))}
+
     # ---- worker ---------------------------------------------------------------------------
     def setup(self) -> None:
         import torch
@@ -223,7 +234,8 @@ class SupernetWorkload(Workload):
         self.data = load_dataset(spec.evaluation.dataset)
         self.device = torch.device("cuda" if spec.workers.gpus > 0 and torch.cuda.is_available() else "cpu")
         self.supernet = load_trained_supernet(
-            self.space, spec.supernet.name, spec.supernet.options, self.checkpoint_dir(spec, self.job_dir)
+            self.space, spec.supernet.name, spec.supernet.options, self.checkpoint_dir(spec, self.job_dir),
+            weights=self.shipped.get(WEIGHTS_FILE),
         ).to(self.device).eval()
         n_cal = spec.evaluation.bn_recalibration_images
         self.calib = self.data.train[0][:n_cal].to(self.device)

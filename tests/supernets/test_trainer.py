@@ -13,7 +13,7 @@ from nasforge.core.spec import DatasetSpec, TrainingSpec
 from nasforge.data import load_dataset
 from nasforge.spaces.bignas_cnn import BigNASCNNSpace
 from nasforge.supernets.bignas import BigNASSupernet
-from nasforge.supernets.trainer import SandwichTrainer, load_trained_supernet, lr_at
+from nasforge.supernets.trainer import CheckpointError, SandwichTrainer, latest_weights, load_trained_supernet, lr_at
 
 torch.set_num_threads(1)
 
@@ -81,6 +81,14 @@ def test_kill_and_resume_gives_the_uninterrupted_weights(tmp_path, digits):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, arch), full.supernet.eval()(x, arch))
     assert not loaded.training
+    # a worker on another node: the driver's weights file, as bytes, and no folder of its own
+    weights = latest_weights(tmp_path / "a")
+    shipped = load_trained_supernet(full.space, "bignas", {}, tmp_path / "not-on-this-node",
+                                    weights=(str(weights), weights.read_bytes()))
+    with torch.no_grad():
+        torch.testing.assert_close(shipped(x, arch), full.supernet.eval()(x, arch))
+    with pytest.raises(CheckpointError, match=f"{weights} cannot be read as safetensors"):
+        load_trained_supernet(full.space, "bignas", {}, tmp_path / "a", weights=(str(weights), b"not safetensors"))
 
 
 def test_custom_sampler_is_used_and_observed(tmp_path, digits):

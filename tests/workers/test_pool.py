@@ -71,6 +71,27 @@ def test_dead_worker_requeues_and_repeat_killer_fails(ray_local, tmp_path: Path)
     assert all(by_key[a.key()].ok for a in archs if a != killer)
 
 
+def test_workers_get_the_drivers_files_through_the_object_store(ray_local, tmp_path: Path) -> None:
+    """A replacement worker starts after the driver's file is gone: it can only have it from Ray's
+    object store, as a worker on a node without the driver's job folder does."""
+    archs = _archs(8, seed=3)
+    killer = archs[2]
+    (tmp_path / "kill_keys.txt").write_text(killer.key())
+    (tmp_path / "bonus.txt").write_text("0.25")
+    ev = RayPoolEvaluator(toy_spec(workers={"count": 2, "cpus": 1, "chunk_size": 1, "max_retries": 1}),
+                          tmp_path, kind="tests.toy:ShippedToyWorkload")
+    try:
+        (tmp_path / "bonus.txt").unlink()
+        results = ev.evaluate(archs)
+        assert ev.restarts >= 1  # the killer took a worker down; its replacement started without the file
+    finally:
+        ev.close()
+    for a, r in zip(archs, results, strict=True):
+        if a != killer:
+            assert r.ok, r.error
+            assert r.metrics["accuracy"] == pytest.approx(toy_metrics(a)["accuracy"] + 0.25)
+
+
 def test_dead_worker_keeps_finished_calls(ray_local, tmp_path: Path) -> None:
     """ray.wait may hand back the failed call before an earlier one that finished on the same
     actor; the finished one's results are kept, the others go back one arch per chunk."""
