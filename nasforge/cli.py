@@ -90,6 +90,15 @@ def _candidate_table(cands: Sequence[Any], title: str) -> Any:
     return table
 
 
+def _best_text(best: dict[str, float]) -> str:
+    """'best: accuracy=0.95', or with several objectives 'best of each: accuracy=0.958, latency_ms=0.49'
+    (each the best of any feasible candidate so far, not one candidate's figures)."""
+    if not best:
+        return "best: - (none within the constraints yet)"
+    shown = ", ".join(f"{k}={_fmt(v)}" for k, v in best.items())
+    return f"best of each: {shown}" if len(best) > 1 else f"best: {shown}"
+
+
 class ProgressBar:
     """Rich progress bar: evaluated/budget, best so far, ETA."""
 
@@ -111,8 +120,7 @@ class ProgressBar:
 
     def __call__(self, p: Any) -> None:
         if self._bar is not None:
-            best = " ".join(f"{k}={_fmt(v)}" for k, v in p.best.items()) or "- (none within the constraints yet)"
-            self._bar.update(self._task, completed=min(p.evaluated, self.total or p.evaluated), best=f"best: {best}")
+            self._bar.update(self._task, completed=min(p.evaluated, self.total or p.evaluated), best=_best_text(p.best))
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
@@ -160,9 +168,8 @@ def _run(args: argparse.Namespace, spec: Any, store: Any, job: Any = None) -> in
             step = p.evaluated // 10 if not (p.budget and p.evaluated >= p.budget) else 1 << 62
             if not show_bar and not quiet and step > tens_shown:
                 tens_shown = step
-                best = " ".join(f"{k}={_fmt(v)}" for k, v in p.best.items()) or "- (none within the constraints yet)"
                 of = f"/{p.budget}" if p.budget else ""
-                print(f"evaluated {p.evaluated}{of} (failed {p.failed}) best: {best}", flush=True)
+                print(f"evaluated {p.evaluated}{of} (failed {p.failed}) {_best_text(p.best)}", flush=True)
 
         result = run_job(spec, store, job=job, address=args.address, on_progress=progress, say=say)
     summary = summary_dict(result.summary, result.counts, [c.id for c in result.pareto])
@@ -381,7 +388,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  round {row['round']}; evaluated {row['evaluated']}{of}: done {c.get('done', 0)}, "
           f"pending {c.get('pending', 0) + c.get('running', 0)}, failed {c.get('failed', 0)}")
     none_feasible = f" (none of the {len(done)} done candidates meets the constraints)" if done and not best else ""
-    print("  best so far: " + (", ".join(f"{k}={_fmt(v)}" for k, v in best.items()) or "-" + none_feasible))
+    label = "best so far, of each objective" if len(best) > 1 else "best so far"
+    print(f"  {label}: " + (", ".join(f"{k}={_fmt(v)}" for k, v in best.items()) or "-" + none_feasible))
     if row["last_failure"]:
         print(f"  last failure: candidate {row['last_failure']['candidate_id']}: "
               f"{_first_line(row['last_failure']['error'], 160)}")
