@@ -13,7 +13,13 @@ from nasforge.core.spec import DatasetSpec, TrainingSpec
 from nasforge.data import load_dataset
 from nasforge.spaces.bignas_cnn import BigNASCNNSpace
 from nasforge.supernets.bignas import BigNASSupernet
-from nasforge.supernets.trainer import CheckpointError, SandwichTrainer, latest_weights, load_trained_supernet, lr_at
+from nasforge.supernets.trainer import (
+    CheckpointError,
+    SandwichTrainer,
+    latest_weights,
+    load_trained_supernet,
+    lr_at,
+)
 
 torch.set_num_threads(1)
 
