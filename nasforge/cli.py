@@ -484,8 +484,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise NasforgeError(f"export: give a CANDIDATE (id or key) or --best METRIC ({which})")
     where = _where(args)
     store = open_store_for(url=args.store, job_id=getattr(args, "job_id", None))
-    cand, target, files = export_candidate(store, args.job_id, args.output, ref=args.candidate, best=args.best,
-                                           where=where)
+    done = export_candidate(store, args.job_id, args.output, ref=args.candidate, best=args.best, where=where)
+    cand, target, files = done.candidate, done.folder, done.files
     from nasforge.core.spec import JobSpec
 
     broken = broken_constraints(JobSpec.model_validate(dict(store.get_job(args.job_id).spec)), cand)
@@ -495,9 +495,13 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"{', '.join(broken)}{why}", file=sys.stderr)
     if args.json:
         print(json.dumps({"candidate_id": cand.id, "key": cand.key, "dir": str(target), "files": [f.name for f in files],
-                          "constraints_broken": broken}))
+                          "constraints_broken": broken, "replaced": done.replaced}))
     else:
         print(f"exported candidate {cand.id} ({cand.key}) to {target}: {', '.join(f.name for f in files)}")
+        old = done.replaced
+        if old is not None and (old.get("job_id"), old.get("candidate_id")) != (args.job_id, cand.id):
+            what = f" of candidate {old['candidate_id']} of job {old['job_id']}" if old.get("job_id") else ""
+            print(f"note: it replaced the earlier export{what} in that folder", file=sys.stderr)
     return 0
 
 

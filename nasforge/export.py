@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +152,42 @@ def _check_job_files_here(job_id: str, spec: JobSpec) -> None:
         )
 
 
+def _export_source(folder: Path) -> dict[str, Any] | None:
+    """What an existing export folder holds (its arch.json's ``source``: job and candidate), if any."""
+    try:
+        source = json.loads((folder / "arch.json").read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return source if isinstance(source, dict) else None
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Put the finished folder ``new`` at ``target``, replacing what was there: renames, so a reader
+    sees the old export or the new one, never a mix."""
+    if not target.exists():
+        new.rename(target)
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Exported:
+    candidate: Candidate
+    folder: Path
+    files: list[Path]
+    #: None, or the export this one replaced: its ``source`` (job_id, candidate_id, job_name; {} if unknown)
+    replaced: dict[str, Any] | None = None
+
+
 def export_candidate(store: Store, job_id: str, out: str | Path, *, ref: str | None = None,
-                     best: str | None = None, where: Sequence[Constraint] = ()) -> tuple[Candidate, Path, list[Path]]:
+                     best: str | None = None, where: Sequence[Constraint] = ()) -> Exported:
+    """Write candidate ``ref`` (or the ``best``) of the job to the export folder ``out``. The export
+    is written beside it first and swapped in when complete: a failed or interrupted export leaves
+    an earlier one at ``out`` as it was."""
     job = store.get_job(job_id)
     spec = JobSpec.model_validate(dict(job.spec))
     target = resolve_output(spec, out)
@@ -165,9 +202,17 @@ def export_candidate(store: Store, job_id: str, out: str | Path, *, ref: str | N
         "device": dict(cand.device) if cand.device else None,
         "source": {"job_id": job_id, "candidate_id": cand.id, "job_name": job.name},
     }
-    files = workload.export(cand.arch, target, metadata)
-    ordinary_file_mode(*(p for p in target.rglob("*") if p.is_file()))
-    return cand, target, files
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        files = workload.export(cand.arch, partial, metadata)
+        ordinary_file_mode(*(p for p in partial.rglob("*") if p.is_file()))
+        replaced = (_export_source(target) or {}) if target.exists() else None
+        _swap_in(partial, target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return Exported(cand, target, [target / f.relative_to(partial) for f in files], replaced)
 
 
 def load_export(path: str | Path) -> Any:

@@ -291,3 +291,40 @@ def test_best_and_sort_know_which_way_a_metric_is_better(tmp_path: Path, monkeyp
     assert [r["candidate_id"] for r in json.loads(capsys.readouterr().out)] == [ids[i] for i in (0, 1, 2, 4, 3)]
     assert main(["results", job_id, "--sort", "acc"]) == 2
     assert "results --sort acc: no candidate of job" in capsys.readouterr().err
+
+
+def test_an_export_replaces_an_earlier_one_whole_and_a_failed_one_leaves_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.toy import ToySpace, ToyWorkload, toy_metrics, toy_spec
+
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    spec = toy_spec(supernet={"name": "tests.toy:ToyWorkload"})
+    store = open_store(f"sqlite:///{tmp_path / 'nasforge.db'}")
+    job = store.create_job(spec.to_dict(), name="toy", seed=0)
+    archs = [ToySpace().sample(np.random.default_rng(i)) for i in range(6)]
+    archs = list({a.key(): a for a in archs if a["mode"] != "raise"}.values())
+    store.add_candidates(job.id, archs, generation=0)
+    store.record_results(job.id, [EvalResult(a.key(), toy_metrics(a)) for a in archs])
+    best_acc = max(archs, key=lambda a: toy_metrics(a)["accuracy"])
+    fastest = min(archs, key=lambda a: toy_metrics(a)["latency_ms"])
+    assert best_acc != fastest
+    out = tmp_path / "exports" / "x"
+
+    assert main(["export", job.id, "--best", "accuracy", "-o", "x"]) == 0
+    (out / "stale.txt").write_text("left by hand")  # an earlier export's extra file does not survive
+    capsys.readouterr()
+    assert main(["export", job.id, "--best", "latency_ms", "-o", "x"]) == 0
+    assert "note: it replaced the earlier export in that folder" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["arch.json"]
+    assert (out / "arch.json").read_text() == fastest.to_json()
+
+    def broken(self: Any, arch: Any, out_dir: Path, metadata: Any) -> list[Path]:
+        out_dir.mkdir(parents=True)
+        (out_dir / "arch.json").write_text("half")
+        raise RuntimeError("the ONNX check failed")
+
+    monkeypatch.setattr(ToyWorkload, "export", broken)
+    with pytest.raises(RuntimeError, match="ONNX check"):
+        main(["export", job.id, "--best", "accuracy", "-o", "x"])
+    assert (out / "arch.json").read_text() == fastest.to_json()  # the earlier export, as it was
+    assert sorted(p.name for p in (tmp_path / "exports").iterdir()) == ["x"]  # no partial folder left
