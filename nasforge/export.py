@@ -19,7 +19,7 @@ from typing import Any
 
 from nasforge.core.errors import ExportError, StoreError
 from nasforge.core.interfaces import Store
-from nasforge.core.paths import SUPERNET_DIR, confined, home, job_dir, ordinary_file_mode
+from nasforge.core.paths import SUPERNET_DIR, confined, home, job_dir, ordinary_file_mode, replace_folder
 from nasforge.core.spec import JobSpec
 from nasforge.core.types import ARCH_SCHEMA_VERSION, Candidate, CandidateStatus, Constraint, Direction
 from nasforge.workers import WORKLOADS, workload_kind
@@ -148,7 +148,8 @@ def _check_job_files_here(job_id: str, spec: JobSpec) -> None:
             f"job {job_id}: its trained supernet is not in this NASFORGE_HOME ({home()}): the job ran on another "
             f"machine or with another NASFORGE_HOME (a cluster's driver keeps it in the head's, ~/.nasforge unless "
             f"set), or its folder was deleted. Export where it ran, e.g. `ray job submit --address "
-            f"http://HEAD:8265 -- nasforge export {job_id} --best accuracy -o NAME`, or copy its jobs/{job_id} folder into {home() / 'jobs'}"
+            f"http://HEAD:8265 -- nasforge export {job_id} --best accuracy -o NAME`, or copy its jobs/{job_id} "
+            f"folder into {home() / 'jobs'}"
         )
 
 
@@ -159,19 +160,6 @@ def _export_source(folder: Path) -> dict[str, Any] | None:
     except (OSError, ValueError, AttributeError):
         return None
     return source if isinstance(source, dict) else None
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Put the finished folder ``new`` at ``target``, replacing what was there: renames, so a reader
-    sees the old export or the new one, never a mix."""
-    if not target.exists():
-        new.rename(target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    shutil.rmtree(old, ignore_errors=True)
-    target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -208,7 +196,7 @@ def export_candidate(store: Store, job_id: str, out: str | Path, *, ref: str | N
         files = workload.export(cand.arch, partial, metadata)
         ordinary_file_mode(*(p for p in partial.rglob("*") if p.is_file()))
         replaced = (_export_source(target) or {}) if target.exists() else None
-        _swap_in(partial, target)
+        replace_folder(partial, target)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -4,6 +4,7 @@ driver the Ray Jobs API runs, see :func:`home`)."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from nasforge.core.errors import ExportError, ResourceUnavailableError
@@ -84,6 +85,19 @@ def ordinary_file_mode(*paths: Path | str) -> None:
     mode = 0o666 & ~_umask()
     for p in paths:
         os.chmod(p, mode)
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Put the finished folder ``new`` at ``target`` (same parent folder), replacing what was there,
+    by renames: a reader finds the old folder or the new one, never a mix or nothing."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def job_dir(job_id: str) -> Path:

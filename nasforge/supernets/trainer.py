@@ -53,7 +53,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file, save_file
 
 from nasforge.core.errors import JobSpecError, NasforgeError
-from nasforge.core.paths import ordinary_file_mode
+from nasforge.core.paths import ordinary_file_mode, replace_folder
 from nasforge.core.spec import TrainingSpec
 from nasforge.core.types import Arch
 from nasforge.spaces.base import SearchSpace
@@ -418,9 +418,7 @@ class SandwichTrainer:
             "training": self.spec.model_dump(mode="json"),
         }
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        replace_folder(tmp, target)
         for old in _checkpoint_dirs(self.checkpoint_dir)[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old, ignore_errors=True)
         return target
