@@ -314,6 +314,19 @@ def _training_line(t: dict[str, Any], running: bool = True) -> str:
     return text
 
 
+def _note_other_stores(args: argparse.Namespace, store: Any) -> None:
+    """Say where the jobs are that this NASFORGE_HOME submitted into other stores (job files with a
+    store.url), which `list` without --store does not show."""
+    from nasforge.compose import other_stores_of_local_jobs
+    from nasforge.store import redact_url
+
+    if args.store or os.environ.get("NASFORGE_STORE_URL"):
+        return
+    for url, n in other_stores_of_local_jobs(store.url).items():
+        print(f"note: {n} job{'s' if n > 1 else ''} submitted from here went to the store {redact_url(url)} "
+              f"(its job file's store.url): nasforge list --store '{redact_url(url)}'", file=sys.stderr)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from nasforge.compose import open_store_for
 
@@ -324,6 +337,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print(f"no jobs in the store {store.display_url}; `nasforge submit JOB.yaml` runs one")
+        _note_other_stores(args, store)
         return 0
     from rich.table import Table
 
@@ -338,6 +352,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         dur = f"{r['duration_s']:.0f} s" if r["duration_s"] is not None else "-"
         table.add_row(r["job_id"], r["state"], prog, (r["started_at"] or "-")[:19], dur)
     _console().print(table)
+    _note_other_stores(args, store)
     return 0
 
 

@@ -232,6 +232,20 @@ def _submitted_store_url(job_id: str) -> str | None:
     return url if isinstance(url, str) and url else None
 
 
+def other_stores_of_local_jobs(current: str) -> dict[str, int]:
+    """Stores other than ``current`` that jobs submitted from this NASFORGE_HOME were put in by
+    their job file's ``store.url`` (``jobs/*/job.json``), with how many jobs each: ``nasforge list``
+    shows one store, and a user who ran a job into PostgreSQL looks for it there."""
+    from nasforge.store import redact_url
+
+    found: dict[str, int] = {}
+    for job_file in sorted((home() / "jobs").glob("*/job.json")):
+        url = _submitted_store_url(job_file.parent.name)
+        if url and redact_url(url) != redact_url(current):
+            found[url] = found.get(url, 0) + 1
+    return found
+
+
 def open_tracker(spec: JobSpec) -> Tracker:
     if not spec.tracking.enabled:
         return NullTracker()

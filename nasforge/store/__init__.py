@@ -4,6 +4,6 @@ Public: :func:`open_store` and :class:`SqlStore`; result writers in ``nasforge.s
 ORM rows never leave this package: reads return the frozen types of ``nasforge.core.types``.
 """
 
-from nasforge.store.sql import SqlStore, open_store
+from nasforge.store.sql import SqlStore, open_store, redact_url
 
-__all__ = ["SqlStore", "open_store"]
+__all__ = ["SqlStore", "open_store", "redact_url"]

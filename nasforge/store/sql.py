@@ -97,7 +97,8 @@ MIN_KEY_PREFIX = 6
 _HEX = re.compile(r"[0-9a-f]+")
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
+    """``url`` for messages, its password hidden."""
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - only for messages
@@ -149,12 +150,12 @@ class SqlStore(Store):
                 self._migrate()
         except ImportError as e:  # the URL names a driver (DBAPI module) that is not installed
             raise StoreError(
-                f"store url {_redact(url)}: its database driver {e.name or str(e)!r} is not installed; install "
+                f"store url {redact_url(url)}: its database driver {e.name or str(e)!r} is not installed; install "
                 "it, or name an installed one in the URL (e.g. postgresql+psycopg2://user@host:5432/db)"
             ) from None
         except sa_exc.DBAPIError as e:
             raise StoreError(
-                f"cannot open the store at {_redact(url)}: {str(e.orig).strip().splitlines()[0]}; "
+                f"cannot open the store at {redact_url(url)}: {str(e.orig).strip().splitlines()[0]}; "
                 "check store.url in the job file or --store / NASFORGE_STORE_URL"
             ) from e
 
@@ -240,7 +241,7 @@ class SqlStore(Store):
             self._run(upgrade, write=True)
         except CommandError as e:  # e.g. a revision this nasforge does not know: a newer schema
             raise StoreError(
-                f"the store at {_redact(self.url)} has schema revision {current!r}, which this nasforge "
+                f"the store at {redact_url(self.url)} has schema revision {current!r}, which this nasforge "
                 f"(newest {head!r}) cannot upgrade: {e}; use the nasforge version that wrote it"
             ) from e
 
@@ -250,7 +251,7 @@ class SqlStore(Store):
     @property
     def display_url(self) -> str:
         """The store URL for messages (password hidden)."""
-        return _redact(self.url)
+        return redact_url(self.url)
 
     def __repr__(self) -> str:
         return f"SqlStore({self.display_url})"
@@ -303,7 +304,7 @@ class SqlStore(Store):
                 ids = [r[0] for r in rows]
                 more = ", or an older one" if len(ids) > 3 else ""
                 hint = f"; did you mean {', '.join(ids[:3])}{more}? commands take the whole job id"
-        return StoreError(f"no job {job_id!r} in the store {_redact(self.url)}{hint or '; `nasforge list` shows the jobs'}")
+        return StoreError(f"no job {job_id!r} in the store {redact_url(self.url)}{hint or '; `nasforge list` shows the jobs'}")
 
     def _require_job(self, conn: Connection, job_id: str, *, lock: bool = False) -> None:
         q = select(jobs.c.id).where(jobs.c.id == job_id)

@@ -181,7 +181,13 @@ def test_commands_about_a_job_find_the_store_its_file_named(tmp_path: Path, monk
     assert json.loads(capsys.readouterr().out)["job_id"] == job_id
     assert main(["results", job_id, "--format", "json"]) == 0
     assert sorted(c["candidate_id"] for c in json.loads(capsys.readouterr().out)) == sorted(ids)
-    assert main(["list"]) == 0 and "no jobs in the store" in capsys.readouterr().out  # list: the default store
+    assert main(["list"]) == 0  # list shows the default store, and says where this job went
+    out, err = capsys.readouterr()
+    assert "no jobs in the store" in out
+    assert f"note: 1 job submitted from here went to the store sqlite:///{tmp_path / 'elsewhere.db'}" in err
+    assert main(["list", "--store", f"sqlite:///{tmp_path / 'elsewhere.db'}"]) == 0
+    out, err = capsys.readouterr()
+    assert job_id in out and not err
     assert main(["status", "../elsewhere"]) == 2  # a job id is not a path
     assert "no job '../elsewhere'" in capsys.readouterr().err
 
