@@ -580,8 +580,16 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from nasforge.compose import other_stores_of_local_jobs
+    from nasforge.core.paths import default_tracking_uri
+    from nasforge.store import redact_url
     from nasforge.tracking.ui import run_ui
 
+    if args.uri is None:  # like `list`: say where the runs are of jobs whose file chose another MLflow store
+        for uri, n in other_stores_of_local_jobs(default_tracking_uri(), "tracking", "uri").items():
+            print(f"note: {n} job{'s' if n > 1 else ''} submitted from here logged to the MLflow store "
+                  f"{redact_url(uri)} (its job file's tracking.uri): nasforge ui --uri '{redact_url(uri)}'",
+                  file=sys.stderr)
     return run_ui(args.uri, host="127.0.0.1", port=args.port)
 
 

@@ -224,23 +224,29 @@ def _submitted_store_url(job_id: str) -> str | None:
     ``nasforge status JOB`` finds a job whose file put it in PostgreSQL without --store."""
     if not job_id or "/" in job_id or "\\" in job_id or job_id in (".", ".."):
         return None
+    return _job_file_setting(home() / "jobs" / job_id / "job.json", "store", "url")
+
+
+def _job_file_setting(job_json: Path, section: str, key: str) -> str | None:
+    """``section.key`` of the job file a local job was submitted with, when it is a non-empty string."""
     try:
-        data = json.loads((home() / "jobs" / job_id / "job.json").read_text())
+        data = json.loads(job_json.read_text())
     except (OSError, ValueError):
         return None
-    url = (data.get("store") or {}).get("url") if isinstance(data, dict) else None
-    return url if isinstance(url, str) and url else None
+    value = (data.get(section) or {}).get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
-def other_stores_of_local_jobs(current: str) -> dict[str, int]:
+def other_stores_of_local_jobs(current: str, section: str = "store", key: str = "url") -> dict[str, int]:
     """Stores other than ``current`` that jobs submitted from this NASFORGE_HOME were put in by
-    their job file's ``store.url`` (``jobs/*/job.json``), with how many jobs each: ``nasforge list``
-    shows one store, and a user who ran a job into PostgreSQL looks for it there."""
+    their job file (``store.url``, or with ``section="tracking", key="uri"`` their MLflow store; read
+    from ``jobs/*/job.json``), with how many jobs each: ``nasforge list`` and ``nasforge ui`` show
+    one store, and a user who ran a job into PostgreSQL looks for it there."""
     from nasforge.store import redact_url
 
     found: dict[str, int] = {}
-    for job_file in sorted((home() / "jobs").glob("*/job.json")):
-        url = _submitted_store_url(job_file.parent.name)
+    for job_json in sorted((home() / "jobs").glob("*/job.json")):
+        url = _job_file_setting(job_json, section, key)
         if url and redact_url(url) != redact_url(current):
             found[url] = found.get(url, 0) + 1
     return found

@@ -175,7 +175,8 @@ def test_commands_about_a_job_find_the_store_its_file_named(tmp_path: Path, monk
     monkeypatch.delenv("NASFORGE_STORE_URL", raising=False)
     store, spec, job_id, _, ids = _job(tmp_path / "elsewhere.db")
     (home / "jobs" / job_id).mkdir(parents=True)
-    stored = {**spec.to_dict(), "store": {"url": f"sqlite:///{tmp_path / 'elsewhere.db'}"}}
+    stored = {**spec.to_dict(), "store": {"url": f"sqlite:///{tmp_path / 'elsewhere.db'}"},
+              "tracking": {"enabled": True, "uri": f"sqlite:///{tmp_path / 'runs.db'}", "experiment": "x"}}
     (home / "jobs" / job_id / "job.json").write_text(json.dumps(stored))
     assert main(["status", job_id, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["job_id"] == job_id
@@ -188,6 +189,12 @@ def test_commands_about_a_job_find_the_store_its_file_named(tmp_path: Path, monk
     assert main(["list", "--store", f"sqlite:///{tmp_path / 'elsewhere.db'}"]) == 0
     out, err = capsys.readouterr()
     assert job_id in out and not err
+    # what `nasforge ui` notes the same way: the MLflow store the job file chose
+    from nasforge.compose import other_stores_of_local_jobs
+    from nasforge.core.paths import default_tracking_uri
+
+    assert other_stores_of_local_jobs(default_tracking_uri(), "tracking", "uri") == {f"sqlite:///{tmp_path / 'runs.db'}": 1}
+    assert other_stores_of_local_jobs(f"sqlite:///{tmp_path / 'runs.db'}", "tracking", "uri") == {}
     assert main(["status", "../elsewhere"]) == 2  # a job id is not a path
     assert "no job '../elsewhere'" in capsys.readouterr().err
 
