@@ -17,4 +17,15 @@ def load(path: Any) -> Any:
     return load_export(path)
 
 
-__all__ = ["__version__", "load"]
+def prepare_inputs(path: Any, inputs: Any) -> Any:
+    """Raw images (0..255 pixels, any common layout, PIL images) or texts as the export at ``path``
+    takes them: scaled and standardized as its training data was (its arch.json ``preprocessing``).
+
+    ``nasforge.load(path)(nasforge.prepare_inputs(path, images))`` gives the logits.
+    """
+    from nasforge.export import prepare_inputs as prepare
+
+    return prepare(path, inputs)
+
+
+__all__ = ["__version__", "load", "prepare_inputs"]

@@ -203,6 +203,62 @@ def export_candidate(store: Store, job_id: str, out: str | Path, *, ref: str | N
     return Exported(cand, target, [target / f.relative_to(partial) for f in files], replaced)
 
 
+def prepare_inputs(path: str | Path, inputs: Any) -> Any:
+    """Raw inputs as the export at ``path`` takes them, by its arch.json ``preprocessing``.
+
+    Images: one image or a batch, as a NumPy array, a tensor, a PIL image or a list of them, laid out
+    (H, W), (H, W, C), (C, H, W), (N, H, W), (N, H, W, C) or (N, C, H, W), with raw pixel values
+    (0..255 for 8-bit images): divided by ``pixel_max``, standardized per channel with the mean and
+    std of the training split, resized (bilinear) when their size differs from ``input_shape``.
+    Text (token models): a string or a list of strings of equal byte length. Returns a float32
+    (N, C, H, W) tensor (int64 (N, L) for text) to call the loaded model with.
+    """
+    import numpy as np
+    import torch
+
+    meta_path = Path(path) / "arch.json"
+    try:
+        pre = json.loads(meta_path.read_text()).get("preprocessing")
+    except (OSError, ValueError) as e:
+        raise ExportError(f"{meta_path}: cannot read it ({e}); give a folder `nasforge export` wrote") from None
+    if not pre:
+        raise ExportError(f"{path}: the export records no preprocessing (it predates it); export the candidate again")
+    if pre["input"] == "tokens":
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        rows = [list(t.encode("utf-8")) if isinstance(t, str) else list(t) for t in texts]
+        if len({len(r) for r in rows}) != 1:
+            raise ExportError("prepare_inputs: texts of different byte lengths; pad or cut them to one length")
+        return torch.tensor(rows, dtype=torch.int64)
+    if isinstance(inputs, torch.Tensor):
+        x = inputs.detach().cpu().numpy()
+    elif isinstance(inputs, (list, tuple)):
+        x = np.stack([np.asarray(i) for i in inputs])
+    else:
+        x = np.asarray(inputs)
+    x = x.astype(np.float32)
+    c, h, w = pre["input_shape"]
+    if x.ndim == 2:  # one grayscale image
+        x = x[None, None]
+    elif x.ndim == 3:  # one image (C, H, W) / (H, W, C), or a batch of grayscale images
+        if x.shape[0] == c and c in (1, 3) and x.shape[-1] != c:
+            x = x[None]
+        elif x.shape[-1] == c and c in (1, 3) and x.shape[0] != c:
+            x = x.transpose(2, 0, 1)[None]
+        else:
+            x = x[:, None]
+    elif x.ndim == 4 and x.shape[1] != c and x.shape[-1] == c:
+        x = x.transpose(0, 3, 1, 2)
+    if x.ndim != 4 or x.shape[1] != c:
+        raise ExportError(f"prepare_inputs: images of shape {tuple(np.shape(inputs))} do not give {c} channel(s); "
+                          f"this model takes {pre['input_shape']} (C, H, W) images")
+    x = x / float(pre["pixel_max"])
+    x = (x - np.asarray(pre["mean"], np.float32)[None, :, None, None]) / np.asarray(pre["std"], np.float32)[None, :, None, None]
+    out = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if tuple(out.shape[-2:]) != (h, w):
+        out = torch.nn.functional.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+    return out
+
+
 def load_export(path: str | Path) -> Any:
     p = Path(path)
     meta_path = p / "arch.json"

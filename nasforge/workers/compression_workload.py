@@ -228,7 +228,7 @@ class CompressionWorkload(Workload):
         from safetensors.torch import load_file, load_model
 
         from nasforge.compress.levels import LevelDatabase
-        from nasforge.data import load_dataset
+        from nasforge.data import load_dataset, preprocessing
 
         spec = self.spec
         self.threads = spec.evaluation.latency.threads
@@ -247,6 +247,8 @@ class CompressionWorkload(Workload):
         ref = load_file(str(root / "reference.safetensors"))
         self.ref_calib, self.ref_eval = ref["calib"], ref["eval"]
         data = load_dataset(spec.evaluation.dataset)
+        #: the input the model was scored on (the export's arch.json says so to whoever deploys it)
+        self.preprocessing = preprocessing(data)
         self.calib = data.train[0][: space.opts.calibration_images]
         self.eval_X, self.eval_y = self._heldout(spec, data)
         self.db = LevelDatabase(root / "levels", space)
@@ -314,6 +316,7 @@ class CompressionWorkload(Workload):
             "model": {"source": self._source(), "options": dict(self.spec.model.options),
                       "weights": self.spec.model.weights, "search_roots": list(self.search_roots)},
             "packed_bytes": written,
+            "preprocessing": self.preprocessing,
             "files": [WEIGHTS_FILE, "allocation.json"],  # + model.onnx once checked, below
             **metadata,
         }

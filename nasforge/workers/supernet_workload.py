@@ -353,6 +353,8 @@ class SupernetWorkload(Workload):
         import torch
         from safetensors.torch import save_model
 
+        from nasforge.data import preprocessing
+
         assert self.spec.supernet is not None
         out_dir = Path(out_dir)
         if out_dir.exists():
@@ -396,6 +398,7 @@ class SupernetWorkload(Workload):
             "key": arch.key(),
             "input_shape": list(self.data.input_shape),
             "input_kind": getattr(self.supernet, "input_kind", "image"),
+            "preprocessing": preprocessing(self.data),
             "onnx_check": {"max_abs_diff": onnx_diff, "atol": ONNX_ATOL, "runtime": f"onnxruntime {ort.__version__}"},
             "files": [p.name for p in files],
             **metadata,

