@@ -20,7 +20,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import shutil
 import time
 from collections.abc import Mapping
@@ -61,6 +63,55 @@ def _space_options(spec: JobSpec) -> CompressionSpaceOptions:
         msg = "unknown option" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
         allowed = ", ".join(k for k in CompressionSpaceOptions.model_fields if k not in FILLED_KEYS)
         raise JobSpecError(f"space.options.{loc}: {msg} (options: {allowed})") from None
+
+
+#: the dense model as ``prepare`` built it, pickled whole (``torch.save``): workers load it instead of
+#: building it from its source; absent when the model does not pickle (workers then build it)
+MODEL_PICKLE = "model.pt"
+
+
+def _save_module(model: Any, path: Path, log: LogFn) -> None:
+    import torch
+
+    try:
+        torch.save(model, str(path))
+    except Exception as e:  # noqa: BLE001 - lambdas, hooks, local classes: workers build it themselves
+        path.unlink(missing_ok=True)
+        log(f"compression: the model does not pickle ({type(e).__name__}: {e}); every worker builds it from its source")
+
+
+def _load_module(path: Path, spec: JobSpec, roots: tuple[str, ...]) -> Any:
+    """The pickled dense model; the module of a ``package.module:factory`` source is imported first
+    (from the search roots, as building it would), so its classes unpickle. Nothing is called."""
+    import torch
+
+    from nasforge.compress.sources import import_factory
+
+    assert spec.model is not None
+    source = spec.model.source
+    if ":" in source and not source.startswith(("timm:", "export:")):
+        import_factory(source, (*roots, *spec.model.search_path))
+    return torch.load(str(path), weights_only=False).eval()
+
+
+def _unpack(files: Mapping[str, tuple[str, bytes]], root: Path, job_name: str) -> Path:
+    """Write the driver's prepared files into ``root`` (the driver's path, on this node), or into a
+    temporary folder where that cannot be written; ``ready.json`` last, each file by rename, so
+    workers unpacking at once on one node never read a half-written file."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        import tempfile
+
+        root = Path(tempfile.gettempdir()) / f"nasforge-{job_name}-{root.parent.name}" / "compress"
+        root.mkdir(parents=True, exist_ok=True)
+    for name in sorted(files, key=lambda n: n == "ready.json"):
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}")
+        tmp.write_bytes(files[name][1])
+        os.replace(tmp, target)
+    return root
 
 
 def _model_key(spec: JobSpec) -> str:
@@ -176,6 +227,14 @@ class CompressionWorkload(Workload):
         return Path(job_dir) / "compress"
 
     @classmethod
+    def worker_files(cls, spec: JobSpec, job_dir: Path) -> dict[str, Path]:
+        """Everything ``prepare`` wrote (the model itself, dense weights, reference logits, the level
+        database): a worker on another node needs neither the driver's folder nor the model's
+        weights file, nor runs its factory (which may train it) again."""
+        root = cls.root(job_dir)
+        return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+
+    @classmethod
     def prepare(cls, spec: JobSpec, job_dir: Path, log: LogFn = print) -> dict[str, float]:
         """Dense weights, reference logits and the level database into ``JOB_DIR/compress``."""
         import torch
@@ -197,6 +256,7 @@ class CompressionWorkload(Workload):
         assert isinstance(space, CompressionSpace)
         model = cls._model(spec, roots)
         save_model(model, str(root / "dense.safetensors"))
+        _save_module(model, root / MODEL_PICKLE, log)
         data = load_dataset(spec.evaluation.dataset)
         calib = data.train[0][: space.opts.calibration_images]
         X, y = cls._heldout(spec, data)
@@ -234,13 +294,18 @@ class CompressionWorkload(Workload):
         self.threads = spec.evaluation.latency.threads
         torch.set_num_threads(self.threads)
         root = self.root(self.job_dir)
+        if self.shipped and not (root / "ready.json").exists():  # a node without the driver's job folder
+            root = _unpack(self.shipped, root, spec.name)
         if not (root / "ready.json").exists():
             self.prepare(spec, self.job_dir, log=lambda s: None)
         roots = tuple(json.loads((root / "model.json").read_text()).get("search_roots", []))
+        if (root / MODEL_PICKLE).exists():  # the driver's model: its source is not run again here
+            _MODEL_CACHE.clear()
+            _MODEL_CACHE[_model_key(spec)] = _load_module(root / MODEL_PICKLE, spec, roots)
         space = self.build_space(spec, roots)
         assert isinstance(space, CompressionSpace)
         self.space = space
-        self.model = build_dense_model(spec, roots)
+        self.model = copy.deepcopy(self._model(spec, roots))
         load_model(self.model, str(root / "dense.safetensors"))
         self.model.eval()
         self.dense_state = {k: v.clone() for k, v in self.model.state_dict().items()}

@@ -109,3 +109,39 @@ def test_timm_source_with_weights_file(tmp_path) -> None:
     assert w.evaluate(space.largest())["kl"] < 1e-6
     half = w.evaluate(space.uniform(sparsity=0.5))
     assert half["kl"] > 0 and abs(half["sparsity"] - 0.5) < 1e-3
+
+
+def test_a_worker_on_another_node_gets_everything_from_the_driver(tmp_path, monkeypatch) -> None:
+    """What the Ray pool ships (``worker_files``) is all a worker needs: no job folder of the driver's,
+    and the model's factory (which may train it, or read a weights file) is not run again."""
+    import tests.compress.helpers as helpers
+    from nasforge.workers import compression_workload as cw
+
+    s = spec()
+    driver_dir, worker_dir = tmp_path / "driver", tmp_path / "node2" / "job"
+    CompressionWorkload.prepare(s, driver_dir, log=lambda m: None)
+    assert (driver_dir / "compress" / cw.MODEL_PICKLE).is_file()
+    here = CompressionWorkload(s, driver_dir)
+    here.setup()
+    space = here.space
+    archs = [space.largest(), space.uniform(bits=2, sparsity=0.5), space.uniform(bits=4)]
+    want = [here.evaluate(a) for a in archs]
+
+    shipped = {name: (str(p), p.read_bytes()) for name, p in CompressionWorkload.worker_files(s, driver_dir).items()}
+    assert {"dense.safetensors", "reference.safetensors", "model.json", "ready.json", cw.MODEL_PICKLE} <= set(shipped)
+    assert any(name.startswith("levels/") for name in shipped)
+    cw._MODEL_CACHE.clear()  # a fresh worker process
+    cw._SPACE_CACHE.clear()
+
+    def not_here(**_: object) -> None:
+        raise AssertionError("the worker ran the model's factory")
+
+    monkeypatch.setattr(helpers, "tiny_digits_cnn", not_here)
+    there = CompressionWorkload(s, worker_dir)
+    there.shipped = shipped
+    there.setup()
+    assert there.space.names == space.names
+    for a, m in zip(archs, want, strict=True):
+        got = there.evaluate(a)
+        assert got == pytest.approx(m, rel=1e-6, abs=1e-9)
+    assert (worker_dir / "compress" / "ready.json").is_file()
