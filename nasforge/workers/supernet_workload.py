@@ -193,7 +193,10 @@ class SupernetWorkload(Workload):
             return json.loads(done_marker.read_text())
         torch.manual_seed(spec.seed)
         data = load_dataset(spec.evaluation.dataset)
-        net = cls._build_supernet(spec)
+        # where the workers evaluate, the supernet trains: a job that asks for GPU workers trains on
+        # the driver's GPU when it has one (checkpoints are written from CPU copies, so a job trained
+        # on a GPU resumes, evaluates and exports anywhere)
+        net = cls._build_supernet(spec).to(cls.compute_device(spec))
         trainer_cls = TRAINERS.get(spec.training.trainer)
         trainer = trainer_cls(net, data, spec.training, seed=spec.seed, checkpoint_dir=ckpt_dir,
                               options=spec.training.options)
@@ -214,6 +217,14 @@ class SupernetWorkload(Workload):
         done_marker.write_text(json.dumps(metrics))
         return metrics
 
+    @staticmethod
+    def compute_device(spec: JobSpec) -> Any:
+        """Where this process trains or evaluates the supernet: CUDA when the job asks for GPU workers and a
+        GPU is here, else the CPU."""
+        import torch
+
+        return torch.device("cuda" if spec.workers.gpus > 0 and torch.cuda.is_available() else "cpu")
+
     @classmethod
     def worker_files(cls, spec: JobSpec, job_dir: Path) -> dict[str, Path]:
         """The trained weights (workers on other nodes cannot read the driver's job folder)."""
@@ -223,7 +234,6 @@ class SupernetWorkload(Workload):
 
     # ---- worker ---------------------------------------------------------------------------
     def setup(self) -> None:
-        import torch
 
         from nasforge.data import load_dataset
         from nasforge.supernets.trainer import load_trained_supernet
@@ -232,7 +242,7 @@ class SupernetWorkload(Workload):
         assert spec.supernet is not None
         self.space = self.build_space(spec)
         self.data = load_dataset(spec.evaluation.dataset)
-        self.device = torch.device("cuda" if spec.workers.gpus > 0 and torch.cuda.is_available() else "cpu")
+        self.device = self.compute_device(spec)
         self.supernet = load_trained_supernet(
             self.space, spec.supernet.name, spec.supernet.options, self.checkpoint_dir(spec, self.job_dir),
             weights=self.shipped.get(WEIGHTS_FILE),
