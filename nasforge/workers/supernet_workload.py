@@ -215,6 +215,9 @@ class SupernetWorkload(Workload):
 
         metrics = {k: float(v) for k, v in trainer.fit(on_epoch=on_epoch).items()}
         done_marker.write_text(json.dumps(metrics))
+        if next(net.parameters()).is_cuda:  # hand the GPU memory to the workers that start next
+            del trainer, net
+            torch.cuda.empty_cache()
         return metrics
 
     @staticmethod
