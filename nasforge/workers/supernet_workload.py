@@ -237,7 +237,6 @@ class SupernetWorkload(Workload):
 
     # ---- worker ---------------------------------------------------------------------------
     def setup(self) -> None:
-
         from nasforge.data import load_dataset
         from nasforge.supernets.trainer import load_trained_supernet
 
