@@ -181,7 +181,9 @@ def _found(given: str | None, job_file: Path) -> str | None:
 
 def _absolute_paths(spec: JobSpec, job_file: Path) -> JobSpec:
     """``evaluation.dataset.path``, ``supernet.checkpoint`` and ``model.weights`` as absolute paths:
-    the Ray workers, ``resume`` and ``export`` then find them from any folder."""
+    the Ray workers, ``resume`` and ``export`` then find them from any folder. A relative
+    ``strategy.options.latency_table`` is looked up in NASFORGE_HOME (where ``profile-device``
+    writes) first, then the same way."""
     ds = spec.evaluation.dataset
     if (p := _found(ds.path, job_file)) is not None:
         evaluation = spec.evaluation.model_copy(update={"dataset": ds.model_copy(update={"path": p})})
@@ -190,6 +192,10 @@ def _absolute_paths(spec: JobSpec, job_file: Path) -> JobSpec:
         spec = spec.model_copy(update={"supernet": spec.supernet.model_copy(update={"checkpoint": p})})
     if spec.model is not None and (p := _found(spec.model.weights, job_file)) is not None:
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"weights": p})})
+    table = spec.strategy.options.get("latency_table")  # the guided strategy's: NASFORGE_HOME first
+    if isinstance(table, str) and not (home() / table).exists() and (p := _found(table, job_file)) is not None:
+        options = {**spec.strategy.options, "latency_table": p}
+        spec = spec.model_copy(update={"strategy": spec.strategy.model_copy(update={"options": options})})
     return spec
 
 

@@ -44,3 +44,25 @@ def test_a_path_relative_to_the_job_file_is_found_from_another_folder(tmp_path: 
     job.write_text(JOB.replace("DATA", "data/nowhere.npz"))
     with pytest.raises(JobSpecError, match="evaluation.dataset.path: data/nowhere.npz does not exist"):
         load_and_validate(job)
+
+
+def test_a_latency_table_beside_the_job_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guided strategy's table: NASFORGE_HOME first (where profile-device writes it), then the
+    current folder or the job file's folder, as other paths of a job file."""
+    from nasforge.compose import _absolute_paths
+    from nasforge.core.spec import load_job_file
+
+    home, project = tmp_path / "home", tmp_path / "project"
+    (home / "latency").mkdir(parents=True)
+    project.mkdir()
+    monkeypatch.setenv("NASFORGE_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    job = project / "job.yaml"
+    job.write_text(JOB.replace("strategy: {name: random}", "strategy: {name: guided, options: {latency_table: t.json}}"))
+    spec = _absolute_paths(load_job_file(job), job)
+    assert spec.strategy.options["latency_table"] == "t.json"  # nowhere: left to the strategy's error
+    (project / "t.json").write_text("{}")
+    spec = _absolute_paths(load_job_file(job), job)
+    assert spec.strategy.options["latency_table"] == str(project / "t.json")
+    (home / "t.json").write_text("{}")  # NASFORGE_HOME's comes first
+    assert _absolute_paths(load_job_file(job), job).strategy.options["latency_table"] == "t.json"
