@@ -534,13 +534,14 @@ def predictor_only_speed(space: Any, X: np.ndarray, acc: np.ndarray, lat: np.nda
 
 
 def other_space_latency(space_name: str, options: dict[str, Any], supernet: str, *, n_train: int, n_test: int,
-                        rounds: int, seed: int = 7) -> dict[str, Any]:
+                        rounds: int, seed: int = 7, device: str = "cpu") -> dict[str, Any]:
     """Part 2 on another space: LUT (profile-device, min + reference) x ridge correction fitted on
     ``n_train`` children's measured latency; share of ``n_test`` others within +-10%.
 
     Children are built with fresh weights (latency does not depend on the values) and timed like
     the Oracle times them: ``rounds`` interleaved passes, per pass the min of 10 calls normalised
-    by the largest child timed just before (ReferenceTimer), median over passes."""
+    by the largest child timed just before (ReferenceTimer), median over passes. ``device``: where
+    children, reference and the table's ops are timed (``cuda``: CUDA events, see measure_latency)."""
     import torch
 
     from nasforge.predictors.latency import LatencyLUT, LatencyPredictor
@@ -555,14 +556,15 @@ def other_space_latency(space_name: str, options: dict[str, Any], supernet: str,
     pool = space.layouts() if hasattr(space, "layouts") else unique_archs(space, n_train + n_test, seed=seed)
     order = np.random.default_rng(seed).permutation(len(pool))[: n_train + n_test]
     archs = [pool[i] for i in order]
-    models = [cls.build_child(space, a).eval() for a in archs]
+    models = [cls.build_child(space, a).eval().to(device) for a in archs]
     o, g = space.options, torch.Generator().manual_seed(0)
     if cls.input_kind == "tokens":
         x = torch.randint(0, o.vocab_size, (1, o.context), generator=g)
     else:
         x = torch.randn(1, o.in_channels, o.input_size, o.input_size, generator=g)
-    timer = ReferenceTimer(cls.build_child(space, space.largest()).eval(), x, warmup=3, repeats=10, threads=1,
-                           statistic="min")
+    x = x.to(device)
+    timer = ReferenceTimer(cls.build_child(space, space.largest()).eval().to(device), x, warmup=3, repeats=10,
+                           threads=1, statistic="min")
     timer.calibrate()
     t0 = time.perf_counter()
     per_round = time_interleaved(models, [x] * len(models), timer.measure, rounds=rounds,
@@ -571,8 +573,8 @@ def other_space_latency(space_name: str, options: dict[str, Any], supernet: str,
     lat = np.median(per_round, axis=0)
     even, odd = np.median(per_round[0::2], axis=0), np.median(per_round[1::2], axis=0)
     t0 = time.perf_counter()
-    lut_path = profile_device(space, out=CACHE / f"lut-cpu-{space_name}.json", warmup=3, repeats=10, rounds=5,
-                              threads=1, batch_size=1, statistic="min", reference=True)
+    lut_path = profile_device(space, out=CACHE / f"lut-{device}-{space_name}.json", warmup=3, repeats=10, rounds=5,
+                              threads=1, batch_size=1, statistic="min", reference=True, device=device)
     profile_s = time.perf_counter() - t0
     lut = LatencyLUT.load(lut_path)
     tr, te = slice(0, n_train), slice(n_train, n_train + n_test)
@@ -580,7 +582,7 @@ def other_space_latency(space_name: str, options: dict[str, Any], supernet: str,
     pred = lp.predict(space, archs[te])[0]
     lut_sum = lut.predict(space, archs[te])
     return {
-        "space": space_name, "options": options, "train": n_train, "test": n_test, "rounds": rounds,
+        "space": space_name, "options": options, "device": device, "train": n_train, "test": n_test, "rounds": rounds,
         "ops_in_table": len(lut.table),
         "within_10pct": float(np.mean(np.abs(pred / lat[te] - 1) <= 0.10)),
         "remeasure_within_10pct": float(np.mean(np.abs(even[te] / odd[te] - 1) <= 0.10)),
