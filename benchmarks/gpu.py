@@ -18,7 +18,8 @@
 script, not a figure); without ``--quick`` a machine without CUDA is refused. Parts 1 and 2 need
 torch, pydantic, PyYAML, scikit-learn and mlxtend only; part 3 needs Ray, SQLAlchemy (and the rest
 of nasforge's dependencies) and is skipped, saying so, where Ray cannot be imported (a lent GPU
-machine without them: carry the small wheels, see the device tool's README).
+machine without them). ``scripts/gpu-wheels.sh`` downloads the wheels parts 1 and 2 need on such a
+machine and says how to run this there.
 """
 
 from __future__ import annotations
