@@ -158,20 +158,31 @@ def _run(args: argparse.Namespace, spec: Any, store: Any, job: Any = None) -> in
     show_bar = not quiet and sys.stdout.isatty()
     with ProgressBar(spec.budget.evaluations, show_bar) as bar:
         tens_shown = 0
+        latest: list[Any] = [None, None]  # the last progress, the last one printed
+
+        def line(p: Any) -> None:
+            of = f"/{p.budget}" if p.budget else ""
+            print(f"evaluated {p.evaluated}{of} (failed {p.failed}) {_best_text(p.best)}", flush=True)
+            latest[1] = p
 
         def progress(p: Any) -> None:
             nonlocal tens_shown
             bar(p)
+            latest[0] = p
             # one line each time the count passes a multiple of 10 (results arrive in chunks, and a
             # count is reported again when only pending/failed change)
             # and the last count of the budget (48/48 after 40/48), once
             step = p.evaluated // 10 if not (p.budget and p.evaluated >= p.budget) else 1 << 62
             if not show_bar and not quiet and step > tens_shown:
                 tens_shown = step
-                of = f"/{p.budget}" if p.budget else ""
-                print(f"evaluated {p.evaluated}{of} (failed {p.failed}) {_best_text(p.best)}", flush=True)
+                line(p)
 
-        result = run_job(spec, store, job=job, address=args.address, on_progress=progress, say=say)
+        try:
+            result = run_job(spec, store, job=job, address=args.address, on_progress=progress, say=say)
+        finally:  # where the search stopped short of a multiple of 10 (a wall-time budget, Ctrl-C)
+            last, printed = latest
+            if not show_bar and not quiet and last is not None and (printed is None or printed.evaluated != last.evaluated):
+                line(last)
     summary = summary_dict(result.summary, result.counts, [c.id for c in result.pareto])
     if args.json:
         print(json.dumps(summary))

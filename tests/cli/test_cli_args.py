@@ -153,3 +153,14 @@ def test_progress_lines_once_per_ten_and_the_last_count_of_the_budget(monkeypatc
         cli._run(argparse.Namespace(json=False, quiet=False, address=None), spec, None)
     shown = [line.split(" (")[0] for line in capsys.readouterr().out.splitlines()]
     assert shown == ["evaluated 10/48", "evaluated 27/48", "evaluated 40/48", "evaluated 48/48"]
+
+    def wall_time_run_job(spec, store, *, job, address, on_progress, say):  # noqa: ANN001, ANN202
+        for n in (3, 9, 14, 27, 38, 41, 43):  # a wall-time budget ends wherever it ends
+            on_progress(Progress(evaluated=n, budget=None, failed=0, round=0, best={"accuracy": 0.9}, elapsed_s=1.0))
+        raise Stop
+
+    monkeypatch.setattr(compose, "run_job", wall_time_run_job)
+    with pytest.raises(Stop):
+        cli._run(argparse.Namespace(json=False, quiet=False, address=None), spec, None)
+    shown = [line.split(" (")[0] for line in capsys.readouterr().out.splitlines()]
+    assert shown == ["evaluated 14", "evaluated 27", "evaluated 38", "evaluated 41", "evaluated 43"]
