@@ -315,12 +315,10 @@ class RayPoolEvaluator(Evaluator):
         """The workload's :meth:`~nasforge.workers.base.Workload.worker_files`, read once and put in
         Ray's object store: every actor, on any node, gets them from there (None: none)."""
         if self._files_ref is None:
-            from nasforge.core.registry import import_object
             from nasforge.workers import WORKLOADS
 
-            cls = import_object(self.kind) if ":" in self.kind else WORKLOADS.get(self.kind)
-            files = {name: (str(path), Path(path).read_bytes())
-                     for name, path in cls.worker_files(self.spec, self.job_dir).items()}
+            files = {name: (str(path), Path(path).read_bytes())  # Registry.get imports "package.module:Class"
+                     for name, path in WORKLOADS.get(self.kind).worker_files(self.spec, self.job_dir).items()}
             self._files_ref = ray.put(files) if files else False
         return self._files_ref or None
 
