@@ -325,17 +325,20 @@ def _training_line(t: dict[str, Any], running: bool = True) -> str:
     return text
 
 
-def _note_other_stores(args: argparse.Namespace, store: Any) -> None:
-    """Say where the jobs are that this NASFORGE_HOME submitted into other stores (job files with a
-    store.url), which `list` without --store does not show."""
+def _note_other_stores(current: str, section: str, key: str, went: str, command: str) -> None:
+    """Say where the jobs are that this NASFORGE_HOME submitted into other stores by their job file's
+    ``section.key`` (store.url, tracking.uri), which `list` / `ui` on the default store do not show."""
     from nasforge.compose import other_stores_of_local_jobs
     from nasforge.store import redact_url
 
-    if args.store or os.environ.get("NASFORGE_STORE_URL"):
-        return
-    for url, n in other_stores_of_local_jobs(store.url).items():
-        print(f"note: {n} job{'s' if n > 1 else ''} submitted from here went to the store {redact_url(url)} "
-              f"(its job file's store.url): nasforge list --store '{redact_url(url)}'", file=sys.stderr)
+    for url, n in other_stores_of_local_jobs(current, section, key).items():
+        print(f"note: {n} job{'s' if n > 1 else ''} submitted from here {went} {redact_url(url)} "
+              f"(its job file's {section}.{key}): {command} '{redact_url(url)}'", file=sys.stderr)
+
+
+def _note_other_job_stores(args: argparse.Namespace, store: Any) -> None:
+    if not (args.store or os.environ.get("NASFORGE_STORE_URL")):
+        _note_other_stores(store.url, "store", "url", "went to the store", "nasforge list --store")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -348,7 +351,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print(f"no jobs in the store {store.display_url}; `nasforge submit JOB.yaml` runs one")
-        _note_other_stores(args, store)
+        _note_other_job_stores(args, store)
         return 0
     from rich.table import Table
 
@@ -363,7 +366,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         dur = f"{r['duration_s']:.0f} s" if r["duration_s"] is not None else "-"
         table.add_row(r["job_id"], r["state"], prog, (r["started_at"] or "-")[:19], dur)
     _console().print(table)
-    _note_other_stores(args, store)
+    _note_other_job_stores(args, store)
     return 0
 
 
@@ -591,16 +594,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from nasforge.compose import other_stores_of_local_jobs
     from nasforge.core.paths import default_tracking_uri
-    from nasforge.store import redact_url
     from nasforge.tracking.ui import run_ui
 
     if args.uri is None:  # like `list`: say where the runs are of jobs whose file chose another MLflow store
-        for uri, n in other_stores_of_local_jobs(default_tracking_uri(), "tracking", "uri").items():
-            print(f"note: {n} job{'s' if n > 1 else ''} submitted from here logged to the MLflow store "
-                  f"{redact_url(uri)} (its job file's tracking.uri): nasforge ui --uri '{redact_url(uri)}'",
-                  file=sys.stderr)
+        _note_other_stores(default_tracking_uri(), "tracking", "uri", "logged to the MLflow store", "nasforge ui --uri")
     return run_ui(args.uri, host="127.0.0.1", port=args.port)
 
 
