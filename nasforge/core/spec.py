@@ -167,6 +167,29 @@ class DatasetSpec(_Strict):
     val_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of the data held out for validation")
     test_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of the data held out for test")
     seq_len: int = Field(default=64, ge=1, le=65_536, description="text datasets: tokens per training sequence")
+    normalize: Literal["standardize", "unit", "imagenet", "custom"] = Field(
+        default="standardize",
+        description="what the model sees, after pixels are scaled to 0..1: standardize (per channel, with the "
+        "train split's mean and std), unit (0..1 as they are), imagenet (ImageNet's RGB mean and std, as most "
+        "timm models are trained), custom (the mean and std given here). Set it to how a model you compress "
+        "was trained",
+    )
+    mean: list[float] | None = Field(default=None, description="normalize: custom: per-channel mean (one value, or one per channel)")
+    std: list[float] | None = Field(default=None, description="normalize: custom: per-channel std, each > 0")
+
+    @model_validator(mode="after")
+    def _custom_stats(self) -> DatasetSpec:
+        given = self.mean is not None or self.std is not None
+        if self.normalize == "custom" and (self.mean is None or self.std is None):
+            raise ValueError("normalize: custom needs both mean and std (lists, one value or one per channel)")
+        if self.normalize != "custom" and given:
+            raise ValueError("mean and std are used only with normalize: custom; add it or remove them")
+        if self.mean is not None and self.std is not None:
+            if not self.mean or len(self.mean) != len(self.std):
+                raise ValueError("mean and std must be non-empty lists of the same length")
+            if any(not v > 0 for v in self.std):
+                raise ValueError("every std value must be > 0")
+        return self
 
 
 class LatencySpec(_Strict):

@@ -5,8 +5,9 @@ from nasforge.data.loaders import (
     DatasetError,
     DataSplits,
     clear_cache,
+    describe_inputs,
     load_dataset,
     preprocessing,
 )
 
-__all__ = ["DATASET_NAMES", "DataSplits", "DatasetError", "clear_cache", "load_dataset", "preprocessing"]
+__all__ = ["DATASET_NAMES", "DataSplits", "DatasetError", "clear_cache", "describe_inputs", "load_dataset", "preprocessing"]

@@ -23,7 +23,9 @@ Labels are mapped to 0..K-1 in sorted order of their distinct values. Splits are
 (scikit-learn) with ``random_state=spec.seed`` and come in shuffled order (a prefix of a split is a
 stratified-ish sample, e.g. for BN calibration): ``test_fraction`` of all samples is held out
 for test, ``val_fraction`` of all samples for validation, the rest is train. Pixels are scaled
-to 0..1, then standardized per channel with the mean and std of the train split.
+to 0..1, then normalized per channel as ``spec.normalize`` says: with the train split's mean and std
+(``standardize``, the default), not at all (``unit``), with ImageNet's RGB statistics
+(``imagenet``) or with the ``mean`` / ``std`` given (``custom``).
 
 Loaded splits are cached per process (keyed by every field of the spec and ``image_size``);
 each call returns fresh tensors (a copy), so callers may modify what they get.
@@ -61,8 +63,8 @@ Split = tuple[torch.Tensor, torch.Tensor]
 class DataSplits:
     """Train / val / test splits of one dataset.
 
-    Each split is ``(X, y)``: ``X`` float32 (N, C, H, W) standardized per channel with the train
-    split's statistics, ``y`` int64 class ids in ``0..num_classes-1``. Text datasets: ``X`` and
+    Each split is ``(X, y)``: ``X`` float32 (N, C, H, W), ``(pixels / pixel_max - mean) / std`` per
+    channel (``mean`` / ``std``: the train split's statistics unless ``normalize`` says otherwise), ``y`` int64 class ids in ``0..num_classes-1``. Text datasets: ``X`` and
     ``y`` int64 token ids (N, L), ``y[:, t]`` the token after ``X[:, t]``; ``num_classes`` is the
     vocabulary size and ``input_shape`` is ``(L,)``.
     """
@@ -78,6 +80,8 @@ class DataSplits:
     std: tuple[float, ...] = ()
     #: the raw pixel value scaled to 1.0 before standardizing (255 for 8-bit images)
     pixel_max: float = 1.0
+    #: where ``mean`` / ``std`` came from (``evaluation.dataset.normalize``)
+    normalize: str = "standardize"
 
 
 @dataclass(frozen=True)
@@ -111,9 +115,11 @@ def load_dataset(spec: DatasetSpec, *, image_size: tuple[int, int] | None = None
             "evaluation.dataset: val_fraction + test_fraction must leave at least 10% for training; lower them"
         )
     if spec.name in TEXT_DATASET_NAMES:
+        if spec.normalize != "standardize":
+            raise DatasetError(f"evaluation.dataset.normalize: applies to images; remove it for {spec.name} (text)")
         return _load_text(spec)
-    key = (spec.name, spec.path, spec.seed, spec.val_fraction, spec.test_fraction,
-           tuple(image_size) if image_size else None)
+    key = (spec.name, spec.path, spec.seed, spec.val_fraction, spec.test_fraction, spec.normalize,
+           tuple(spec.mean or ()), tuple(spec.std or ()), tuple(image_size) if image_size else None)
     with _LOCK:
         arrays = _CACHE.get(key)
         if arrays is None:
@@ -125,24 +131,35 @@ def load_dataset(spec: DatasetSpec, *, image_size: tuple[int, int] | None = None
     return DataSplits(
         train=splits[0], val=splits[1], test=splits[2], num_classes=arrays.num_classes,
         input_shape=(int(c), int(h), int(w)), name=spec.name, classes=arrays.classes,
-        mean=arrays.mean, std=arrays.std, pixel_max=arrays.pixel_max,
+        mean=arrays.mean, std=arrays.std, pixel_max=arrays.pixel_max, normalize=spec.normalize,
     )
 
 
 def preprocessing(data: DataSplits) -> dict[str, Any]:
     """What a model trained or scored on ``data`` takes as input, for an export's ``arch.json``:
     images as (N, C, H, W) float32, raw pixels divided by ``pixel_max`` (to 0..1), then
-    ``(x - mean) / std`` per channel with the train split's statistics; class ``i`` of the output is
-    ``classes[i]``. Text: token ids (one UTF-8 byte each, 0..255) of ``input_shape`` length.
+    ``(x - mean) / std`` per channel (statistics as ``evaluation.dataset.normalize`` chose them);
+    class ``i`` of the output is ``classes[i]``. Text: token ids (one UTF-8 byte each, 0..255) of ``input_shape`` length.
     :func:`nasforge.export.prepare_inputs` applies it."""
     if len(data.input_shape) != 3:  # token models
         return {"input": "tokens", "encoding": "utf-8 bytes, one token per byte", "vocabulary": data.num_classes,
                 "input_shape": list(data.input_shape)}
     return {"input": "image", "layout": "NCHW", "input_shape": list(data.input_shape), "dtype": "float32",
             "pixel_max": data.pixel_max, "mean": list(data.mean), "std": list(data.std),
-            "formula": "(pixels / pixel_max - mean) / std, per channel",
+            "formula": "(pixels / pixel_max - mean) / std, per channel", "normalize": data.normalize,
             "classes": list(data.classes) or [str(i) for i in range(data.num_classes)],
             "dataset": data.name}
+
+
+def describe_inputs(data: DataSplits) -> str:
+    """One phrase saying how images are normalized, for a job's log: a model trained on other inputs
+    scores badly here, and the phrase names the key that fixes it."""
+    if len(data.input_shape) != 3:
+        return "byte tokens"
+    how = {"standardize": "the train split's per-channel mean and std", "unit": "no normalization (0..1)",
+           "imagenet": "ImageNet's mean and std", "custom": "the given mean and std"}[data.normalize]
+    return (f"inputs: pixels / {data.pixel_max:g}, then {how}; set evaluation.dataset.normalize to how "
+            "the model was trained")
 
 
 def clear_cache() -> None:
@@ -328,6 +345,33 @@ def _to_nchw(X: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
 # ------------------------------------------------------------------------------------------------
 # Splitting
 
+#: ImageNet's per-channel RGB statistics of 0..1 pixels, the normalization most timm models expect
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _channel_stats(Xtr: np.ndarray, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (mean, std) that ``spec.normalize`` asks for, for 0..1 pixels with C channels."""
+    c = Xtr.shape[1]
+    if spec.normalize == "standardize":
+        std = Xtr.std(axis=(0, 2, 3))
+        return Xtr.mean(axis=(0, 2, 3)), np.where(std < 1e-8, 1.0, std)
+    if spec.normalize == "unit":
+        return np.zeros(c), np.ones(c)
+    if spec.normalize == "imagenet":
+        if c != 3:
+            raise DatasetError(
+                f"evaluation.dataset.normalize: imagenet needs RGB images, {spec.name} has {c} channel(s); "
+                "use standardize, unit, or custom with mean and std"
+            )
+        return np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
+    mean, std = np.asarray(spec.mean, dtype=np.float64), np.asarray(spec.std, dtype=np.float64)
+    if len(mean) not in (1, c):
+        raise DatasetError(
+            f"evaluation.dataset.mean: {len(mean)} values for {c}-channel images; give one value or {c}"
+        )
+    return np.broadcast_to(mean, (c,)).copy(), np.broadcast_to(std, (c,)).copy()
+
 
 def _split_and_normalize(X: np.ndarray, y_raw: np.ndarray, spec: DatasetSpec) -> _Arrays:
     from sklearn.model_selection import train_test_split
@@ -348,10 +392,7 @@ def _split_and_normalize(X: np.ndarray, y_raw: np.ndarray, spec: DatasetSpec) ->
     rest, test = train_test_split(idx, test_size=n_test, stratify=y, random_state=spec.seed)
     train, val = train_test_split(rest, test_size=n_val, stratify=y[rest], random_state=spec.seed + 1)
     # keep the shuffled order: any prefix of a split (e.g. BN calibration images) mixes all classes
-    Xtr = X[train]
-    mean = Xtr.mean(axis=(0, 2, 3))
-    std = Xtr.std(axis=(0, 2, 3))
-    std = np.where(std < 1e-8, 1.0, std)
+    mean, std = _channel_stats(X[train], spec)
 
     def norm(part: np.ndarray) -> np.ndarray:
         out = (X[part] - mean[None, :, None, None]) / std[None, :, None, None]

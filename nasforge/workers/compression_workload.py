@@ -154,6 +154,33 @@ def export_source_folder(source: str, search_roots: tuple[str, ...] | list[str] 
                        "`nasforge export -o NAME` wrote, e.g. export:NAME")
 
 
+def _check_export_inputs(spec: JobSpec, data: Any, search_roots: tuple[str, ...]) -> None:
+    """An ``export:`` model scored on inputs normalized otherwise than it was trained on gives
+    meaningless accuracy and KL: refuse it, naming the statistics that match the export."""
+    import numpy as np
+
+    if spec.model is None or not spec.model.source.startswith("export:") or len(data.input_shape) != 3:
+        return
+    folder = export_source_folder(spec.model.source, (*search_roots, *spec.model.search_path))
+    pre = json.loads((folder / "arch.json").read_text()).get("preprocessing") or {}
+    if not pre.get("mean") or not pre.get("std"):
+        return  # an export from before arch.json said how its inputs were normalized
+    want = np.array([pre["mean"], pre["std"]], dtype=np.float64)
+    have = np.array([data.mean, data.std], dtype=np.float64)
+    if want.shape == have.shape and np.allclose(want, have, rtol=1e-3, atol=1e-4):
+        return
+
+    def fmt(v: Any) -> str:
+        return "[" + ", ".join(f"{float(x):.4g}" for x in v) + "]"
+
+    raise JobSpecError(
+        f"evaluation.dataset.normalize: {spec.model.source} was trained on inputs normalized with mean "
+        f"{fmt(pre['mean'])} std {fmt(pre['std'])}, this job's dataset gives mean {fmt(data.mean)} std "
+        f"{fmt(data.std)}; use the export's dataset settings or set normalize: custom, mean: "
+        f"{fmt(pre['mean'])}, std: {fmt(pre['std'])}"
+    )
+
+
 class CompressionWorkload(Workload):
     kind = "compression"
 
@@ -189,7 +216,9 @@ class CompressionWorkload(Workload):
         else:  # one real example: the right shape and dtype (images or token ids)
             from nasforge.data import load_dataset
 
-            x = load_dataset(spec.evaluation.dataset).train[0][:1]
+            data = load_dataset(spec.evaluation.dataset)
+            x = data.train[0][:1]
+            _check_export_inputs(spec, data, search_roots)
         try:
             layers, _unknown = discover_layers(model, x, group_by=opts.group_by, skip_first=opts.skip_first,
                                                skip_last=opts.skip_last, skip=opts.skip)
@@ -242,7 +271,7 @@ class CompressionWorkload(Workload):
 
         from nasforge.compress.levels import LevelDatabase
         from nasforge.compress.metrics import accuracy, logits_of
-        from nasforge.data import load_dataset
+        from nasforge.data import describe_inputs, load_dataset
 
         root = cls.root(job_dir)
         ready = root / "ready.json"
@@ -266,7 +295,8 @@ class CompressionWorkload(Workload):
         save_file({"calib": ref_calib.contiguous(), "eval": ref_eval.contiguous()}, str(root / "reference.safetensors"))
         ordinary_file_mode(root / "dense.safetensors", root / "reference.safetensors")
         log(f"compression: {len(space.opts.layers)} layers in {len(space.groups())} groups, "
-            f"dense accuracy {accuracy(ref_eval, y):.4f}; building the level database")
+            f"dense accuracy {accuracy(ref_eval, y):.4f} on {spec.evaluation.split} ({describe_inputs(data)}); "
+            "building the level database")
         db = LevelDatabase(root / "levels", space)
         db.build(model, calib)
         metrics = {"dense_accuracy": accuracy(ref_eval, y), "layers": float(len(space.opts.layers)),

