@@ -59,10 +59,13 @@ def test_workload_evaluate_allocate_export_load(tmp_path) -> None:
     files = w.export(best, out, {"metrics": best_m})
     meta = json.loads((out / "arch.json").read_text())
     assert meta["kind"] == "compression" and meta["packed_bytes"] == best_m["model_bytes"]
-    assert {f.name for f in files} == {"model.safetensors", "allocation.json", "model.onnx", "arch.json"}
-    assert meta["files"] == ["model.safetensors", "allocation.json", "model.onnx"]
+    assert {f.name for f in files} == {"model.safetensors", "allocation.json", "model.onnx", "model.qdq.onnx",
+                                       "arch.json"}
+    assert meta["files"] == ["model.safetensors", "allocation.json", "model.onnx", "model.qdq.onnx"]
     assert meta["reload_check"]["max_abs_logit_diff"] < 1e-5
     assert meta["onnx_check"]["max_abs_diff"] <= meta["onnx_check"]["atol"]
+    assert meta["onnx_qdq_check"]["max_abs_diff"] <= meta["onnx_qdq_check"]["atol"]
+    assert meta["onnx_qdq_check"]["weights_as_codes"] == 3 and meta["onnx_qdq_check"]["weights_as_float"] == 0
     loaded = CompressionWorkload.load_export(out, meta)
     x = w.calib[:32]
     with torch.inference_mode():
@@ -72,6 +75,8 @@ def test_workload_evaluate_allocate_export_load(tmp_path) -> None:
 
         got = ort.InferenceSession(str(out / "model.onnx")).run(None, {"input": x.numpy()})[0]
         assert torch.allclose(torch.from_numpy(got), loaded(x), atol=1e-4)
+        qdq = ort.InferenceSession(str(out / "model.qdq.onnx")).run(None, {"input": x.numpy()})[0]
+        assert torch.allclose(torch.from_numpy(qdq), loaded(x), atol=1e-4)
         w.model.load_state_dict(w.dense_state)
         dense = w.model.eval()(x)
         assert not torch.allclose(torch.from_numpy(got), dense, atol=1e-3)
