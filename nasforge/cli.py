@@ -192,10 +192,49 @@ def _run(args: argparse.Namespace, spec: Any, store: Any, job: Any = None) -> in
             console.print(_candidate_table(sorted(result.pareto, key=lambda c: c.id), f"Pareto front of {result.job.id}"))
         else:
             console.print(_no_feasible_note(spec, store, result.job.id))
+        if spec.space.name == "compression":
+            from nasforge.core.types import CandidateStatus
+
+            note = _uniform_note(spec, store.get_candidates(result.job.id, status=CandidateStatus.DONE))
+            if note:
+                console.print(note, highlight=False)
         console.print(f"job {result.job.id}: {result.summary.state.value} ({result.summary.stop_reason}); "
                       f"{result.counts.get('done', 0)} done, {result.counts.get('failed', 0)} failed; "
                       f"artifacts in {next(iter(result.artifacts.values())).parent if result.artifacts else '-'}")
     return 0 if result.summary.state.value in ("done", "cancelled") else 1
+
+
+def _uniform_note(spec: Any, done: list[Any]) -> str | None:
+    """For a compression job: the best allocation found beside the best *uniform* one (every group
+    at the same bits / sparsity) within the constraints, by the first objective; what the search
+    bought over plain uniform quantization. None when no uniform allocation within them was scored."""
+    import math
+
+    from nasforge.spaces.compression import uniform_levels
+
+    if spec.space.name != "compression" or not spec.objectives:
+        return None
+    constraints, first = spec.constraint_list(), spec.objective_list()[0]
+    ok = [c for c in done if all(k.satisfied(c.metrics) for k in constraints)
+          and math.isfinite(float(c.metrics.get(first.metric, math.nan)))]
+    sign = 1.0 if first.direction.value == "minimize" else -1.0
+    uniform = [(c, lv) for c in ok if (lv := uniform_levels(c.arch)) is not None]
+    if not uniform:
+        return None
+    base, levels = min(uniform, key=lambda t: (sign * float(t[0].metrics[first.metric]), t[0].id))
+    best = min(ok, key=lambda c: (sign * float(c.metrics[first.metric]), c.id))
+    names = [o.metric for o in spec.objectives]
+
+    def figures(c: Any) -> str:
+        return ", ".join(f"{m}={_fmt(float(c.metrics[m]))}" for m in names if m in c.metrics)
+
+    level = ", ".join(f"{k} {_fmt(float(v))}" for k, v in levels.items())
+    text = f"uniform allocation within the constraints ({level} everywhere, candidate {base.id}): {figures(base)}"
+    if best.id == base.id:
+        return text + f"; no mixed allocation beat it on {first.metric}"
+    a, b = float(base.metrics[first.metric]), float(best.metrics[first.metric])
+    ratio = "" if sign < 0 or b <= 0 else f" ({a / b:,.0f}x lower)" if a / b >= 100 else f" ({a / b:.3g}x lower)"
+    return text + f"; best found (candidate {best.id}): {figures(best)}{ratio}"
 
 
 def _no_feasible_note(spec: Any, store: Any, job_id: str) -> str:
@@ -419,6 +458,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     none_feasible = f" (none of the {len(done)} done candidates meets the constraints)" if done and not best else ""
     label = "best so far, of each objective" if len(best) > 1 else "best so far"
     print(f"  {label}: " + (", ".join(f"{k}={_fmt(v)}" for k, v in best.items()) or "-" + none_feasible))
+    note = _uniform_note(spec, done)
+    if note:
+        print(f"  {note}")
     if row["last_failure"]:
         print(f"  last failure: candidate {row['last_failure']['candidate_id']}: "
               f"{_first_line(row['last_failure']['error'], 160)}")

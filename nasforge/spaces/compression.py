@@ -120,6 +120,20 @@ class CompressionSpaceOptions(SpaceOptions):
         return self
 
 
+def uniform_levels(arch: Arch) -> dict[str, Scalar] | None:
+    """``{"bits": 3}`` (each knob the arch has, ``"bits"`` / ``"sparsity"``) when every group of a
+    compression arch has the same value of it; None for a mixed allocation."""
+    knobs: dict[str, set[Scalar]] = {}
+    for name in arch:
+        knob, sep, _ = name.partition(":")
+        if not sep or knob not in ("bits", "sparsity"):
+            return None
+        knobs.setdefault(knob, set()).add(arch[name])
+    if not knobs or any(len(v) != 1 for v in knobs.values()):
+        return None
+    return {k: next(iter(v)) for k, v in sorted(knobs.items())}
+
+
 def zeros_at(layer: LayerInfo, sparsity: float, pruning: str, nm: Sequence[int]) -> int:
     """Number of weights a pruner sets to zero in ``layer`` at ``sparsity`` (the pruners obey this)."""
     if sparsity <= 0:

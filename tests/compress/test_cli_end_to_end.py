@@ -42,6 +42,10 @@ def test_submit_export_load(tmp_path: Path) -> None:
 
     summary = cli("submit", str(job))
     assert summary["state"] == "done"
+    # what the search bought over one bit-width / sparsity everywhere (EvoPress starts from it)
+    status = subprocess.run([sys.executable, "-m", "nasforge.cli", "status", summary["job_id"]], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert "uniform allocation within the constraints (bits " in status.stdout, status.stdout
     exported = cli("export", summary["job_id"], "--best", "kl", "-o", "best")
     assert exported["constraints_broken"] == []
     meta = json.loads((Path(exported["dir"]) / "arch.json").read_text())

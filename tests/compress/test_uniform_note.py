@@ -1,0 +1,45 @@
+"""The compression summary line: the best allocation found beside the best uniform one."""
+
+from __future__ import annotations
+
+from nasforge.cli import _uniform_note
+from nasforge.core.spec import JobSpec
+from nasforge.core.types import Arch, Candidate, CandidateStatus
+from nasforge.spaces.compression import uniform_levels
+
+
+def _arch(**choices: float) -> Arch:
+    return Arch("compression", 1, {k.replace("__", ":"): v for k, v in choices.items()})
+
+
+def _cand(i: int, arch: Arch, **metrics: float) -> Candidate:
+    return Candidate(id=i, job_id="j", key=arch.key(), arch=arch, status=CandidateStatus.DONE, seq=i, metrics=metrics)
+
+
+def test_uniform_levels() -> None:
+    assert uniform_levels(_arch(bits__a=3, bits__b=3)) == {"bits": 3}
+    assert uniform_levels(_arch(bits__a=3, bits__b=4)) is None
+    assert uniform_levels(_arch(bits__a=4, sparsity__a=0.5, bits__b=4, sparsity__b=0.5)) == {"bits": 4, "sparsity": 0.5}
+    assert uniform_levels(_arch(bits__a=4, sparsity__a=0.0, bits__b=4, sparsity__b=0.5)) is None
+    assert uniform_levels(Arch("bignas_cnn", 1, {"s0.depth": 2})) is None
+
+
+def test_the_note_compares_the_best_found_with_the_best_uniform_within_the_constraints() -> None:
+    spec = JobSpec.model_validate({
+        "name": "t", "model": {"source": "x.y:z"}, "space": {"name": "compression"}, "strategy": {"name": "evopress"},
+        "objectives": [{"metric": "kl", "direction": "minimize"}, {"metric": "accuracy", "direction": "maximize"}],
+        "constraints": ["avg_bits <= 3"],
+    })
+    done = [
+        _cand(1, _arch(bits__a=4, bits__b=4), kl=0.01, accuracy=0.97, avg_bits=4.0),  # uniform, over budget
+        _cand(2, _arch(bits__a=3, bits__b=3), kl=0.5, accuracy=0.90, avg_bits=3.0),
+        _cand(3, _arch(bits__a=2, bits__b=2), kl=2.0, accuracy=0.60, avg_bits=2.0),
+        _cand(4, _arch(bits__a=2, bits__b=4), kl=0.004, accuracy=0.96, avg_bits=2.9),
+    ]
+    assert _uniform_note(spec, done) == (
+        "uniform allocation within the constraints (bits 3 everywhere, candidate 2): kl=0.5, accuracy=0.9; "
+        "best found (candidate 4): kl=0.004, accuracy=0.96 (125x lower)")
+    assert _uniform_note(spec, done[:3]).endswith("; no mixed allocation beat it on kl")
+    assert _uniform_note(spec, [done[0], done[3]]) is None  # no uniform allocation within the constraints
+    other = spec.model_copy(update={"space": spec.space.model_copy(update={"name": "bignas_cnn"})})
+    assert _uniform_note(other, done) is None
