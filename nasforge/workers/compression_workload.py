@@ -177,8 +177,9 @@ def _check_export_inputs(spec: JobSpec, data: Any, search_roots: tuple[str, ...]
     def fmt(v: Any) -> str:
         return "[" + ", ".join(f"{float(x):.4g}" for x in v) + "]"
 
+    on = f"{pre['dataset']} " if pre.get("dataset") else ""
     raise JobSpecError(
-        f"evaluation.dataset.normalize: {spec.model.source} was trained on inputs normalized with mean "
+        f"evaluation.dataset.normalize: {spec.model.source} was trained on {on}inputs normalized with mean "
         f"{fmt(pre['mean'])} std {fmt(pre['std'])}, this job's dataset gives mean {fmt(data.mean)} std "
         f"{fmt(data.std)}; use the export's dataset settings or set normalize: custom, mean: "
         f"{fmt(pre['mean'])}, std: {fmt(pre['std'])}"

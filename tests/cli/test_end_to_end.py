@@ -350,7 +350,7 @@ def test_compress_the_exported_child(trained: dict) -> None:
     proc = _cli(home, "submit", str(wrong))
     assert proc.returncode == 2, proc.stderr[-3000:]
     line = proc.stderr.strip().splitlines()[-1]
-    assert "evaluation.dataset.normalize: export:to-compress was trained on inputs normalized with mean [" in line
+    assert "evaluation.dataset.normalize: export:to-compress was trained on mnist5k inputs normalized with mean [" in line
     assert "set normalize: custom, mean: [" in line
     assert json.loads(_cli(home, "list", "--json").stdout) == jobs_before
 
