@@ -188,9 +188,9 @@ def _run(args: argparse.Namespace, spec: Any, store: Any, job: Any = None) -> in
         print(json.dumps(summary))
     elif not args.quiet:
         console = _console()
-        if result.pareto or not result.counts.get("done", 0):
+        if result.pareto:
             console.print(_candidate_table(sorted(result.pareto, key=lambda c: c.id), f"Pareto front of {result.job.id}"))
-        else:
+        elif result.counts.get("done", 0):
             console.print(_no_feasible_note(spec, store, result.job.id))
         if spec.space.name == "compression":
             from nasforge.core.types import CandidateStatus
@@ -201,6 +201,8 @@ def _run(args: argparse.Namespace, spec: Any, store: Any, job: Any = None) -> in
         console.print(f"job {result.job.id}: {result.summary.state.value} ({result.summary.stop_reason}); "
                       f"{result.counts.get('done', 0)} done, {result.counts.get('failed', 0)} failed; "
                       f"artifacts in {next(iter(result.artifacts.values())).parent if result.artifacts else '-'}")
+        if result.summary.error:
+            console.print(f"nasforge: {result.summary.error}", highlight=False)
     return 0 if result.summary.state.value in ("done", "cancelled") else 1
 
 
@@ -838,8 +840,24 @@ def quiet_omp_threads() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def _one_line_warnings() -> None:
+    """nasforge's own warnings print as one line (``nasforge: warning: ...``), not as Python's
+    file:line report with a source line; other libraries' warnings keep their form."""
+    import warnings
+
+    default = warnings.formatwarning
+
+    def fmt(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+        if f"{os.sep}nasforge{os.sep}" in filename:
+            return f"nasforge: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = fmt  # type: ignore[assignment]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_omp_threads()
+    _one_line_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     _interrupt_on_sigterm()

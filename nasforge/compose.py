@@ -389,7 +389,7 @@ def run_job(
             batch_size=spec.budget.batch_size, on_progress=on_progress,
         )
         summary = driver.run()
-        state = summary.state
+        state, error = summary.state, summary.error
         cache = evaluator.latency_cache
         if cache is not None and cache.hits:
             say(f"latency: {cache.hits} children timed before on this device (any job in this store) were not "

@@ -82,7 +82,7 @@ def discover_layers(
         for h in handles:
             h.remove()
     if unknown:
-        warnings.warn(f"layer discovery skipped layer types it cannot compress: {', '.join(unknown)}",
+        warnings.warn(f"compression: left as they are (layer types it cannot compress): {', '.join(unknown)}",
                       stacklevel=2)
     mods = dict(model.named_modules())
     names = order + [n for n, m in mods.items() if _kind(m) is not None and n not in macs]

@@ -1,4 +1,4 @@
-"""Calibration and task metrics of a (compressed) classifier."""
+"""Calibration and task metrics of a (compressed) classifier or language model."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ def kl_divergence(ref_logits: torch.Tensor, logits: torch.Tensor) -> float:
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Share of correct argmax predictions: per image, or per token for (N, L, V) language-model logits."""
     return float((logits.argmax(-1) == y).float().mean())
 
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    return float(F.cross_entropy(logits.float(), y))
+    """Mean cross-entropy (nats) per image, or per token for (N, L, V) logits and (N, L) targets."""
+    return float(F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1)))

@@ -16,7 +16,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,12 @@ from nasforge.spaces.base import SearchSpace
 
 #: rounds in a row without a new evaluation after which the strategy counts as exhausted
 MAX_IDLE_ROUNDS = 5
+#: evaluations that all failed, with none done yet, after which the job stops as failed: the cause
+#: is in the setup (model, data, options), not in the candidates, and the rest of the budget would
+#: fail the same way
+FAILED_BEFORE_ANY_DONE = 10
+#: the end of the error of a candidate skipped over an analytic cost limit (never evaluated)
+NOT_EVALUATED = "; not evaluated"
 #: seconds between checks of the store for a cancellation
 CANCEL_CHECK_S = 1.0
 
@@ -106,6 +112,8 @@ class DriverSummary:
     reused: int
     pareto_keys: list[str] = field(default_factory=list)
     stop_reason: str = ""
+    #: why a job whose every evaluation failed ended FAILED (None otherwise)
+    error: str | None = None
 
 
 def objective_matrix(cands: Sequence[Candidate], objectives: Sequence[Objective]) -> np.ndarray:
@@ -183,7 +191,7 @@ class SearchDriver:
         cost = self.space.cost(arch)
         for c in relevant:
             if c.metric in cost and not c.satisfied(cost):
-                return f"violates constraint {c} ({c.metric}={cost[c.metric]:.6g}); not evaluated"
+                return f"violates constraint {c} ({c.metric}={cost[c.metric]:.6g}){NOT_EVALUATED}"
         return None
 
     def _best(self, results: Sequence[EvalResult], best: dict[str, float]) -> dict[str, float]:
@@ -310,6 +318,8 @@ class SearchDriver:
                 writer.submit(self.tracker.log_progress, job_id, step, round_metrics)
                 if self.on_progress is not None:
                     self.on_progress(Progress(evaluated, self.max_evaluations, failed, step, dict(best), elapsed()))
+                if _all_failed(known.values()) >= FAILED_BEFORE_ANY_DONE:
+                    break
         finally:
             writer.close()  # every queued write lands (or its error is raised) before we go on
 
@@ -321,9 +331,31 @@ class SearchDriver:
         summary.failed = failed
         summary.reused = reused
         summary.pareto_keys = [c.key for c in front]
+        errors = _all_failed(known.values())
+        if errors and summary.state == JobState.RUNNING:
+            last = next(r for r in reversed(list(known.values())) if not r.ok and not _skipped(r))
+            first_line = (str(last.error or "").strip().splitlines() or ["?"])[-1][:300]
+            summary.state = JobState.FAILED
+            summary.stop_reason = f"all {errors} evaluations failed"
+            summary.error = (f"all {errors} evaluations failed, none done (the last: {first_line}); the cause is "
+                             "in the setup, not in the candidates: fix it and submit the job again")
         if summary.state == JobState.RUNNING:
             summary.state = JobState.DONE
         return summary
+
+
+def _all_failed(results: Iterable[EvalResult]) -> int:
+    """How many evaluations failed when none succeeded (skipped over a cost limit do not count); 0 when any did."""
+    n = 0
+    for r in results:
+        if r.ok:
+            return 0
+        n += not _skipped(r)
+    return n
+
+
+def _skipped(r: EvalResult) -> bool:
+    return bool(r.error) and str(r.error).endswith(NOT_EVALUATED)
 
 
 def summary_dict(summary: DriverSummary, counts: dict[str, int], pareto_ids: list[int]) -> dict[str, Any]:
@@ -335,4 +367,5 @@ def summary_dict(summary: DriverSummary, counts: dict[str, int], pareto_ids: lis
         "rounds": summary.rounds,
         "pareto": pareto_ids,
         "stop_reason": summary.stop_reason,
+        "error": summary.error,
     }

@@ -90,6 +90,44 @@ def test_failures_are_recorded_and_the_job_goes_on(store) -> None:
     assert summary.failed == len(failed)
 
 
+def test_a_job_whose_every_evaluation_fails_stops_failed_after_a_few(store) -> None:
+    """A model / data / option mistake fails every candidate the same way: the job stops as failed
+    after FAILED_BEFORE_ANY_DONE evaluations (it ran the whole budget and ended 'done', exit 0)."""
+    from nasforge.search.driver import FAILED_BEFORE_ANY_DONE
+
+    def broken(arch: Arch) -> dict[str, float]:
+        raise RuntimeError("Expected target size [256, 256], got [256, 64]")
+
+    ev = LocalEvaluator(broken)
+    summary = _driver(store, _strategy("random"), ev, budget=200, batch=6).run()
+    assert summary.state == JobState.FAILED
+    assert FAILED_BEFORE_ANY_DONE <= ev.calls < FAILED_BEFORE_ANY_DONE + 6  # the round that crossed it
+    assert summary.error == (f"all {ev.calls} evaluations failed, none done (the last: RuntimeError: Expected "
+                             "target size [256, 256], got [256, 64]); the cause is in the setup, not in the "
+                             "candidates: fix it and submit the job again")
+    # a budget smaller than that ends failed too; one success keeps the job going to its budget
+    small = LocalEvaluator(broken)
+    assert _driver(store, _strategy("random"), small, budget=4).run().state == JobState.FAILED and small.calls == 4
+
+    def late(arch: Arch) -> dict[str, float]:
+        late.calls += 1
+        if late.calls != 13:
+            raise ValueError("boom")
+        return toy_metrics(arch)
+
+    late.calls = 0
+    one = _driver(store, _strategy("random"), LocalEvaluator(late), budget=30, batch=13).run()
+    assert one.state == JobState.DONE and one.error is None and one.evaluated == 30
+
+
+def test_candidates_skipped_over_a_cost_limit_are_not_failures_of_the_setup(store) -> None:
+    never = Constraint("flops", "<=", 1.0)  # no toy arch is this cheap: every candidate is skipped
+    ev = LocalEvaluator(toy_metrics)
+    summary = _driver(store, _strategy("random", constraints=[never]), ev, budget=24, batch=8,
+                      constraints=[never]).run()
+    assert ev.calls == 0 and summary.state == JobState.DONE and summary.error is None
+
+
 def test_cost_constraint_skips_evaluation_and_front_is_feasible(store) -> None:
     limit = Constraint("flops", "<=", 40_000.0)
     ev = LocalEvaluator(toy_metrics)

@@ -220,3 +220,20 @@ def test_mos_lm_job_end_to_end(tmp_path, monkeypatch, capsys):
     best = min((c for c in json.loads(out) if c["status"] == "done"), key=lambda c: c["metrics"]["loss"])
     assert meta["key"] == best["key"]
     assert abs(evaluate_classifier(model, X, y)["loss"] - best["metrics"]["loss"]) < 1e-4
+    # a compression job on the exported language model: per-token loss and KL over (N, L, V) logits
+    # (every candidate failed: "Expected target size [256, 256], got [256, 64]")
+    from nasforge.core.spec import JobSpec
+    from nasforge.workers.compression_workload import CompressionWorkload
+
+    cspec = JobSpec.model_validate({
+        "name": "c", "model": {"source": f"export:{export_dir}"},
+        "space": {"name": "compression", "options": {"mode": "bits", "bits": [2, 8], "calibration_images": 32}},
+        "strategy": {"name": "evopress"}, "objectives": [{"metric": "kl", "direction": "minimize"}],
+        "evaluation": {"dataset": {"name": "pystdlib", "seed": 0, "seq_len": 16}, "max_images": 64},
+    })
+    CompressionWorkload.prepare(cspec, tmp_path / "compress", log=lambda m: None)
+    w = CompressionWorkload(cspec, tmp_path / "compress")
+    w.setup()
+    eight, two = w.evaluate(w.space.largest()), w.evaluate(w.space.uniform(bits=2))
+    assert abs(eight["loss"] - best["metrics"]["loss"]) < 0.02 and eight["kl"] < 1e-3
+    assert two["kl"] > eight["kl"] and math.isfinite(two["loss"]) and 0 <= two["accuracy"] <= 1
