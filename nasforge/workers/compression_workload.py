@@ -450,8 +450,8 @@ class CompressionWorkload(Workload):
         ``model.qdq.onnx`` holds each quantized weight as its integer codes (uint4 for 2..4 bits,
         uint8 up to 8) with scales, zero points and a ``DequantizeLinear`` node (``onnx_codes``):
         about the packed size. onnxruntime then dequantizes on every call unless the session sets
-        ``session.disable_quant_qdq`` to "1" (it decodes once at load; measured 20x faster on a
-        ResNet-10 here), which the record says. A model torch cannot trace is exported without ONNX
+        ``session.disable_quant_qdq`` to "1" (it decodes once at load and runs as fast as the float
+        graph: ``python -m benchmarks onnx_export``), which the record says. A model torch cannot trace is exported without ONNX
         (the reason is recorded); a float graph that differs from torch is refused; a coded graph
         that differs is left out with the reason."""
         import numpy as np
