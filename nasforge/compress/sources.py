@@ -100,6 +100,28 @@ def build_model(source: str, weights: str | None, options: Mapping[str, Any],
         try:
             model.load_state_dict(sd, strict=True)
         except RuntimeError as e:
-            first = str(e).splitlines()[0:3]
-            raise ModelSourceError(f"model.weights: {weights} does not fit {source}: {' '.join(first)}") from None
+            raise ModelSourceError(f"model.weights: {weights} does not fit {source}: {_misfit(model, sd, e)}; "
+                                   "check model.source and model.options (e.g. num_classes, in_chans) against "
+                                   "the model the weights were saved from") from None
     return model.eval().cpu()
+
+
+def _misfit(model: nn.Module, sd: Mapping[str, torch.Tensor], error: Exception, show: int = 3) -> str:
+    """Why a state dict does not load, in a few names: torch's message lists every key."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k} is {tuple(sd[k].shape)} in the file, {tuple(own[k].shape)} in the model"
+              for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:show]) + (f", ... ({len(names) - show} more)" if len(names) > show else "")
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of the model's {len(own)} tensors are not in the file ({some(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} tensors of the file are not in the model ({some(unexpected)})")
+    if shapes:
+        parts.append(f"shapes differ: {some(shapes)}")
+    return "; ".join(parts) or " ".join(str(error).split())[:300]

@@ -94,3 +94,27 @@ def test_user_module_by_import_path(tmp_path) -> None:
         build_model("no_such_pkg.mod:f", None, {})
     with pytest.raises(JobSpecError, match="model.weights"):
         build_model("timm:resnet18", None, {})
+
+
+def test_weights_that_do_not_fit_are_named_in_a_few_words(tmp_path) -> None:
+    """torch's load_state_dict message lists every key (kilobytes on one line for another architecture)."""
+    from safetensors.torch import save_file
+
+    from nasforge.compress.sources import ModelSourceError
+
+    mobile = tmp_path / "mobile.safetensors"
+    save_file(timm.create_model("mobilenetv3_small_050", num_classes=10, in_chans=1).state_dict(), str(mobile))
+    with pytest.raises(ModelSourceError) as e:
+        build_model("timm:resnet10t", str(mobile), {"num_classes": 10, "in_chans": 1})
+    msg = str(e.value)
+    assert msg.startswith(f"model.weights: {mobile} does not fit timm:resnet10t: 81 of the model's 86 tensors are "
+                          "not in the file (conv1.0.weight, conv1.1.weight, conv1.1.bias, ... (78 more)); ")
+    assert len(msg) < 1000 and "\n" not in msg
+    assert msg.endswith("check model.source and model.options (e.g. num_classes, in_chans) against the model the "
+                        "weights were saved from")
+    r10 = tmp_path / "r10.safetensors"
+    save_file(timm.create_model("resnet10t", num_classes=10, in_chans=1).state_dict(), str(r10))
+    with pytest.raises(ModelSourceError, match=r"does not fit timm:resnet10t: shapes differ: fc.weight is \(10, 512\) "
+                                               r"in the file, \(12, 512\) in the model, fc.bias is \(10,\) in the "
+                                               r"file, \(12,\) in the model; check"):
+        build_model("timm:resnet10t", str(r10), {"num_classes": 12, "in_chans": 1})
