@@ -17,7 +17,7 @@ Life cycle:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,40 @@ from nasforge.spaces.base import SearchSpace
 LogFn = Callable[[str], None]
 
 
+class ShippedFiles(Mapping[str, tuple[str, bytes]]):
+    """:meth:`Workload.worker_files` as a worker gets them: name -> (driver-side path, bytes),
+    fetched by ``fetch`` on first use only, so a worker beside the driver's job folder, which
+    reads the files from disk, never holds a copy (a compression job's level database is the
+    model's size several times over)."""
+
+    def __init__(self, fetch: Callable[[], Mapping[str, tuple[str, bytes]]] | None = None):
+        self._fetch = fetch
+        self._files: Mapping[str, tuple[str, bytes]] | None = None if fetch else {}
+
+    @property
+    def fetched(self) -> bool:
+        return self._files is not None and self._fetch is not None
+
+    def _get(self) -> Mapping[str, tuple[str, bytes]]:
+        if self._files is None:
+            assert self._fetch is not None
+            self._files = dict(self._fetch())
+        return self._files
+
+    def __getitem__(self, name: str) -> tuple[str, bytes]:
+        return self._get()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __bool__(self) -> bool:
+        """Whether files were shipped at all, without fetching them."""
+        return self._fetch is not None
+
+
 class Workload(ABC):
     kind: str = ""
 
@@ -35,8 +69,8 @@ class Workload(ABC):
         self.spec = spec
         self.job_dir = Path(job_dir)
         #: name -> (driver-side path, bytes) of :meth:`worker_files`, set by the Ray pool before
-        #: ``setup``; empty where the workload runs beside its files (export, tests)
-        self.shipped: dict[str, tuple[str, bytes]] = {}
+        #: ``setup`` (fetched on first use); empty where the workload runs beside its files
+        self.shipped: Mapping[str, tuple[str, bytes]] = ShippedFiles()
 
     @classmethod
     def worker_files(cls, spec: JobSpec, job_dir: Path) -> dict[str, Path]:

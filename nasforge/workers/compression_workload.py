@@ -329,8 +329,8 @@ class CompressionWorkload(Workload):
         self.threads = spec.evaluation.latency.threads
         torch.set_num_threads(self.threads)
         root = self.root(self.job_dir)
-        if self.shipped and not (root / "ready.json").exists():  # a node without the driver's job folder
-            root = _unpack(self.shipped, root, spec.name)
+        if not (root / "ready.json").exists() and self.shipped:  # a node without the driver's job folder
+            root = _unpack(self.shipped, root, spec.name)  # (only such a worker fetches the shipped files)
         if not (root / "ready.json").exists():
             self.prepare(spec, self.job_dir, log=lambda s: None)
         roots = tuple(json.loads((root / "model.json").read_text()).get("search_roots", []))

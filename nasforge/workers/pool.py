@@ -38,6 +38,7 @@ from nasforge.core.errors import NasforgeError, ResourceUnavailableError
 from nasforge.core.interfaces import Evaluator
 from nasforge.core.spec import JobSpec
 from nasforge.core.types import Arch, EvalResult
+from nasforge.workers.base import ShippedFiles
 from nasforge.workers.latency_cache import LatencyCache
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class EvalWorker:
     """Holds one Workload; evaluates chunks of archs (as JSON) and returns result dicts."""
 
     def __init__(self, kind: str, spec_json: dict[str, Any], job_dir: str, threads: int, index: int,
-                 files: dict[str, tuple[str, bytes]] | None = None):
+                 files: list[Any] | None = None):
         import torch
 
         from nasforge.core.registry import import_object
@@ -161,7 +162,8 @@ class EvalWorker:
         # a registered kind, or "package.module:Class" (worker processes see only static registries)
         workload_cls = import_object(kind) if ":" in kind else WORKLOADS.get(kind)
         self.workload = workload_cls(spec, Path(job_dir))
-        self.workload.shipped = dict(files or {})
+        # ``files``: [ObjectRef] (in a list, so Ray does not fetch it before it is needed)
+        self.workload.shipped = ShippedFiles((lambda ref=files[0]: ray.get(ref)) if files else None)
         self.workload.setup()
         self.profile = self.workload.device_profile()
 
@@ -311,16 +313,17 @@ class RayPoolEvaluator(Evaluator):
             self.kind, self.spec.to_dict(), str(self.job_dir), self.threads, idx, self._files()
         )
 
-    def _files(self) -> Any:
+    def _files(self) -> list[Any] | None:
         """The workload's :meth:`~nasforge.workers.base.Workload.worker_files`, read once and put in
-        Ray's object store: every actor, on any node, gets them from there (None: none)."""
+        Ray's object store: every actor, on any node, can get them from there ([ObjectRef], None:
+        none); an actor fetches them only when its setup needs them."""
         if self._files_ref is None:
             from nasforge.workers import WORKLOADS
 
             files = {name: (str(path), Path(path).read_bytes())  # Registry.get imports "package.module:Class"
                      for name, path in WORKLOADS.get(self.kind).worker_files(self.spec, self.job_dir).items()}
             self._files_ref = ray.put(files) if files else False
-        return self._files_ref or None
+        return [self._files_ref] if self._files_ref else None
 
     def _start_actors(self, n: int, timeout_s: float = SETUP_TIMEOUT_S) -> None:
         actors = [self._new_actor() for _ in range(n)]

@@ -12,6 +12,7 @@ from nasforge.core.errors import JobSpecError
 from nasforge.core.spec import JobSpec
 from nasforge.core.types import Constraint, Direction, EvalResult, Objective
 from nasforge.search import STRATEGIES
+from nasforge.workers.base import ShippedFiles
 from nasforge.workers.compression_workload import CompressionWorkload
 
 torch.set_num_threads(1)
@@ -126,8 +127,16 @@ def test_a_worker_on_another_node_gets_everything_from_the_driver(tmp_path, monk
     driver_dir, worker_dir = tmp_path / "driver", tmp_path / "node2" / "job"
     CompressionWorkload.prepare(s, driver_dir, log=lambda m: None)
     assert (driver_dir / "compress" / cw.MODEL_PICKLE).is_file()
+    fetches: list[str] = []
+
+    def fetch() -> dict:
+        fetches.append("files")
+        return {name: (str(p), p.read_bytes()) for name, p in CompressionWorkload.worker_files(s, driver_dir).items()}
+
     here = CompressionWorkload(s, driver_dir)
+    here.shipped = ShippedFiles(fetch)
     here.setup()
+    assert fetches == []  # a worker beside the driver's folder reads it and holds no copy of the files
     space = here.space
     archs = [space.largest(), space.uniform(bits=2, sparsity=0.5), space.uniform(bits=4)]
     want = [here.evaluate(a) for a in archs]
@@ -143,8 +152,9 @@ def test_a_worker_on_another_node_gets_everything_from_the_driver(tmp_path, monk
 
     monkeypatch.setattr(helpers, "tiny_digits_cnn", not_here)
     there = CompressionWorkload(s, worker_dir)
-    there.shipped = shipped
+    there.shipped = ShippedFiles(fetch)
     there.setup()
+    assert fetches == ["files"]
     assert there.space.names == space.names
     for a, m in zip(archs, want, strict=True):
         got = there.evaluate(a)
