@@ -483,13 +483,15 @@ class CompressionWorkload(Workload):
         plain = {"max_abs_diff": diff, "atol": atol, "runtime": runtime, "bytes": path.stat().st_size,
                  "weights": "float32, dequantized from the packed codes (any ONNX runtime runs it at full speed)"}
 
+        tensors, layers = read_weights(weights)
+        if not any(int(info["bits"]) <= 8 for info in layers.values()):
+            return plain, {"skipped": "no weight is quantized (16/32 bits): model.onnx holds them as they are"}
         qdq = path.with_name(QDQ_ONNX_FILE)
         # unfolded, so that every weight is an initializer by its own name (BatchNorm stays a node)
         skipped = self._trace_onnx(model, x, qdq, opset=UINT4_OPSET, fold=False)
         if skipped is not None:
             return plain, {"skipped": skipped}
         try:
-            tensors, layers = read_weights(weights)
             coded = store_codes(qdq, tensors, layers, unpack_state_dict(tensors, layers))
         except Exception as e:  # noqa: BLE001 - model.onnx still serves
             qdq.unlink(missing_ok=True)
