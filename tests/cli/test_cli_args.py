@@ -164,3 +164,20 @@ def test_progress_lines_once_per_ten_and_the_last_count_of_the_budget(monkeypatc
         cli._run(argparse.Namespace(json=False, quiet=False, address=None), spec, None)
     shown = [line.split(" (")[0] for line in capsys.readouterr().out.splitlines()]
     assert shown == ["evaluated 14", "evaluated 27", "evaluated 38", "evaluated 41", "evaluated 43"]
+
+
+def test_nasforge_warnings_print_as_one_line(monkeypatch) -> None:
+    """A warning raised in nasforge code reads `nasforge: warning: ...`, not a file:line report with
+    a source line; other libraries' warnings keep Python's form."""
+    import warnings
+
+    import nasforge.compress.discovery as discovery
+    from nasforge.cli import _one_line_warnings
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    _one_line_warnings()
+    ours = warnings.formatwarning("compression: left as they are: emb (Embedding)", UserWarning,
+                                  discovery.__file__, 85)
+    assert ours == "nasforge: warning: compression: left as they are: emb (Embedding)\n"
+    theirs = warnings.formatwarning("deprecated", DeprecationWarning, pytest.__file__, 1)
+    assert theirs.startswith(pytest.__file__) and "DeprecationWarning: deprecated" in theirs
