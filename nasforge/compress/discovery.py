@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from nasforge.core.errors import NasforgeWarning
 from nasforge.spaces.compression import LayerInfo
 
 SUPPORTED = {nn.Conv1d: "conv1d", nn.Conv2d: "conv2d", nn.Linear: "linear"}
@@ -83,7 +84,7 @@ def discover_layers(
             h.remove()
     if unknown:
         warnings.warn(f"compression: left as they are (layer types it cannot compress): {', '.join(unknown)}",
-                      stacklevel=2)
+                      NasforgeWarning, stacklevel=2)
     mods = dict(model.named_modules())
     names = order + [n for n, m in mods.items() if _kind(m) is not None and n not in macs]
     if skip_first and names:

@@ -38,3 +38,8 @@ class ExportError(NasforgeError):
 
 class BudgetError(NasforgeError):
     """A compression budget cannot be met with the levels allowed."""
+
+
+class NasforgeWarning(UserWarning):
+    """Something the user should know that does not stop the job (said once, by the driver;
+    Ray workers, which repeat the driver's setup, keep it to themselves)."""

@@ -150,11 +150,15 @@ class EvalWorker:
 
     def __init__(self, kind: str, spec_json: dict[str, Any], job_dir: str, threads: int, index: int,
                  files: list[Any] | None = None):
+        import warnings
+
         import torch
 
+        from nasforge.core.errors import NasforgeWarning
         from nasforge.core.registry import import_object
         from nasforge.workers import WORKLOADS
 
+        warnings.simplefilter("ignore", NasforgeWarning)  # the driver said it, once, before the workers started
         self.threads = threads
         torch.set_num_threads(threads)
         self.name = f"w{index}@{socket.gethostname()}:{os.getpid()}"
