@@ -858,6 +858,8 @@ def _one_line_warnings() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_omp_threads()
     _one_line_warnings()
+    if not sys.stdout.isatty():  # a log file or a pipe (detached jobs, CI): Ray's worker lines without ANSI colours
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     parser = build_parser()
     args = parser.parse_args(argv)
     _interrupt_on_sigterm()

@@ -181,3 +181,17 @@ def test_nasforge_warnings_print_as_one_line(monkeypatch) -> None:
     assert ours == "nasforge: warning: compression: left as they are: emb (Embedding)\n"
     theirs = warnings.formatwarning("deprecated", DeprecationWarning, pytest.__file__, 1)
     assert theirs.startswith(pytest.__file__) and "DeprecationWarning: deprecated" in theirs
+
+
+def test_worker_lines_carry_no_colour_codes_into_a_log_file(tmp_path, monkeypatch, capsys) -> None:
+    """Ray prefixes the worker lines it forwards with ANSI colours; a detached job's driver.log (or
+    any pipe) got escape codes. Off when stdout is not a terminal; a user's own setting wins."""
+    import os
+
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
+    assert main(["list"]) == 0  # stdout is captured here, as in a log file
+    assert os.environ["RAY_COLOR_PREFIX"] == "0"
+    monkeypatch.setenv("RAY_COLOR_PREFIX", "1")
+    assert main(["list"]) == 0
+    assert os.environ["RAY_COLOR_PREFIX"] == "1"
