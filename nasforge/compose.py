@@ -356,6 +356,8 @@ def run_job(
     if job is None:
         job = store.create_job(spec.to_dict(), name=spec.name, seed=spec.seed)
         say(f"job {job.id} created")
+    elif job.started_at is None:  # `submit --detach` created it; its driver starts it now
+        say(f"job {job.id} started")
     else:
         counts = store.counts(job.id)
         say(f"job {job.id} resumed: {counts.get('done', 0)} done and {counts.get('failed', 0)} failed candidates "

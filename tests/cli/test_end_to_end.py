@@ -304,6 +304,7 @@ def test_cancel_marks_job_cancelled(trained: dict) -> None:
     # the detached job logs what a foreground run prints, as it goes
     log = _cli(home, "logs", job_id).stdout
     assert re.search(r"^evaluated 1\d/200 ", log, re.M)  # first line past 10
+    assert f"job {job_id} started" in log and "resumed" not in log  # it said "resumed: 0 done and 0 failed"
     counts = re.findall(r"^evaluated (\d+)/200 ", log, re.M)
     assert len(counts) == len(set(counts)), "a count is printed once, however often progress reports it"
     cancel = _cli(home, "cancel", job_id)
