@@ -171,7 +171,9 @@ def _check_export_inputs(spec: JobSpec, data: Any, search_roots: tuple[str, ...]
         return  # an export from before arch.json said how its inputs were normalized
     want = np.array([pre["mean"], pre["std"]], dtype=np.float64)
     have = np.array([data.mean, data.std], dtype=np.float64)
-    if want.shape == have.shape and np.allclose(want, have, rtol=1e-3, atol=1e-4):
+    # another split of the same data (another seed) moves the statistics by a fraction of a percent
+    # of the std, which no model notices: within 2% of the export's std in mean and in std, it fits
+    if want.shape == have.shape and np.all(np.abs(want - have) <= 0.02 * want[1]):
         return
 
     def fmt(v: Any) -> str:

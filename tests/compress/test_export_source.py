@@ -36,3 +36,32 @@ def test_the_name_given_to_export_o_is_found_in_the_exports_folder(tmp_path: Pat
         export_source_folder("export:plain", [str(tmp_path / "project")])
     with pytest.raises(JobSpecError, match=r"model.source: /nowhere is not a nasforge export folder; give"):
         export_source_folder("export:/nowhere")
+
+
+def test_an_export_is_scored_on_inputs_normalized_as_it_was_trained(tmp_path: Path) -> None:
+    """Another split of the same data (another seed) fits; 0..1 pixels for a standardized model do not."""
+    import json
+
+    from nasforge.core.spec import DatasetSpec, JobSpec
+    from nasforge.data import load_dataset
+    from nasforge.workers.compression_workload import _check_export_inputs
+
+    folder = _export(tmp_path / "best")
+    trained_on = load_dataset(DatasetSpec(name="mnist5k", seed=0))
+    (folder / "arch.json").write_text(json.dumps({"preprocessing": {"mean": list(trained_on.mean),
+                                                                    "std": list(trained_on.std),
+                                                                    "dataset": "mnist5k"}}))
+
+    def job(**dataset: object) -> tuple[JobSpec, object]:
+        spec = JobSpec.model_validate({"name": "t", "model": {"source": f"export:{folder}"},
+                                       "space": {"name": "compression"}, "strategy": {"name": "evopress"},
+                                       "objectives": [{"metric": "kl", "direction": "minimize"}],
+                                       "evaluation": {"dataset": {"name": "mnist5k", **dataset}}})
+        return spec, load_dataset(spec.evaluation.dataset)
+
+    _check_export_inputs(*job(seed=2), ())  # mean 0.1316 vs 0.1311: the same inputs to the model
+    with pytest.raises(JobSpecError, match=r"^evaluation.dataset.normalize: export:.* was trained on mnist5k inputs "
+                                           r"normalized with mean \[0.1311\] std \[0.3083\], this job's dataset "
+                                           r"gives mean \[0\] std \[1\]; use the export's dataset settings or set "
+                                           r"normalize: custom, mean: \[0.1311\], std: \[0.3083\]$"):
+        _check_export_inputs(*job(normalize="unit"), ())
