@@ -334,10 +334,10 @@ class SearchDriver:
         errors = _all_failed(known.values())
         if errors and summary.state == JobState.RUNNING:
             last = next(r for r in reversed(list(known.values())) if not r.ok and not _skipped(r))
-            first_line = (str(last.error or "").strip().splitlines() or ["?"])[-1][:300]
+            last_line = (str(last.error or "").strip().splitlines() or ["?"])[-1][:300]
             summary.state = JobState.FAILED
             summary.stop_reason = f"all {errors} evaluations failed"
-            summary.error = (f"all {errors} evaluations failed, none done (the last: {first_line}); the cause is "
+            summary.error = (f"all {errors} evaluations failed, none done (the last: {last_line}); the cause is "
                              "in the setup, not in the candidates: fix it and submit the job again")
         if summary.state == JobState.RUNNING:
             summary.state = JobState.DONE
