@@ -38,10 +38,6 @@ class ShippedFiles(Mapping[str, tuple[str, bytes]]):
         self._fetch = fetch
         self._files: Mapping[str, tuple[str, bytes]] | None = None if fetch else {}
 
-    @property
-    def fetched(self) -> bool:
-        return self._files is not None and self._fetch is not None
-
     def _get(self) -> Mapping[str, tuple[str, bytes]]:
         if self._files is None:
             assert self._fetch is not None
