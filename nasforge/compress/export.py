@@ -83,6 +83,20 @@ def pack_state_dict(model: nn.Module, space: CompressionSpace, arch: Arch,
     return tensors, meta
 
 
+def layer_codes(tensors: Mapping[str, torch.Tensor], key: str, info: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(codes, keep-mask) of one packed quantized layer, both flat over the weight (row-major):
+    int64 codes (0 at pruned positions) and the bool mask, None when the layer is not pruned."""
+    numel = int(torch.Size(tuple(info["shape"])).numel())
+    mask = unpack_bits(tensors[f"{key}.__mask"], 1, numel).bool() if info["pruned"] else None
+    n_kept = numel if mask is None else int(mask.sum())
+    codes = unpack_bits(tensors[f"{key}.__codes"], int(info["bits"]), n_kept)
+    if mask is None:
+        return codes, None
+    full = torch.zeros(numel, dtype=torch.int64)
+    full[mask] = codes
+    return full, mask
+
+
 def unpack_state_dict(tensors: Mapping[str, torch.Tensor], layers: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Inverse of ``pack_state_dict``: a plain float state dict."""
     out = {k: v for k, v in tensors.items() if ".__" not in k}
@@ -90,10 +104,8 @@ def unpack_state_dict(tensors: Mapping[str, torch.Tensor], layers: Mapping[str, 
         shape = tuple(info["shape"])
         numel = int(torch.Size(shape).numel())
         bits = int(info["bits"])
-        mask = None
-        if info["pruned"]:
-            mask = unpack_bits(tensors[f"{key}.__mask"], 1, numel).bool()
         if bits in (16, 32):
+            mask = unpack_bits(tensors[f"{key}.__mask"], 1, numel).bool() if info["pruned"] else None
             vals = tensors[f"{key}.__values"].float()
             full = torch.zeros(numel)
             if mask is None:
@@ -102,16 +114,9 @@ def unpack_state_dict(tensors: Mapping[str, torch.Tensor], layers: Mapping[str, 
                 full[mask] = vals
             out[key] = full.reshape(shape)
             continue
-        n_kept = numel if mask is None else int(mask.sum())
-        codes = unpack_bits(tensors[f"{key}.__codes"], bits, n_kept)
-        zero = tensors.get(f"{key}.__zero")
-        full_codes = torch.zeros(numel, dtype=torch.int64)
-        if mask is None:
-            full_codes = codes
-        else:
-            full_codes[mask] = codes  # pruned positions: dequantized then masked to 0 below
-        q = QuantizedWeight(full_codes.reshape(shape).to(torch.uint8), tensors[f"{key}.__scale"], zero, bits,
-                            int(info["group_size"]), shape)
+        full_codes, mask = layer_codes(tensors, key, info)  # pruned positions: dequantized then masked to 0 below
+        q = QuantizedWeight(full_codes.reshape(shape).to(torch.uint8), tensors[f"{key}.__scale"],
+                            tensors.get(f"{key}.__zero"), bits, int(info["group_size"]), shape)
         w = dequantize(q)
         if mask is not None:
             w = w * mask.reshape(shape)

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from nasforge.compress.quant import pack_bits, unpack_bits
+from nasforge.compress.export import layer_codes
+from nasforge.compress.quant import pack_bits
 
 #: the first opset whose DequantizeLinear takes 4-bit integers
 UINT4_OPSET = 21
@@ -46,19 +47,14 @@ def full_codes(tensors: Mapping[str, torch.Tensor], key: str, info: Mapping[str,
     zero_t = tensors.get(f"{key}.__zero")
     zero = (zero_t.to(torch.int64).reshape(out, ng).numpy() if zero_t is not None
             else np.full((out, ng), 2 ** (bits - 1) - 1, dtype=np.int64))
-    per_weight_zero = np.repeat(zero, gs, axis=1)  # (out, ng * gs)
-    mask = None
-    if info.get("pruned"):
-        mask = unpack_bits(tensors[f"{key}.__mask"], 1, numel).bool().numpy().reshape(out, n)
-    kept = numel if mask is None else int(mask.sum())
-    codes_kept = unpack_bits(tensors[f"{key}.__codes"], bits, kept).numpy()
-    codes = per_weight_zero.copy()
+    codes = np.repeat(zero, gs, axis=1)  # (out, ng * gs): every code its group's zero point ...
+    flat, mask = layer_codes(tensors, key, info)
+    kept = flat.numpy().reshape(out, n)
     if mask is None:
-        codes[:, :n] = codes_kept.reshape(out, n)
-    else:
-        rows = codes[:, :n]
-        rows[mask] = codes_kept  # row-major order, as pack_state_dict wrote them
-        codes[:, :n] = rows
+        codes[:, :n] = kept
+    else:  # ... but for the weights kept
+        keep = mask.numpy().reshape(out, n)
+        codes[:, :n][keep] = kept[keep]
     return (codes.reshape(out * ng, gs).astype(np.uint8), scale.reshape(-1).astype(np.float32),
             zero.reshape(-1).astype(np.uint8))
 

@@ -434,7 +434,8 @@ class CompressionWorkload(Workload):
             arch_json.write_text(json.dumps(meta, indent=2, default=str) + "\n")
             raise RuntimeError(f"compressed export reloads with logits off by {diff:.3g}")
         files = [weights, alloc_path]
-        meta["onnx_check"], meta["onnx_qdq_check"] = self._export_onnx(reloaded, out_dir / "model.onnx", weights)
+        meta["onnx_check"], meta["onnx_qdq_check"] = self._export_onnx(reloaded, out_dir / "model.onnx",
+                                                                        tensors, layer_meta)
         if "max_abs_diff" in meta["onnx_check"]:
             files.append(out_dir / "model.onnx")
         if "max_abs_diff" in meta["onnx_qdq_check"]:
@@ -443,9 +444,11 @@ class CompressionWorkload(Workload):
         arch_json.write_text(json.dumps(meta, indent=2, default=str) + "\n")
         return [*files, arch_json]
 
-    def _export_onnx(self, model: Any, path: Path, weights: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _export_onnx(self, model: Any, path: Path, tensors: Mapping[str, Any],
+                     layers: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """``model.onnx`` and ``model.qdq.onnx`` of the reloaded compressed model, each checked by
-        onnxruntime against torch; returns the two records for ``arch.json``.
+        onnxruntime against torch; returns the two records for ``arch.json``. ``tensors`` /
+        ``layers``: the packed export ``model`` was reloaded from.
 
         ``model.onnx`` holds the dequantized float32 weights (the quantization grid's values,
         pruned weights 0): any runtime runs it at full speed, at the dense model's file size.
@@ -460,7 +463,6 @@ class CompressionWorkload(Workload):
         import onnxruntime as ort
         import torch
 
-        from nasforge.compress.export import read_weights, unpack_state_dict
         from nasforge.compress.onnx_codes import UINT4_OPSET, store_codes
         from nasforge.core.errors import NasforgeError
 
@@ -485,7 +487,6 @@ class CompressionWorkload(Workload):
         plain = {"max_abs_diff": diff, "atol": atol, "runtime": runtime, "bytes": path.stat().st_size,
                  "weights": "float32, dequantized from the packed codes (any ONNX runtime runs it at full speed)"}
 
-        tensors, layers = read_weights(weights)
         if not any(int(info["bits"]) <= 8 for info in layers.values()):
             return plain, {"skipped": "no weight is quantized (16/32 bits): model.onnx holds them as they are"}
         qdq = path.with_name(QDQ_ONNX_FILE)
@@ -494,7 +495,7 @@ class CompressionWorkload(Workload):
         if skipped is not None:
             return plain, {"skipped": skipped}
         try:
-            coded = store_codes(qdq, tensors, layers, unpack_state_dict(tensors, layers))
+            coded = store_codes(qdq, tensors, layers, model.state_dict())  # model: the unpacked weights
         except Exception as e:  # noqa: BLE001 - model.onnx still serves
             qdq.unlink(missing_ok=True)
             return plain, {"skipped": f"storing the codes failed: {type(e).__name__}: {str(e)[:200]}"}
