@@ -64,7 +64,8 @@ class DataSplits:
     """Train / val / test splits of one dataset.
 
     Each split is ``(X, y)``: ``X`` float32 (N, C, H, W), ``(pixels / pixel_max - mean) / std`` per
-    channel (``mean`` / ``std``: the train split's statistics unless ``normalize`` says otherwise), ``y`` int64 class ids in ``0..num_classes-1``. Text datasets: ``X`` and
+    channel (``mean`` / ``std``: the train split's statistics unless ``normalize`` says otherwise),
+    ``y`` int64 class ids in ``0..num_classes-1``. Text datasets: ``X`` and
     ``y`` int64 token ids (N, L), ``y[:, t]`` the token after ``X[:, t]``; ``num_classes`` is the
     vocabulary size and ``input_shape`` is ``(L,)``.
     """
@@ -139,7 +140,8 @@ def preprocessing(data: DataSplits) -> dict[str, Any]:
     """What a model trained or scored on ``data`` takes as input, for an export's ``arch.json``:
     images as (N, C, H, W) float32, raw pixels divided by ``pixel_max`` (to 0..1), then
     ``(x - mean) / std`` per channel (statistics as ``evaluation.dataset.normalize`` chose them);
-    class ``i`` of the output is ``classes[i]``. Text: token ids (one UTF-8 byte each, 0..255) of ``input_shape`` length.
+    class ``i`` of the output is ``classes[i]``. Text: token ids (one UTF-8 byte each, 0..255) of
+    ``input_shape`` length.
     :func:`nasforge.export.prepare_inputs` applies it."""
     if len(data.input_shape) != 3:  # token models
         return {"input": "tokens", "encoding": "utf-8 bytes, one token per byte", "vocabulary": data.num_classes,
