@@ -571,11 +571,29 @@ def cmd_export(args: argparse.Namespace) -> int:
                           "constraints_broken": broken, "replaced": done.replaced}))
     else:
         print(f"exported candidate {cand.id} ({cand.key}) to {target}: {', '.join(f.name for f in files)}")
+        _qdq_hint(target)
         old = done.replaced
         if old is not None and (old.get("job_id"), old.get("candidate_id")) != (args.job_id, cand.id):
             what = f" of candidate {old['candidate_id']} of job {old['job_id']}" if old.get("job_id") else ""
             print(f"note: it replaced the earlier export{what} in that folder", file=sys.stderr)
     return 0
+
+
+def _qdq_hint(folder: Path) -> None:
+    """A compression export's coded ONNX graph runs at full speed only with one onnxruntime session
+    entry (arch.json says so; few read it): one line where the export has such a graph."""
+    try:
+        meta = json.loads((folder / "arch.json").read_text())
+    except (OSError, ValueError):
+        return
+    rec = meta.get("onnx_qdq_check") or {}
+    if "max_abs_diff" not in rec or "session_config" not in rec:
+        return
+    plain = (meta.get("onnx_check") or {}).get("bytes")
+    smaller = f", {plain / rec['bytes']:.1f}x smaller than model.onnx" if plain and rec.get("bytes") else ""
+    entries = ", ".join(f"{k}={v}" for k, v in rec["session_config"].items())
+    print(f"model.qdq.onnx: the weights as integer codes{smaller}; onnxruntime runs it as fast as model.onnx "
+          f"with the session config entry {entries}")
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

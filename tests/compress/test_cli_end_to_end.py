@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,12 @@ def test_submit_export_load(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=600)
     assert "uniform allocation within the constraints (bits " in status.stdout, status.stdout
     exported = cli("export", summary["job_id"], "--best", "kl", "-o", "best")
+    text = subprocess.run([sys.executable, "-m", "nasforge.cli", "export", summary["job_id"], "--best", "kl", "-o",
+                           "best-text"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert text.returncode == 0, text.stderr[-2000:]
+    assert re.search(r"^model\.qdq\.onnx: the weights as integer codes, [\d.]+x smaller than model\.onnx; "
+                     r"onnxruntime runs it as fast as model\.onnx with the session config entry "
+                     r"session\.disable_quant_qdq=1$", text.stdout, re.M), text.stdout
     assert exported["constraints_broken"] == []
     meta = json.loads((Path(exported["dir"]) / "arch.json").read_text())
     assert meta["kind"] == "compression" and meta["metrics"]["model_bytes"] <= 3000
