@@ -88,8 +88,9 @@ def _drive_allocator(name: str, scorer: Scorer, constraint: Any) -> tuple[Any, f
     from nasforge.core.types import Direction, EvalResult, Objective
     from nasforge.search import STRATEGIES
 
+    # reference: False: the evaluations counted are the allocator's own (probes + solution)
     s = STRATEGIES.get(name)(scorer.space, objectives=[Objective("kl", Direction.MINIMIZE)],
-                             constraints=[constraint], seed=0)
+                             constraints=[constraint], seed=0, options={"reference": False})
     asked = 0
     while archs := s.ask(16):
         asked += len(archs)

@@ -163,6 +163,21 @@ def feasible(idx: np.ndarray, budgets: Sequence[tuple[np.ndarray, float, Constra
     return all(float(R[g, idx].sum()) <= cap * (1 + 1e-12) + 1e-9 for R, cap, _ in budgets)
 
 
+def best_uniform(space: Any, table: LevelTable, budgets: Sequence[tuple[np.ndarray, float, Constraint]]
+                 ) -> np.ndarray | None:
+    """Level indices of the uniform allocation (every group at the same bits / sparsity) that uses
+    the most of the budget while meeting it; None when no uniform allocation meets it."""
+    best, best_use = None, -math.inf
+    for b in space.bit_values():
+        for s in space.sparsity_values():
+            idx = space.levels_of(table, space.uniform(bits=b, sparsity=s))
+            if feasible(idx, budgets):
+                use = sum(float(R[np.arange(len(idx)), idx].sum()) / max(cap, 1e-12) for R, cap, _ in budgets)
+                if use > best_use:
+                    best, best_use = idx, use
+    return None if best is None else np.asarray(best, dtype=np.int64)
+
+
 # ------------------------------------------------------------------------------------------------
 # Strategies
 
@@ -170,6 +185,11 @@ def feasible(idx: np.ndarray, budgets: Sequence[tuple[np.ndarray, float, Constra
 class AllocatorOptions(StrategyOptions):
     metric: str | None = Field(default=None, description="distortion metric of the probes; default: the first objective")
     max_states: int = Field(default=200_000, ge=100, le=50_000_000, description="DP budget cells before a coarser grid")
+    reference: bool = Field(
+        default=True,
+        description="also score the uniform allocation that uses the most of the budget (one evaluation), so "
+        "the job shows what the solution bought over plain uniform quantization / pruning",
+    )
 
 
 class _ProbingAllocator(Strategy):
@@ -196,6 +216,7 @@ class _ProbingAllocator(Strategy):
         self.solution: list[int] | None = None
         self.solved_value: float | None = None
         self.done = False
+        self.finals: list[list[int]] = []  # the solution and the reference, not asked yet
         self.exact = True
         self._G = G
 
@@ -232,7 +253,7 @@ class _ProbingAllocator(Strategy):
             g, k = self.probes[self.next_probe]
             self.next_probe += 1
             out.append(self.probe_arch(g, k))
-        if out or self.done:
+        if out:
             return out
         if self.solution is None:
             if self.probe_arch(-1, -1).key() not in self.values:
@@ -240,9 +261,19 @@ class _ProbingAllocator(Strategy):
                                   "see the failed candidate's error")
             idx = self.solve(self.distortion())
             self.solution = [int(i) for i in idx]
-        self.done = True
-        arch = self.space.arch_from_levels(self.table, self.solution)  # type: ignore[attr-defined]
-        return [] if arch.key() in self.values else [arch]
+        if not self.done:  # the solution, then (option reference) the uniform allocation it is compared with
+            self.done = True
+            finals = [self.solution]
+            uniform = best_uniform(self.space, self.table, self.budgets) if self.options.reference else None  # type: ignore[attr-defined]
+            if uniform is not None:
+                finals.append([int(i) for i in uniform])
+            for idx in finals:
+                key = self.space.arch_from_levels(self.table, idx).key()  # type: ignore[attr-defined]
+                if key not in self.values and idx not in self.finals:
+                    self.finals.append(idx)
+        out = [self.space.arch_from_levels(self.table, idx) for idx in self.finals[:n]]  # type: ignore[attr-defined]
+        self.finals = self.finals[n:]
+        return out
 
     def tell(self, archs: Sequence[Arch], results: Sequence[EvalResult]) -> None:
         for a, r in zip(archs, results, strict=True):
@@ -260,7 +291,7 @@ class _ProbingAllocator(Strategy):
 
     def extra_state(self) -> dict[str, Any]:
         return {"values": self.values, "next_probe": self.next_probe, "solution": self.solution,
-                "done": self.done, "exact": self.exact}
+                "done": self.done, "exact": self.exact, "finals": self.finals}
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         self.values = {str(k): float(v) for k, v in state.get("values", {}).items()}
@@ -268,6 +299,7 @@ class _ProbingAllocator(Strategy):
         self.solution = state.get("solution")
         self.done = bool(state.get("done", False))
         self.exact = bool(state.get("exact", True))
+        self.finals = [[int(i) for i in idx] for idx in state.get("finals", [])]
 
 
 class DPAllocator(_ProbingAllocator):

@@ -32,7 +32,7 @@ from pydantic import Field, field_validator
 
 from nasforge.core.errors import BudgetError, JobSpecError
 from nasforge.core.types import Arch, EvalResult
-from nasforge.search.allocators import budgets_of, feasible
+from nasforge.search.allocators import best_uniform, budgets_of, feasible
 from nasforge.search.base import Strategy, StrategyOptions
 from nasforge.spaces.compression import LevelTable
 
@@ -119,16 +119,7 @@ class EvoPress(Strategy):
     # ---- pieces ----------------------------------------------------------------------------
     def start(self) -> np.ndarray:
         """Most expensive feasible uniform allocation; the cheapest allocation otherwise."""
-        space = self.space
-        best, best_use = None, -math.inf
-        for b in space.bit_values():  # type: ignore[attr-defined]
-            for s in space.sparsity_values():  # type: ignore[attr-defined]
-                arch = space.uniform(bits=b, sparsity=s)  # type: ignore[attr-defined]
-                idx = space.levels_of(self.table, arch)  # type: ignore[attr-defined]
-                if feasible(idx, self.budgets):
-                    use = sum(float(R[np.arange(len(idx)), idx].sum()) / max(cap, 1e-12) for R, cap, _ in self.budgets)
-                    if use > best_use:
-                        best, best_use = idx, use
+        best = best_uniform(self.space, self.table, self.budgets)
         if best is None:
             best = np.zeros(len(self.table.groups), dtype=np.int64)
             if not feasible(best, self.budgets):

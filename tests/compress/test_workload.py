@@ -50,7 +50,8 @@ def test_workload_evaluate_allocate_export_load(tmp_path) -> None:
     while archs := strategy.ask(4):
         asked += len(archs)
         strategy.tell(archs, [EvalResult(a.key(), w.evaluate(a)) for a in archs])
-    assert asked in (1 + 3 * 5, 1 + 3 * 5 + 1)  # base + 5 probes per layer (+ the solution when new)
+    # base + 5 probes per layer (+ the solution and the uniform reference, when new)
+    assert 1 + 3 * 5 <= asked <= 1 + 3 * 5 + 2
     best = strategy.solution_arch()
     assert best is not None and space.cost(best)["avg_bits"] <= 4.0
     best_m = w.evaluate(best)

@@ -94,7 +94,12 @@ def test_allocator_strategy_finds_the_best_additive_allocation(name: str, budget
     space = synthetic_space([4, 20, 9, 33], bits=[2, 3, 4, 8])
     s = STRATEGIES.get(name)(space, objectives=KL, constraints=[budget], seed=0)
     asked = run(s, space)
-    assert len(asked) <= 1 + 4 * 3 + 1 and s.ask(4) == []
+    # base + probes + the solution + the uniform allocation that uses the most of the budget (reference)
+    assert len(asked) <= 1 + 4 * 3 + 2 and s.ask(4) == []
+    uniform = [a for a in asked if len({a[n] for n in a}) == 1 and budget.satisfied(space.cost(a))]
+    assert uniform, "the reference: a uniform allocation within the budget is scored"
+    plain = STRATEGIES.get(name)(space, objectives=KL, constraints=[budget], seed=0, options={"reference": False})
+    assert [a.key() for a in run(plain, space)] == [a.key() for a in asked if a.key() != uniform[-1].key()]
     best = s.solution_arch()
     assert budget.satisfied(space.cost(best))
     feasible = [a for a in (space.from_indices(i) for i in itertools.product(range(4), repeat=4))
@@ -120,7 +125,8 @@ def test_closed_form_meets_budget_and_beats_uniform_on_its_model() -> None:
     budget = Constraint("avg_bits", "<=", 3.0)
     s = STRATEGIES.get("closed_form")(space, objectives=KL, constraints=[budget], seed=0)
     asked = run(s, space)
-    assert len(asked) <= 1 + 6 + 1  # one probe per layer
+    assert len(asked) <= 1 + 6 + 2  # one probe per layer, the solution, the uniform reference
+    assert space.uniform(bits=3).key() in {a.key() for a in asked}
     best = s.solution_arch()
     assert space.cost(best)["avg_bits"] <= 3.0
     assert synthetic_kl(space, best) < synthetic_kl(space, space.uniform(bits=3))
