@@ -13,9 +13,10 @@ assumption ``m(alloc) ~ m(base) + sum_g d[g, alloc_g]`` the allocator then solve
 
     minimize sum_g d[g, k_g]  subject to  sum_g r_c[g, k_g] <= cap_c  for every budget c
 
-once, asks that one arch, and is done (``ask`` returns ``[]``). Probes go through the workers
-like any candidate (parallel, stored, resumable); with G groups and K levels they cost
-``G * (K - 1) + 1`` evaluations (the closed-form allocator needs only ``G + 1``).
+once, asks that one arch and (option ``reference``, on by default) the uniform allocation that
+uses the most of the budget, which the job reports it beside, and is done (``ask`` returns ``[]``).
+Probes go through the workers like any candidate (parallel, stored, resumable); with G groups and
+K levels they cost ``G * (K - 1) + 1`` evaluations (the closed-form allocator needs only ``G + 1``).
 
 - ``DPAllocator``: exact dynamic programming over groups x levels x budget for one budget.
   Exact for integer resources (parameters, zeros, bit-params, bytes are integers); if the
