@@ -235,7 +235,8 @@ def _uniform_note(spec: Any, done: list[Any]) -> str | None:
     if best.id == base.id:
         return text + f"; no mixed allocation beat it on {first.metric}"
     a, b = float(base.metrics[first.metric]), float(best.metrics[first.metric])
-    ratio = "" if sign < 0 or b <= 0 else f" ({a / b:,.0f}x lower)" if a / b >= 100 else f" ({a / b:.3g}x lower)"
+    times = f"{a / b:,.0f}" if b > 0 and a / b >= 100 else f"{a / b:.3g}" if b > 0 else ""
+    ratio = "" if sign < 0 or b <= 0 else f" ({first.metric} {times}x lower)"
     return text + f"; best found (candidate {best.id}): {figures(best)}{ratio}"
 
 

@@ -1,7 +1,7 @@
 """Pruners: keep-masks for one weight tensor.
 
-- ``magnitude_mask(w, sparsity)``: unstructured; zeroes exactly ``floor(sparsity * numel)``
-  weights of smallest ``|w|`` (``score`` replaces ``|w|`` when given, e.g. Wanda saliency).
+- ``magnitude_mask(w, sparsity)``: unstructured; zeroes exactly ``ceil(sparsity * numel)``
+  weights (``unstructured_zeros``: at least one kept) of smallest ``|w|`` (``score`` replaces ``|w|`` when given, e.g. Wanda saliency).
 - ``nm_mask(w, n, m)``: N:M structured along each row (dim 0 = output channel): in every run
   of ``m`` consecutive input weights the ``n`` of largest score are kept; a tail shorter than
   ``m`` is kept whole. The zero counts equal ``nasforge.spaces.compression.zeros_at``.
@@ -11,14 +11,14 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from nasforge.spaces.compression import unstructured_zeros
 
 
 def magnitude_mask(w: torch.Tensor, sparsity: float, score: torch.Tensor | None = None) -> torch.Tensor:
-    """Bool mask (True = kept) with exactly floor(sparsity * numel) False entries."""
-    n_zero = int(math.floor(sparsity * w.numel() + 1e-9))
+    """Bool mask (True = kept) with exactly ``unstructured_zeros(numel, sparsity)`` False entries."""
+    n_zero = unstructured_zeros(w.numel(), sparsity)
     mask = torch.ones(w.numel(), dtype=torch.bool)
     if n_zero > 0:
         s = (w.detach().abs() if score is None else score).reshape(-1).float()

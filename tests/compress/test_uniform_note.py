@@ -38,7 +38,7 @@ def test_the_note_compares_the_best_found_with_the_best_uniform_within_the_const
     ]
     assert _uniform_note(spec, done) == (
         "uniform allocation within the constraints (bits 3 everywhere, candidate 2): kl=0.5, accuracy=0.9; "
-        "best found (candidate 4): kl=0.004, accuracy=0.96 (125x lower)")
+        "best found (candidate 4): kl=0.004, accuracy=0.96 (kl 125x lower)")
     assert _uniform_note(spec, done[:3]).endswith("; no mixed allocation beat it on kl")
     assert _uniform_note(spec, [done[0], done[3]]) is None  # no uniform allocation within the constraints
     other = spec.model_copy(update={"space": spec.space.model_copy(update={"name": "bignas_cnn"})})
