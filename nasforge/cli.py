@@ -545,6 +545,8 @@ def _where(args: argparse.Namespace) -> list[Any]:
             limits.append(ConstraintSpec.model_validate(text).to_constraint())
         except ValidationError as e:
             why = e.errors()[0]["msg"].removeprefix("Value error, ")
+            if why.endswith("write one per constraint"):
+                why = why.removesuffix("write one per constraint") + "repeat --where, once per limit"
             raise NasforgeError(f"--where {text!r}: {why}") from None
     return limits
 

@@ -136,6 +136,10 @@ class ConstraintSpec(_Strict):
         if isinstance(data, str):
             m = _CONSTRAINT_RE.match(data)
             if not m:
+                parts = [p for p in re.split(r"\s+and\s+|&&|&|,", data) if p.strip()]
+                if len(parts) > 1 and all(_CONSTRAINT_RE.match(p) for p in parts):
+                    listed = ", ".join(repr(p.strip()) for p in parts)
+                    raise ValueError(f"constraint {data!r} holds {len(parts)} limits ({listed}); write one per constraint")
                 raise ValueError(f"constraint {data!r} must look like 'latency_ms <= 5'")
             return {"metric": m.group(1), "op": m.group(2), "bound": float(m.group(3))}
         return data

@@ -27,6 +27,8 @@ EXPECTED = {
     "unknown_trainer": "training.trainer: unknown trainer",
     "constraint_unknown_metric": "unknown metric 'acuracy'",
     "constraint_bad_syntax": "must look like 'latency_ms <= 5'",
+    "constraint_two_limits": "constraints.0: constraint 'accuracy >= 0.5 and latency_ms <= 5' holds 2 limits "
+                             "('accuracy >= 0.5', 'latency_ms <= 5'); write one per constraint",
     "objective_unknown_metric": "objectives.0.metric: unknown metric 'top5'",
     "objective_bad_direction": "objectives.0.direction",
     "duplicate_objective": "same metric twice",

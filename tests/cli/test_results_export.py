@@ -226,7 +226,9 @@ def test_where_limits_pick_among_candidates_for_a_deployment_budget(tmp_path: Pa
     assert main(["results", job_id, "--format", "json", "--pareto", "--where", "latency_ms < 0.5"]) == 0
     out = capsys.readouterr()
     assert json.loads(out.out) == [] and "none of the 2 done candidates on the Pareto front" in out.err
-    for bad, says in (("lat <= 1", "unknown metric 'lat'"), ("latency_ms = 1", "must look like 'latency_ms <= 5'")):
+    for bad, says in (("lat <= 1", "unknown metric 'lat'"), ("latency_ms = 1", "must look like 'latency_ms <= 5'"),
+                      ("accuracy >= 0.9, latency_ms <= 1", "holds 2 limits ('accuracy >= 0.9', 'latency_ms <= 1'); "
+                       "repeat --where, once per limit")):
         assert main(["export", job_id, "--best", "accuracy", "--where", bad, "-o", "x"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"nasforge: error: --where {bad!r}: ") and says in err and len(err.splitlines()) == 1
