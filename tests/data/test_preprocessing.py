@@ -62,6 +62,31 @@ def test_layouts_pil_images_and_sizes(tmp_path: Path) -> None:
         nasforge.prepare_inputs(path, np.zeros((2, 2, 8, 8)))
 
 
+def test_pil_images_of_other_sizes_and_modes_match_the_folder_loader(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    files = []
+    for i in range(30):  # RGB images 12..16 pixels wide: the loader resizes all to the first one's 12x10
+        (tmp_path / "data" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        f = tmp_path / "data" / f"c{i % 2}" / f"{i:02d}.png"
+        Image.fromarray(rng.integers(0, 256, size=(10, 12 + (i % 3) * 2, 3)).astype(np.uint8)).save(f)
+        files.append(f)
+    data = load_dataset(DatasetSpec(name="folder", path=str(tmp_path / "data")))
+    pre = preprocessing(data)
+    assert pre["input_shape"] == [3, 10, 12]
+    path = _export_dir(tmp_path, pre)
+    images = [Image.open(f) for f in sorted(files)]
+    prepared = nasforge.prepare_inputs(path, images).reshape(30, -1)  # a list of mixed sizes
+    for x in data.train[0]:  # each loader image is exactly one prepared file
+        assert float((prepared - x.reshape(1, -1)).abs().amax(dim=1).min()) < 1e-5
+    # mixed modes: a grayscale image for an RGB model is converted, as the loader converts it
+    mixed = nasforge.prepare_inputs(path, [images[0].convert("L"), images[1]])
+    assert mixed.shape == (2, 3, 10, 12)
+    torch.testing.assert_close(mixed[:1], nasforge.prepare_inputs(path, images[0].convert("L").convert("RGB")))
+    # arrays of different sizes in one list: each is resized on its own
+    arrs = [np.asarray(images[1]), np.asarray(images[0])]
+    assert nasforge.prepare_inputs(path, arrs).shape == (2, 3, 10, 12)
+
+
 def test_text_and_exports_without_it(tmp_path: Path) -> None:
     pre = preprocessing(load_dataset(DatasetSpec(name="pystdlib")))
     assert pre["input"] == "tokens" and pre["vocabulary"] == 256
