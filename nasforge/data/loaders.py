@@ -259,11 +259,8 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
     if suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as z:
-                if "X" not in z or "y" not in z:
-                    raise DatasetError(
-                        f"evaluation.dataset.path: {path} must hold arrays named 'X' and 'y'; found {list(z.keys())}"
-                    )
-                X, y = z["X"], z["y"]
+                x_name, y_name = _npz_names(path, list(z.keys()))
+                X, y = z[x_name], z[y_name]
         except (OSError, ValueError) as e:
             raise DatasetError(f"evaluation.dataset.path: {path} is not a readable .npz file ({e})") from None
     elif suffix == ".parquet":
@@ -277,6 +274,25 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
         raise DatasetError(f"evaluation.dataset.path: {path}: X has {len(X)} rows but y has {len(y)}")
     X, pixel_max = _to_nchw(np.asarray(X), path)
     return X, np.asarray(y).reshape(-1), pixel_max
+
+
+#: names an .npz file's inputs and labels may have (the first of each found is used)
+NPZ_INPUT_NAMES = ("X", "x", "images", "inputs", "data", "features")
+NPZ_LABEL_NAMES = ("y", "labels", "label", "targets", "target")
+
+
+def _npz_names(path: Path, keys: list[str]) -> tuple[str, str]:
+    x_name = next((n for n in NPZ_INPUT_NAMES if n in keys), None)
+    y_name = next((n for n in NPZ_LABEL_NAMES if n in keys), None)
+    if x_name and y_name:
+        return x_name, y_name
+    split = sorted(k for k in keys if k.lower().endswith(("_train", "_test", "_val", "_valid")))
+    hint = (f"; it holds splits ({', '.join(split)}): join them into one X and one y, nasforge makes its "
+            "own train / val / test split (evaluation.dataset.seed, val_fraction, test_fraction)") if split else ""
+    raise DatasetError(
+        f"evaluation.dataset.path: {path} must hold the inputs as {' / '.join(NPZ_INPUT_NAMES[:3])} and the labels as "
+        f"{' / '.join(NPZ_LABEL_NAMES[:3])}; found {keys}{hint}"
+    )
 
 
 def _read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -297,17 +313,21 @@ def _read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
         from PIL import Image
 
         images = []
+        mode: str | None = None
+        size: tuple[int, int] | None = None
         for i, cell in enumerate(table.column("image").to_pylist()):
             raw = cell.get("bytes") if isinstance(cell, dict) else cell
             if not isinstance(raw, (bytes, bytearray)):
                 raise DatasetError(
                     f"evaluation.dataset.path: {path}: row {i} of column 'image' is not encoded image bytes"
                 )
-            with Image.open(io.BytesIO(raw)) as im:
-                images.append(np.asarray(im.convert("L" if im.mode in ("L", "1") else "RGB"), dtype=np.float64))
-        shapes = {a.shape for a in images}
-        if len(shapes) != 1:
-            raise DatasetError(f"evaluation.dataset.path: {path}: images differ in size {sorted(shapes)[:3]}; resize them")
+            with Image.open(io.BytesIO(raw)) as im:  # one mode and size, as the folder loader makes them
+                mode = mode or ("L" if im.mode in ("L", "1", "I", "I;16", "F") else "RGB")
+                im = im.convert(mode)
+                size = size or im.size
+                if im.size != size:
+                    im = im.resize(size, Image.BILINEAR)
+                images.append(np.asarray(im, dtype=np.float64))
         return np.stack(images), y
     pixel_cols = [c for c in cols if c != label]
     try:

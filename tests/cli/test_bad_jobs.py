@@ -148,7 +148,7 @@ def test_a_dataset_that_cannot_be_read_is_refused_before_a_job_exists(
     if kind == "arrays":
         path = tmp_path / "images.npz"
         np.savez(path, images=np.zeros((10, 8, 8), dtype=np.float32))
-        says = "must hold arrays named 'X' and 'y'; found ['images']"
+        says = "must hold the inputs as X / x / images and the labels as y / labels / label; found ['images']"
     else:
         path = tmp_path / "images"
         (path / "only_one_class").mkdir(parents=True)

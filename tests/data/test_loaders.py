@@ -98,15 +98,27 @@ def test_npz_and_parquet_arrays(tmp_path):
 
     import io
 
-    def png(v: int) -> bytes:
+    def png(v: int, width: int = 6) -> bytes:
         buf = io.BytesIO()
-        Image.fromarray(np.full((6, 6), v, dtype=np.uint8), mode="L").save(buf, format="PNG")
+        Image.fromarray(np.full((6, width), v, dtype=np.uint8), mode="L").save(buf, format="PNG")
         return buf.getvalue()
 
     table = pa.table({"image": [{"bytes": png(i * 5)} for i in range(30)], "label": [i % 3 for i in range(30)]})
     pq.write_table(table, tmp_path / "img.parquet")
     d = load_dataset(DatasetSpec(name="arrays", path=str(tmp_path / "img.parquet"), val_fraction=0.2, test_fraction=0.2))
     assert d.input_shape == (1, 6, 6) and d.num_classes == 3
+
+    # images of several sizes (as image datasets exported to Parquet often are): resized to the
+    # first one's, as the folder loader does
+    table = pa.table({"image": [{"bytes": png(i * 5, 6 + i % 3)} for i in range(30)], "label": [i % 3 for i in range(30)]})
+    pq.write_table(table, tmp_path / "sizes.parquet")
+    d = load_dataset(DatasetSpec(name="arrays", path=str(tmp_path / "sizes.parquet"), val_fraction=0.2, test_fraction=0.2))
+    assert d.input_shape == (1, 6, 6) and sum(_sizes(d)) == 30
+
+    # the names an .npz file's arrays commonly have
+    np.savez(tmp_path / "named.npz", images=X, labels=y)
+    d = load_dataset(DatasetSpec(name="arrays", path=str(tmp_path / "named.npz"), val_fraction=0.2, test_fraction=0.2))
+    assert d.input_shape == (3, 5, 5) and d.classes == ("a", "b", "c")
 
 
 @pytest.mark.parametrize(
@@ -115,7 +127,8 @@ def test_npz_and_parquet_arrays(tmp_path):
         ("folder", None, "evaluation.dataset.path: required"),
         ("folder", "/no/such/dir", "does not exist"),
         ("arrays", "__BAD_SUFFIX__", "must end in .npz or .parquet"),
-        ("arrays", "__NO_Y__", "'X' and 'y'"),
+        ("arrays", "__NO_Y__", "the labels as y / labels / label; found ['X']"),
+        ("arrays", "__KERAS__", "it holds splits (x_test, x_train, y_test, y_train): join them into one X and one y"),
         ("folder", "__EMPTY__", "at least two class folders"),
         ("imagenet", None, "evaluation.dataset.name: unknown dataset"),
     ],
@@ -127,6 +140,9 @@ def test_bad_inputs_raise_nasforge_error(tmp_path, name, path, needle):
     elif path == "__NO_Y__":
         path = str(tmp_path / "x.npz")
         np.savez(path, X=np.zeros((4, 2, 2)))
+    elif path == "__KERAS__":  # keras.datasets' mnist.npz layout
+        path = str(tmp_path / "mnist.npz")
+        np.savez(path, x_train=np.zeros((4, 2, 2)), y_train=np.zeros(4), x_test=np.zeros((2, 2, 2)), y_test=np.zeros(2))
     elif path == "__EMPTY__":
         path = str(tmp_path)
     with pytest.raises(NasforgeError, match="evaluation.dataset") as e:
