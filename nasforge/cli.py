@@ -231,13 +231,23 @@ def _uniform_note(spec: Any, done: list[Any]) -> str | None:
         return ", ".join(f"{m}={_fmt(float(c.metrics[m]))}" for m in names if m in c.metrics)
 
     level = ", ".join(f"{k} {_fmt(float(v))}" for k, v in levels.items())
-    text = f"uniform allocation within the constraints ({level} everywhere, candidate {base.id}): {figures(base)}"
+    # evopress starts from, and dp / ilp / closed_form (option reference) ask, the uniform allocation
+    # that uses the most of the budget; other strategies meet uniform allocations only by chance
+    name, opts = spec.strategy.name, spec.strategy.options or {}
+    asked = name == "evopress" or (name in ("dp", "ilp", "closed_form") and opts.get("reference", True))
+    what = "uniform allocation within the constraints" if asked else \
+        "best uniform allocation the search happened to evaluate within the constraints"
+    text = f"{what} ({level} everywhere, candidate {base.id}): {figures(base)}"
     if best.id == base.id:
         return text + f"; no mixed allocation beat it on {first.metric}"
     a, b = float(base.metrics[first.metric]), float(best.metrics[first.metric])
     times = f"{a / b:,.0f}" if b > 0 and a / b >= 100 else f"{a / b:.3g}" if b > 0 else ""
     ratio = "" if sign < 0 or b <= 0 else f" ({first.metric} {times}x lower)"
-    return text + f"; best found (candidate {best.id}): {figures(best)}{ratio}"
+    text += f"; best found (candidate {best.id}): {figures(best)}{ratio}"
+    if not asked:
+        text += (f"; strategy {name!r} does not ask for the uniform allocation that uses the most of the budget "
+                 "(evopress, dp, ilp and closed_form do)")
+    return text
 
 
 def _no_feasible_note(spec: Any, store: Any, job_id: str) -> str:

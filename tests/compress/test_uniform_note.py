@@ -43,3 +43,24 @@ def test_the_note_compares_the_best_found_with_the_best_uniform_within_the_const
     assert _uniform_note(spec, [done[0], done[3]]) is None  # no uniform allocation within the constraints
     other = spec.model_copy(update={"space": spec.space.model_copy(update={"name": "bignas_cnn"})})
     assert _uniform_note(other, done) is None
+
+
+def test_other_strategies_say_their_uniform_allocation_was_met_by_chance() -> None:
+    # a guided job on a joint space evaluated 2-bit / 0.7-sparse everywhere and no other uniform
+    # allocation; the note called it "the uniform allocation within the constraints" (269x worse)
+    # though 4-bit dense fitted the budget
+    base = {"name": "t", "model": {"source": "x.y:z"}, "space": {"name": "compression"},
+            "objectives": [{"metric": "kl", "direction": "minimize"}], "constraints": ["avg_bits <= 3"]}
+    done = [_cand(1, _arch(bits__a=2, bits__b=2), kl=2.0, avg_bits=2.0),
+            _cand(2, _arch(bits__a=2, bits__b=4), kl=0.004, avg_bits=3.0)]
+    for strategy, asked in (({"name": "guided"}, False), ({"name": "random"}, False),
+                            ({"name": "dp", "options": {"reference": False}}, False),
+                            ({"name": "ilp"}, True), ({"name": "evopress"}, True)):
+        note = _uniform_note(JobSpec.model_validate({**base, "strategy": strategy}), done)
+        assert note is not None
+        if asked:
+            assert note.startswith("uniform allocation within the constraints (bits 2 everywhere") and "happened" not in note
+        else:
+            assert note.startswith("best uniform allocation the search happened to evaluate within the constraints")
+            assert note.endswith(f"strategy {strategy['name']!r} does not ask for the uniform allocation that uses "
+                                 "the most of the budget (evopress, dp, ilp and closed_form do)")
