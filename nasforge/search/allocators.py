@@ -221,6 +221,10 @@ class _ProbingAllocator(Strategy):
         self.exact = True
         self._G = G
 
+    def finished_why(self) -> str:
+        reference = " and the uniform reference" if self.options.reference else ""  # type: ignore[attr-defined]
+        return f"its probes, its solution{reference} are evaluated"
+
     # ---- to define -------------------------------------------------------------------------
     def probe_plan(self) -> list[tuple[int, int]]:
         """(group, level) pairs to probe besides the base."""

@@ -55,6 +55,10 @@ class Strategy(ABC):
     @abstractmethod
     def tell(self, archs: Sequence[Arch], results: Sequence[EvalResult]) -> None: ...
 
+    def finished_why(self) -> str:
+        """Why an empty ``ask`` ended the search (the job's stop reason says it); "" if nothing to add."""
+        return ""
+
     # ---- state ----------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
         """Subclass state beyond the RNG (JSON-serialisable)."""

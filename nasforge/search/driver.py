@@ -260,7 +260,8 @@ class SearchDriver:
                     n = min(n, self.max_evaluations - committed)
                 archs = [self.space.validate(a) for a in self.strategy.ask(n)]
                 if not archs:
-                    summary.stop_reason = "strategy has nothing more to ask"
+                    why = getattr(self.strategy, "finished_why", lambda: "")()
+                    summary.stop_reason = "strategy has nothing more to ask" + (f": {why}" if why else "")
                     break
                 writer.submit(self.store.add_candidates, job_id, archs, step)
                 todo: list[Arch] = []

@@ -169,6 +169,11 @@ class EvoPress(Strategy):
         self.generation += 1
         self.history.append(self.parent_value)
 
+    def finished_why(self) -> str:
+        value = "" if not math.isfinite(self.parent_value) else f" ({self.metric} {self.sign * self.parent_value:.4g})"
+        return (f"every budget-keeping mutation of the best allocation{value} was evaluated after "
+                f"{self.generation} generations (a local optimum; more groups or levels widen the neighbourhood)")
+
     # ---- in-process fast path with multi-step selection ----------------------------------------
     def optimize(self, fitness: Callable[[np.ndarray, int], np.ndarray], generations: int,
                  on_candidate: Callable[[np.ndarray], None] | None = None) -> tuple[np.ndarray, float]:

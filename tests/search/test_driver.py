@@ -76,6 +76,24 @@ def test_known_archs_are_never_evaluated_twice(store) -> None:
     assert strat.told >= 5  # it was told the stored results, round after round
 
 
+class FinishingStrategy(RepeatingStrategy):
+    """Asks its archs once, then nothing, and says why."""
+
+    def ask(self, n: int) -> list[Arch]:
+        return [] if self.told else self.archs[:n]
+
+    def finished_why(self) -> str:
+        return "it asked all it had"
+
+
+def test_a_finished_strategy_says_why_in_the_stop_reason(store) -> None:
+    space = ToySpace()
+    archs = [space.make({**space.smallest().choices, "w0": w}) for w in (1, 2)]
+    summary = _driver(store, FinishingStrategy(space, archs, objectives=OBJ), LocalEvaluator(toy_metrics), budget=50).run()
+    assert summary.state == JobState.DONE and summary.evaluated == 2
+    assert summary.stop_reason == "strategy has nothing more to ask: it asked all it had"
+
+
 def test_failures_are_recorded_and_the_job_goes_on(store) -> None:
     def flaky(arch: Arch) -> dict[str, float]:
         if arch["mode"] == "raise":

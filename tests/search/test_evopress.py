@@ -91,3 +91,14 @@ def test_multi_step_selection_and_improvement_over_uniform() -> None:
     assert value == synthetic_kl(space, s.arch_of(best))
     assert value < 0.8 * synthetic_kl(space, space.uniform(bits=3))
     assert c.satisfied(space.cost(s.arch_of(best)))
+
+
+def test_a_search_that_runs_out_of_new_offspring_says_why() -> None:
+    # two groups, three bit-widths: the neighbourhood of the best allocation is soon all evaluated;
+    # the job's stop reason then names the local optimum instead of only "nothing more to ask"
+    space = synthetic_space([8, 8], bits=[2, 3, 4])
+    s = make(space, Constraint("avg_bits", "<=", 3.0), selection=[[4, 8]])
+    asked = drive(s, space, rounds=20, n=4)
+    assert s.ask(4) == [] and len(asked) < 20 * 4
+    why = s.finished_why()
+    assert why.startswith("every budget-keeping mutation of the best allocation (kl ") and "local optimum" in why
