@@ -209,14 +209,17 @@ def _run(args: argparse.Namespace, spec: Any, store: Any, job: Any = None) -> in
 def _uniform_note(spec: Any, done: list[Any]) -> str | None:
     """For a compression job: the best allocation found beside the best *uniform* one (every group
     at the same bits / sparsity) within the constraints, by the first objective; what the search
-    bought over plain uniform quantization. None when no uniform allocation within them was scored."""
+    bought over plain uniform quantization. None when no uniform allocation within them was scored,
+    or when no constraint sets a budget (on model_bytes, avg_bits, sparsity, bops or params)."""
     import math
 
-    from nasforge.spaces.compression import uniform_levels
+    from nasforge.spaces.compression import BUDGET_METRICS, uniform_levels
 
     if spec.space.name != "compression" or not spec.objectives:
         return None
     constraints, first = spec.constraint_list(), spec.objective_list()[0]
+    if not any(c.metric in BUDGET_METRICS for c in constraints):
+        return None  # no budget: the best by distortion is simply the largest allocation
     ok = [c for c in done if all(k.satisfied(c.metrics) for k in constraints)
           and math.isfinite(float(c.metrics.get(first.metric, math.nan)))]
     sign = 1.0 if first.direction.value == "minimize" else -1.0

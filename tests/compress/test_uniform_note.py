@@ -41,6 +41,8 @@ def test_the_note_compares_the_best_found_with_the_best_uniform_within_the_const
         "best found (candidate 4): kl=0.004, accuracy=0.96 (kl 125x lower)")
     assert _uniform_note(spec, done[:3]).endswith("; no mixed allocation beat it on kl")
     assert _uniform_note(spec, [done[0], done[3]]) is None  # no uniform allocation within the constraints
+    unbudgeted = JobSpec.model_validate({**spec.to_dict(), "constraints": ["accuracy >= 0.5"]})
+    assert _uniform_note(unbudgeted, done) is None  # without a budget the best kl is the largest allocation
     other = spec.model_copy(update={"space": spec.space.model_copy(update={"name": "bignas_cnn"})})
     assert _uniform_note(other, done) is None
 
