@@ -210,6 +210,7 @@ class CompressionWorkload(Workload):
         import torch
 
         from nasforge.compress.discovery import discover_layers, state_dict_split
+        from nasforge.compress.metrics import as_logits
 
         opts = _space_options(spec)
         key = _model_key(spec) + opts.model_dump_json()
@@ -229,6 +230,8 @@ class CompressionWorkload(Workload):
         try:
             layers, _unknown = discover_layers(model, x, group_by=opts.group_by, skip_first=opts.skip_first,
                                                skip_last=opts.skip_last, skip=opts.skip)
+            with torch.inference_mode():
+                out = model(x)
         except (RuntimeError, ValueError, TypeError, IndexError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise JobSpecError(
@@ -236,6 +239,10 @@ class CompressionWorkload(Workload):
                 f"{tuple(x.shape)} ({x.dtype}) from evaluation.dataset.name {spec.evaluation.dataset.name!r}: "
                 f"{first}; use the dataset the model was built for (or set space.options.input_shape)"
             ) from None
+        try:
+            as_logits(out)
+        except TypeError as e:
+            raise JobSpecError(f"model.source: {spec.model.source if spec.model else '?'}: {e}") from None
         if not layers:
             raise JobSpecError(f"model.source: {spec.model.source if spec.model else '?'} has no Conv/Linear "
                                "layer left to compress (check space.options.skip*)")
@@ -463,13 +470,14 @@ class CompressionWorkload(Workload):
         import onnxruntime as ort
         import torch
 
+        from nasforge.compress.metrics import as_logits
         from nasforge.compress.onnx_codes import UINT4_OPSET, store_codes
         from nasforge.core.errors import NasforgeError
 
         x = self.calib[:8].cpu()
         model = model.cpu().eval()
         with torch.inference_mode():
-            ref = model(x).numpy()
+            ref = as_logits(model(x)).numpy()
         atol = ONNX_ATOL * max(1.0, float(np.max(np.abs(ref))))
         runtime = f"onnxruntime {ort.__version__}"
 
@@ -522,9 +530,11 @@ class CompressionWorkload(Workload):
 
         import torch
 
+        from nasforge.compress.metrics import logits_only
+
         kw = {"opset_version": opset} if opset else {}
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), logits_only(model):
                 warnings.simplefilter("ignore")  # tracer notes on shape checks the check covers
                 torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"],
                                   dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,

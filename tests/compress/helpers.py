@@ -69,3 +69,24 @@ def synthetic_eval(space: CompressionSpace, archs: list[Arch], seed: int = 0) ->
 
 def log_uniform_sizes(rng: np.random.Generator, n: int) -> list[int]:
     return [int(math.exp(x)) for x in rng.uniform(math.log(4), math.log(64), size=n)]
+
+
+class _Outputs(nn.Module):
+    """``tiny_digits_mlp`` returning its logits the way other libraries' models do."""
+
+    def __init__(self, kind: str, hidden: int):
+        super().__init__()
+        self.kind = kind
+        self.net = tiny_digits_mlp(hidden)
+
+    def forward(self, x: torch.Tensor) -> object:
+        logits = self.net(x)
+        if self.kind == "mapping":  # like a Hugging Face ModelOutput
+            return {"logits": logits, "hidden": logits.detach()}
+        if self.kind == "tuple":  # (logits, auxiliary)
+            return logits, logits.detach()
+        return {"scores": logits}  # no logits to find
+
+
+def mlp_with_outputs(kind: str = "mapping", hidden: int = 32) -> nn.Module:
+    return _Outputs(kind, hidden)

@@ -72,3 +72,40 @@ def test_codes_graph_computes_the_export_at_about_the_packed_size(tmp_path, spac
     float_bytes = (out / "model.onnx").stat().st_size
     print(space["mode"], "float onnx", float_bytes, "qdq onnx", rec["bytes"], "packed", meta["packed_bytes"])
     assert rec["bytes"] < 0.5 * float_bytes
+
+
+@pytest.mark.parametrize("kind", ["mapping", "tuple"])
+def test_a_model_returning_a_mapping_or_tuple_is_scored_and_exported_on_its_logits(tmp_path, kind) -> None:
+    # it failed in prepare with a traceback: 'dict' object has no attribute 'float'
+    s = JobSpec.model_validate({**_spec(mode="bits", bits=[4, 8]).to_dict(), "model": {
+        "source": "tests.compress.helpers:mlp_with_outputs", "options": {"kind": kind}}})
+    CompressionWorkload.prepare(s, tmp_path / "job", log=lambda m: None)
+    w = CompressionWorkload(s, tmp_path / "job")
+    w.setup()
+    arch = w.space.uniform(bits=4)
+    metrics = w.evaluate(arch)
+    assert 0 < metrics["kl"] < 0.5 and 0 <= metrics["accuracy"] <= 1
+    out = tmp_path / "export"
+    w.export(arch, out, {"metrics": metrics})
+    meta = json.loads((out / "arch.json").read_text())
+    assert {"model.onnx", "model.qdq.onnx"} <= set(meta["files"]), meta
+    loaded = CompressionWorkload.load_export(out, meta)
+    x = w.calib[:16]
+    with torch.inference_mode():
+        got = loaded(x)
+    expect = (got["logits"] if kind == "mapping" else got[0]).numpy()  # the user's model, outputs as it makes them
+    for name in ("model.onnx", "model.qdq.onnx"):
+        sess = ort.InferenceSession(str(out / name), providers=["CPUExecutionProvider"])
+        assert [o.name for o in sess.get_outputs()] == ["logits"]
+        np.testing.assert_allclose(sess.run(None, {"input": x.numpy()})[0], expect, atol=1e-4)
+    # the model itself is left with its own forward
+    assert "forward" not in loaded.__dict__
+
+
+def test_a_model_without_logits_in_its_output_is_refused_in_one_line() -> None:
+    from nasforge.core.errors import JobSpecError
+
+    s = JobSpec.model_validate({**_spec().to_dict(), "model": {
+        "source": "tests.compress.helpers:mlp_with_outputs", "options": {"kind": "other"}}})
+    with pytest.raises(JobSpecError, match=r"returns a mapping with keys \['scores'\]; nasforge takes its logits"):
+        CompressionWorkload.validate_spec(s)
