@@ -72,9 +72,9 @@ class SupernetSpec(_Strict):
 
     name: str = Field(description="registered supernet family, e.g. bignas")
     options: dict[str, Any] = Field(default_factory=dict, description="supernet options (see the family)")
-    checkpoint: str | None = Field(
-        default=None, description="path of a trained supernet (safetensors); skips training"
-    )
+    checkpoint: str | None = Field(default=None, description=(
+        "a trained supernet: a job's folder (NASFORGE_HOME/jobs/JOB), its supernet folder, or a .safetensors "
+        "file; skips training"))
 
 
 class ModelSpec(_Strict):

@@ -499,15 +499,24 @@ def _load_weights(model: torch.nn.Module, path: Path, data: bytes | None = None)
 
 
 def latest_weights(checkpoint_dir: Path | str) -> Path:
-    """The newest ``model.safetensors`` under ``checkpoint_dir`` (or the file itself)."""
+    """The newest ``model.safetensors`` under ``checkpoint_dir``: a folder the trainer wrote, one
+    epoch folder of it, a job's folder (``jobs/JOB``, whose ``supernet`` folder it reads), or the
+    file itself."""
+    from nasforge.core.paths import SUPERNET_DIR
+
     p = Path(checkpoint_dir)
     if p.is_file() and p.suffix == ".safetensors":
         return p
+    if (p / "model.safetensors").is_file():  # one epoch's folder
+        return p / "model.safetensors"
+    if not _checkpoint_dirs(p) and _checkpoint_dirs(p / SUPERNET_DIR):  # a job's folder
+        p = p / SUPERNET_DIR
     dirs = _checkpoint_dirs(p)
     if not dirs:
         raise CheckpointError(
             f"supernet.checkpoint: no trained supernet in {p}; train one first (give 'training') or point "
-            "supernet.checkpoint at a folder written by the sandwich trainer or at a .safetensors file"
+            "supernet.checkpoint at a folder written by the sandwich trainer (a job's jobs/JOB folder, its "
+            "supernet folder or one epoch-NNNN in it) or at a .safetensors file"
         )
     return dirs[-1] / "model.safetensors"
 

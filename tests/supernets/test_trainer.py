@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -89,6 +90,15 @@ def test_kill_and_resume_gives_the_uninterrupted_weights(tmp_path, digits):
     assert not loaded.training
     # a worker on another node: the driver's weights file, as bytes, and no folder of its own
     weights = latest_weights(tmp_path / "a")
+    # what a user may point supernet.checkpoint at: the trainer's folder, one epoch of it, the file,
+    # or the job's folder holding it as `supernet` (the last two were refused as holding no supernet)
+    job = tmp_path / "jobs" / "J"
+    job.mkdir(parents=True)
+    shutil.copytree(tmp_path / "a", job / "supernet")
+    assert latest_weights(job) == job / "supernet" / weights.parent.name / "model.safetensors"
+    assert latest_weights(weights.parent) == weights == latest_weights(weights)
+    with pytest.raises(CheckpointError, match="no trained supernet in"):
+        latest_weights(tmp_path / "jobs")
     shipped = load_trained_supernet(full.space, "bignas", {}, tmp_path / "not-on-this-node",
                                     weights=(str(weights), weights.read_bytes()))
     with torch.no_grad():
