@@ -40,6 +40,10 @@ class RandomSearch(Strategy):
     def tell(self, archs: Sequence[Arch], results: Sequence[EvalResult]) -> None:
         pass
 
+    def finished_why(self) -> str:
+        tries = self.options.max_tries  # type: ignore[attr-defined]
+        return f"the space looks exhausted: {len(self.seen)} architectures asked, none new in {tries} samples each"
+
     def extra_state(self) -> dict[str, Any]:
         return {"seen": sorted(self.seen)}
 

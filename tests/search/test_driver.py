@@ -194,3 +194,13 @@ def test_resume_reaches_the_same_front_without_reevaluating(store, tmp_path: Pat
     after = {c.key: c.finished_at for c in store.get_candidates(resumed.job_id)}
     assert all(after[k] == t for k, t in done_before.items())  # done ones were not evaluated again
     assert len(done_before) + second.calls == 48
+
+
+def test_random_search_that_exhausts_a_small_space_says_so() -> None:
+    from tests.compress.helpers import synthetic_space
+
+    space = synthetic_space([8, 8], bits=[2, 3])  # 4 allocations
+    s = STRATEGIES.get("random")(space, objectives=[Objective("kl", Direction.MINIMIZE)], seed=0,
+                                 options={"max_tries": 50})
+    assert len(s.ask(10)) == 4 and s.ask(10) == []
+    assert s.finished_why() == "the space looks exhausted: 4 architectures asked, none new in 50 samples each"
