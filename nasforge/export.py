@@ -241,8 +241,7 @@ def prepare_inputs(path: str | Path, inputs: Any) -> Any:
         items = [_pil_pixels(i, c, h, w) if _is_pil(i) else i for i in inputs]
         arrays = [i.detach().cpu().numpy() if isinstance(i, torch.Tensor) else np.asarray(i) for i in items]
         if len({a.shape for a in arrays}) > 1:
-            return torch.cat([prepare_inputs(path, a[None] if a.ndim == 3 and a.shape[-1] == c != 1 else a)
-                              for a in arrays])
+            return torch.cat([prepare_inputs(path, a) for a in arrays])
         x = np.stack(arrays)
     elif isinstance(inputs, torch.Tensor):
         x = inputs.detach().cpu().numpy()

@@ -67,9 +67,21 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> bo
             raise ResourceUnavailableError(f"--address {address}: cannot connect to Ray ({first}); is the cluster "
                                            "up and reachable from here?") from None
     else:
-        # "local": always a new instance of our own, even when another Ray cluster runs here
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
+        # "local": always a new instance of our own, even when another Ray cluster runs here. Ray
+        # turns token authentication on for it and says so on every start, inviting the user to opt
+        # out; nasforge keeps it on and leaves the notice out (a warning that it is off still shows)
+        auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        auth_log.addFilter(_token_auth_on_notice)
+        try:
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
+        finally:
+            auth_log.removeFilter(_token_auth_on_notice)
     return True
+
+
+def _token_auth_on_notice(record: logging.LogRecord) -> bool:
+    """False for Ray's notice that a new local instance has token authentication on."""
+    return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
 
 
 def worker_request(spec: JobSpec) -> dict[str, float]:

@@ -139,3 +139,15 @@ def test_unknown_custom_resource_fails_fast(tmp_path: Path) -> None:
     with pytest.raises(ResourceUnavailableError, match="device:a100"):
         RayPoolEvaluator(spec, tmp_path, kind=KIND)
     assert not ray.is_initialized()
+
+
+def test_only_rays_token_auth_on_notice_is_left_out() -> None:
+    import logging
+
+    from nasforge.workers.pool import _token_auth_on_notice
+
+    def rec(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("ray", logging.WARNING, __file__, 1, msg, None, None)
+
+    assert not _token_auth_on_notice(rec("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=..."))
+    assert _token_auth_on_notice(rec("Token authentication is disabled for this Ray cluster. Anyone with ..."))
