@@ -86,6 +86,10 @@ def validate(spec: JobSpec, *, address: str | None = None) -> SearchSpace:
     _check_device_class_metrics(spec)
     _check_measured_metrics(spec, workload_cls.metrics(spec))
     space = workload_cls.build_space(spec)
+    if hasattr(space, "level_table"):  # a compression budget no allocation meets, whatever the strategy
+        from nasforge.search.allocators import check_budgets_reachable
+
+        check_budgets_reachable(space.level_table(), spec.constraint_list())
     build_strategy(spec, space)  # strategies check their budget/options against the space here
     if spec.store.url is not None:
         from sqlalchemy.engine import make_url

@@ -144,9 +144,29 @@ def solve_ilp(dist: np.ndarray, costs: Sequence[np.ndarray], capacities: Sequenc
 # Budgets from constraints
 
 
+def check_budgets_reachable(table: LevelTable, constraints: Sequence[Constraint]) -> None:
+    """BudgetError naming the first constraint on a cost metric that no allocation of the allowed
+    levels meets (e.g. ``avg_bits <= 3`` in mode ``sparsity``, where every weight keeps
+    ``fixed_bits``): any strategy would only ever ask candidates that break it."""
+    for c in constraints:
+        if c.metric not in BUDGET_METRICS or c.metric not in table.cost:
+            continue
+        res, cap = table.capacity(c.metric, c.op, c.bound)
+        if sum(float(r.min()) for r in res) <= cap * (1 + 1e-12) + 1e-9:
+            continue
+        contrib = table.cost[c.metric]
+        pick = (lambda x: float(x.min())) if c.op in ("<=", "<") else (lambda x: float(x.max()))
+        best = table.offset[c.metric] + table.scale[c.metric] * sum(pick(x) for x in contrib)
+        raise BudgetError(
+            f"constraints: '{c.metric} {c.op} {c.bound:g}' cannot be met: the most compressed allocation of the "
+            f"allowed levels has {c.metric} {best:.4g}; relax it, or allow more compressed levels in space.options "
+            "(bits, sparsities, mode)")
+
+
 def budgets_of(table: LevelTable, constraints: Sequence[Constraint], who: str
                ) -> list[tuple[np.ndarray, float, Constraint]]:
     """The constraints on additive cost metrics as (G, K) resource matrices and capacities."""
+    check_budgets_reachable(table, constraints)
     out = []
     for c in constraints:
         if c.metric not in BUDGET_METRICS:

@@ -70,6 +70,9 @@ EXPECTED = {
     "unknown_sampler_option": "sampler_options.explot: unknown option (options: buckets, max_flops_ratio,",
     # objectives / constraints name only what the job measures
     "compress_latency_objective": "objectives[1].metric: 'latency_ms' is not measured by a compression job",
+    # mode sparsity keeps every weight at fixed_bits (32): it validated, then ran its probes and failed
+    "compress_unreachable_budget": "constraints: 'avg_bits <= 3' cannot be met: the most compressed allocation of "
+                                   "the allowed levels has avg_bits 32",
     "supernet_kl_constraint": "constraints[0]: 'kl' is not measured by a supernet job; it measures: accuracy,",
     "latency_objective_latency_disabled": "'latency_ms' is not measured by a supernet job with evaluation.latency.enabled: false",
     "predictor_unused_by_strategy": "predictor: strategy 'nsga2' does not use a predictor",

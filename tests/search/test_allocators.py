@@ -142,3 +142,18 @@ def test_allocators_need_a_budget_and_the_right_space() -> None:
     with pytest.raises(JobSpecError, match="one budget"):
         STRATEGIES.get("dp")(space, objectives=KL, constraints=[Constraint("avg_bits", "<=", 3),
                                                                Constraint("model_bytes", "<=", 1e6)])
+
+
+@pytest.mark.parametrize("name", ["dp", "ilp", "closed_form", "evopress"])
+def test_a_budget_no_allocation_meets_is_refused_when_the_strategy_is_built(name: str) -> None:
+    from nasforge.search.allocators import check_budgets_reachable
+
+    space = synthetic_space([8, 8], mode="sparsity", sparsities=[0.0, 0.5, 0.9])
+    table = space.level_table()
+    for c, says in ((Constraint("avg_bits", "<=", 3.0), "has avg_bits 32"),
+                    (Constraint("sparsity", ">=", 0.95), "has sparsity 0.90")):
+        with pytest.raises(BudgetError, match=f"'{c.metric} {c.op} {c.bound:g}' cannot be met: .* {says}"):
+            STRATEGIES.get(name)(space, objectives=[Objective("kl", Direction.MINIMIZE)], constraints=[c], options={})
+        with pytest.raises(BudgetError):
+            check_budgets_reachable(table, [c])
+    check_budgets_reachable(table, [Constraint("sparsity", ">=", 0.5), Constraint("accuracy", ">=", 0.9)])
