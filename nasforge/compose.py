@@ -19,7 +19,7 @@ from typing import Any
 from nasforge.core.errors import JobSpecError, NasforgeError, ResourceUnavailableError, StoreError
 from nasforge.core.interfaces import NullTracker, Store, Tracker
 from nasforge.core.paths import home, job_dir
-from nasforge.core.spec import JobSpec, load_job_file
+from nasforge.core.spec import JobSpec, ModelSpec, load_job_file
 from nasforge.core.types import Candidate, Job, JobState
 from nasforge.search import STRATEGIES
 from nasforge.search.driver import DriverSummary, Progress, SearchDriver
@@ -159,11 +159,11 @@ def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
-def _module_root(source: str, job_file: Path) -> str | None:
-    """The folder at or above the job file from which ``package.module`` of ``source`` imports
+def _module_root(model: ModelSpec, job_file: Path) -> str | None:
+    """The folder at or above the job file from which the model's ``package.module`` imports
     (``examples.models.mnist_cnn:f`` in ``repo/examples/compress.yaml``: ``repo``)."""
-    module = source.partition(":")[0]
-    if not module or source.startswith(("timm:", "export:")) or not all(p.isidentifier() for p in module.split(".")):
+    module = model.module
+    if module is None:
         return None
     rel = Path(*module.split("."))
     for folder in Path(job_file).resolve().parents:
@@ -206,7 +206,7 @@ def _absolute_paths(spec: JobSpec, job_file: Path) -> JobSpec:
 def load_and_validate(path: str | Path, *, address: str | None = None) -> tuple[JobSpec, SearchSpace]:
     spec = _absolute_paths(load_job_file(path), Path(path))
     if spec.model is not None:  # a model module beside the job file imports from any folder
-        root = _module_root(spec.model.source, Path(path))
+        root = _module_root(spec.model, Path(path))
         if root is not None and root not in spec.model.search_path:
             model = spec.model.model_copy(update={"search_path": [*spec.model.search_path, root]})
             spec = spec.model_copy(update={"model": model})

@@ -77,6 +77,10 @@ class SupernetSpec(_Strict):
         "file; skips training"))
 
 
+#: ``model.source`` prefixes that name no Python module (``job:`` only to refuse it with a hint)
+NON_IMPORT_SOURCES = ("timm:", "export:", "job:")
+
+
 class ModelSpec(_Strict):
     """A trained model to compress: ``timm:NAME``, ``export:NAME`` or ``package.module:factory``."""
 
@@ -88,6 +92,14 @@ class ModelSpec(_Strict):
         description="folders a package.module source is imported from besides the current folder; the folder "
         "above the job file that holds the module is added when a job file is loaded",
     )
+
+    @property
+    def module(self) -> str | None:
+        """``package.module`` of a ``package.module:factory`` source; None for the other kinds."""
+        module, colon, _ = self.source.partition(":")
+        if not colon or self.source.startswith(NON_IMPORT_SOURCES) or not module:
+            return None
+        return module if all(p.isidentifier() for p in module.split(".")) else None
 
 
 class TrainingSpec(_Strict):

@@ -83,7 +83,7 @@ def _import_paths(spec: JobSpec) -> Iterable[str]:
     """``package.module:attr`` references of the job that its driver and workers import."""
     if spec.supernet is not None and ":" in spec.supernet.name:
         yield spec.supernet.name
-    if spec.model is not None and ":" in spec.model.source and not spec.model.source.startswith(("timm:", "job:", "export:")):
+    if spec.model is not None and spec.model.module is not None:
         yield spec.model.source
 
 

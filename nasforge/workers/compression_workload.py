@@ -92,9 +92,8 @@ def _load_module(path: Path, spec: JobSpec, roots: tuple[str, ...]) -> Any:
     from nasforge.compress.sources import import_factory
 
     assert spec.model is not None
-    source = spec.model.source
-    if ":" in source and not source.startswith(("timm:", "export:")):
-        import_factory(source, (*roots, *spec.model.search_path))
+    if spec.model.module is not None:
+        import_factory(spec.model.source, (*roots, *spec.model.search_path))
     return torch.load(str(path), weights_only=False).eval()
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from nasforge.compose import _module_root, load_and_validate
 from nasforge.core.errors import JobSpecError
+from nasforge.core.spec import ModelSpec
 
 JOB = """
 name: beside
@@ -42,8 +43,14 @@ def test_a_module_beside_the_job_file_is_found_from_another_folder(tmp_path: Pat
     monkeypatch.chdir(elsewhere)
     monkeypatch.setenv("NASFORGE_HOME", str(tmp_path / "home"))
     monkeypatch.syspath_prepend(str(elsewhere))  # not the project: only search_path can find it
-    assert _module_root("mymodels.nets:tiny", job) == str(project)
-    assert _module_root("timm:resnet18", job) is None and _module_root("nowhere.mod:f", job) is None
+    def root(source: str) -> str | None:
+        return _module_root(ModelSpec(source=source), job)
+
+    assert root("mymodels.nets:tiny") == str(project)
+    assert root("timm:resnet18") is None and root("nowhere.mod:f") is None
+    for source, module in (("mymodels.nets:tiny", "mymodels.nets"), ("timm:resnet18", None), ("export:best", None),
+                           ("job:J:3", None), ("not a module:f", None), ("resnet18", None)):
+        assert ModelSpec(source=source).module == module, source
     spec, space = load_and_validate(job)
     assert spec.model is not None and spec.model.search_path == [str(project)]
     assert space.id == "compression"
