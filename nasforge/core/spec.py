@@ -177,10 +177,11 @@ class BudgetSpec(_Strict):
 class DatasetSpec(_Strict):
     """The dataset: shipped (mnist5k, digits) or yours (folder of class folders, .npz/.parquet arrays)."""
 
-    name: str = Field(default="mnist5k", description="mnist5k | digits | folder | arrays | pystdlib (text)")
+    name: str = Field(default="mnist5k", description="mnist5k | digits | folder | arrays (images); pystdlib | text (byte tokens)")
     path: str | None = Field(default=None, description=(
         "folder of class folders of images; .npz (inputs X / images, labels y / labels); .parquet "
-        "(label or y, and an image column of encoded images or one column per pixel)"))
+        "(label or y, and an image column of encoded images or one column per pixel); text: a text file or a "
+        "folder of them"))
     seed: int = Field(default=0, description="seed of the deterministic train/val/test split")
     val_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of the data held out for validation")
     test_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of the data held out for test")

@@ -18,6 +18,7 @@
       datasets write it) or only numeric pixel columns (flat pixels, D a perfect square).
 - ``pystdlib``: the Python standard library's sources as byte tokens, for language models: ``X``
   and ``y`` are int64 (N, ``seq_len``) windows, ``y`` the next tokens (see :mod:`nasforge.data.text`).
+- ``text``: your corpus as byte tokens, the same way: ``path`` is a text file or a folder of them.
 
 Labels are mapped to 0..K-1 in sorted order of their distinct values. Splits are stratified
 (scikit-learn) with ``random_state=spec.seed`` and come in shuffled order (a prefix of a split is a
@@ -175,11 +176,15 @@ _TEXT_CACHE: dict[tuple, tuple[tuple[np.ndarray, np.ndarray], ...]] = {}
 
 
 def _load_text(spec: DatasetSpec) -> DataSplits:
-    key = (spec.name, spec.seed, spec.val_fraction, spec.test_fraction, spec.seq_len)
+    key = (spec.name, spec.path, spec.seed, spec.val_fraction, spec.test_fraction, spec.seq_len)
     with _LOCK:
         parts = _TEXT_CACHE.get(key)
         if parts is None:
-            parts = split_text(spec.seed, spec.val_fraction, spec.test_fraction, spec.seq_len)
+            try:
+                parts = split_text(spec.seed, spec.val_fraction, spec.test_fraction, spec.seq_len,
+                                   name=spec.name, path=spec.path)
+            except NasforgeError as e:
+                raise DatasetError(str(e)) from None
             _TEXT_CACHE[key] = parts
     splits = [(torch.from_numpy(x.copy()), torch.from_numpy(t.copy())) for x, t in parts]
     return DataSplits(train=splits[0], val=splits[1], test=splits[2], num_classes=VOCAB_SIZE,

@@ -28,6 +28,8 @@ from nasforge.core.paths import SUPERNET_DIR, TRAINING_PROGRESS_FILE
 from nasforge.core.spec import JobSpec
 from nasforge.core.spec_docs import model_of
 from nasforge.core.types import ARCH_SCHEMA_VERSION, Arch
+from nasforge.data.loaders import DATASET_NAMES
+from nasforge.data.text import TEXT_DATASET_NAMES
 from nasforge.spaces import SPACES
 from nasforge.spaces.base import SearchSpace
 from nasforge.supernets import SUPERNETS, TRAINERS
@@ -36,8 +38,6 @@ from nasforge.workers.base import LogFn, Workload
 #: absolute tolerance of the ONNX check (float32 logits)
 ONNX_ATOL = 1e-4
 CHILD_CACHE_SIZE = 16
-DATASETS = ("mnist5k", "digits", "folder", "arrays", "pystdlib")
-TEXT_DATASETS = ("pystdlib",)
 
 
 def _validate_options(cls: Any, options: dict[str, Any], where: str) -> None:
@@ -124,11 +124,11 @@ class SupernetWorkload(Workload):
             # refused before the job exists (each worker found it, with a traceback and a failed job)
             _check_checkpoint(spec, space)
         ds = spec.evaluation.dataset
-        if ds.name not in DATASETS:
-            raise JobSpecError(f"evaluation.dataset.name: unknown dataset {ds.name!r}; choose one of {', '.join(DATASETS)}")
+        if ds.name not in DATASET_NAMES:
+            raise JobSpecError(f"evaluation.dataset.name: unknown dataset {ds.name!r}; choose one of {', '.join(DATASET_NAMES)}")
         tokens = getattr(net_cls, "input_kind", "image") == "tokens"
-        if tokens != (ds.name in TEXT_DATASETS):
-            want = "a text dataset (" + ", ".join(TEXT_DATASETS) + ")" if tokens else "an image dataset"
+        if tokens != (ds.name in TEXT_DATASET_NAMES):
+            want = "a text dataset (" + ", ".join(TEXT_DATASET_NAMES) + ")" if tokens else "an image dataset"
             raise JobSpecError(
                 f"evaluation.dataset.name: supernet {spec.supernet.name!r} takes "
                 f"{'token sequences' if tokens else 'images'}; {ds.name!r} does not fit, use {want}"

@@ -214,3 +214,41 @@ def test_bad_normalize_settings_are_one_line_errors(tmp_path, block, needle):
         load_job_file(job)
     msg = str(e.value)
     assert needle in msg and "evaluation.dataset" in msg and "\n" not in msg, msg
+
+
+def test_text_dataset_from_a_file_or_a_folder(tmp_path):
+    from nasforge.data.text import describe_corpus, text_files
+
+    corpus = tmp_path / "corpus"
+    (corpus / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon"]
+    for i in range(3):
+        (corpus / ("sub" if i else ".") / f"doc{i}.txt").write_text(" ".join(rng.choice(words, size=3000)))
+    (corpus / ".hidden.txt").write_text("secret " * 100)
+    (corpus / "image.bin").write_bytes(b"\x89PNG\0\0" + bytes(range(256)) * 10)
+    files = text_files(corpus)
+    assert [f.relative_to(corpus).as_posix() for f in files] == ["doc0.txt", "sub/doc1.txt", "sub/doc2.txt"]
+    assert describe_corpus("text", corpus)["files"] == 3
+
+    spec = DatasetSpec(name="text", path=str(corpus), seq_len=32)
+    d = load_dataset(spec)
+    assert d.input_shape == (32,) and d.num_classes == 256
+    for X, y in (d.train, d.val, d.test):  # three files cut into pieces: every split has windows
+        assert len(X) > 0 and X.dtype == torch.int64 and torch.equal(X[:, 1:], y[:, :-1])
+    windows, total = sum(len(s[0]) for s in (d.train, d.val, d.test)), sum(f.stat().st_size for f in files)
+    assert total // 33 - 3 <= windows <= total // 33  # every byte of the three files, less each split's tail
+    again = load_dataset(DatasetSpec(name="text", path=str(corpus), seq_len=32))
+    assert torch.equal(again.val[0], d.val[0])  # deterministic by seed
+    # one file is a corpus too
+    single = load_dataset(DatasetSpec(name="text", path=str(corpus / "doc0.txt"), seq_len=32))
+    assert min(len(single.train[0]), len(single.val[0]), len(single.test[0])) > 0
+    text = bytes(single.train[0][0].tolist()).decode()
+    assert set(text.split()) <= set(words) | {text.split()[0], text.split()[-1]}
+
+    with pytest.raises(NasforgeError, match="evaluation.dataset.path: required for dataset 'text'"):
+        load_dataset(DatasetSpec(name="text"))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "x.bin").write_bytes(b"\0" * 10)
+    with pytest.raises(NasforgeError, match="holds no text file"):
+        load_dataset(DatasetSpec(name="text", path=str(tmp_path / "empty")))

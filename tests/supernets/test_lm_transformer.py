@@ -163,6 +163,14 @@ def test_example_validates_and_mismatched_dataset_is_one_line_exit_2(tmp_path, m
     assert main(["validate", str(_write(tmp_path, evaluation=too_long))]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "evaluation.dataset.seq_len" in err[0], err
+    # your own corpus: a text file or a folder of them (dataset 'text')
+    (tmp_path / "corpus.txt").write_text("def f(x):\n    return x + 1\n" * 400)
+    mine = {**ev, "dataset": {"name": "text", "path": str(tmp_path / "corpus.txt"), "seq_len": 64}}
+    assert main(["validate", str(_write(tmp_path, evaluation=mine))]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(_write(tmp_path, evaluation={**ev, "dataset": {"name": "text"}}))]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "evaluation.dataset.path: required for dataset 'text'" in err[0], err
     bad_mix = {"name": "lm_transformer", "options": {"mixture": {"experts": 0}}}
     assert main(["validate", str(_write(tmp_path, supernet=bad_mix))]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
