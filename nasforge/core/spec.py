@@ -46,7 +46,13 @@ _METRIC_RE = re.compile(r"^(?P<base>[a-z_0-9]+)(@(?P<cls>[A-Za-z0-9_.:-]+))?$")
 def check_metric(name: str) -> str:
     m = _METRIC_RE.match(name)
     if not m or m.group("base") not in KNOWN_METRICS:
-        raise ValueError(f"unknown metric {name!r}; known metrics: {', '.join(KNOWN_METRICS)}")
+        import difflib
+
+        base = (m.group("base") if m else name).lower()
+        close = difflib.get_close_matches(base, KNOWN_METRICS, n=1, cutoff=0.6) or \
+            [k for k in KNOWN_METRICS if k.startswith(base + "_")][:1]
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown metric {name!r}{hint}; known metrics: {', '.join(KNOWN_METRICS)}")
     if m.group("cls") and m.group("base") not in ("latency_ms", "latency_p90_ms"):
         raise ValueError(f"only latency metrics take a device class suffix, got {name!r}")
     return name
@@ -122,9 +128,18 @@ class ObjectiveSpec(_Strict):
     """One objective: a metric and whether to maximize or minimize it."""
 
     metric: str = Field(description="a metric name (see Metrics below)")
-    direction: Direction = Field(description="maximize | minimize")
+    direction: Direction = Field(description="maximize | minimize (max, min and any case are taken)")
 
     _check = field_validator("metric")(lambda cls, v: check_metric(v))
+
+    @field_validator("direction", mode="before")
+    @classmethod
+    def _direction_words(cls, v: Any) -> Any:
+        """max / min, any case, and the British spellings mean what they say."""
+        if isinstance(v, str):
+            w = v.strip().lower()
+            return {"max": "maximize", "maximise": "maximize", "min": "minimize", "minimise": "minimize"}.get(w, w)
+        return v
 
     def to_objective(self) -> Objective:
         return Objective(self.metric, self.direction)

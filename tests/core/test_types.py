@@ -73,6 +73,18 @@ def test_job_spec_device_class_latency_metric() -> None:
         parse_job_text(GOOD.replace("latency_ms <= 5", "accuracy@a100 >= 0.5"))
 
 
+def test_direction_words_and_metric_suggestions() -> None:
+    text = GOOD.replace("direction: maximize}", "direction: Max}").replace("direction: minimize}", "direction: minimise}")
+    assert [o.direction.value for o in parse_job_text(text).objective_list()] == ["maximize", "minimize"]
+    with pytest.raises(JobSpecError, match="Input should be 'maximize' or 'minimize'"):
+        parse_job_text(GOOD.replace("direction: maximize}", "direction: upwards}"))
+    for wrong, meant in (("acuracy", "accuracy"), ("FLOPs", "flops"), ("latency", "latency_ms")):
+        with pytest.raises(JobSpecError, match=f"unknown metric '{wrong}' \\(did you mean '{meant}'\\?\\)"):
+            parse_job_text(GOOD.replace("{metric: accuracy,", f"{{metric: {wrong},"))
+    with pytest.raises(JobSpecError, match="unknown metric 'top5'; known metrics"):
+        parse_job_text(GOOD.replace("{metric: accuracy,", "{metric: top5,"))
+
+
 def test_best_per_objective_folds_in_feasible_metrics_only() -> None:
     from nasforge.core.types import Constraint, Direction, Objective, best_per_objective
 
