@@ -37,7 +37,7 @@ from nasforge.core.spec import JobSpec
 from nasforge.core.types import ARCH_SCHEMA_VERSION, Arch
 from nasforge.spaces.base import SearchSpace
 from nasforge.spaces.compression import CompressionSpace, CompressionSpaceOptions
-from nasforge.workers.base import LogFn, Workload
+from nasforge.workers.base import LogFn, Workload, option_message
 
 #: the export's ONNX graph with quantized weights as integer codes (``nasforge.compress.onnx_codes``)
 QDQ_ONNX_FILE = "model.qdq.onnx"
@@ -65,6 +65,8 @@ def _space_options(spec: JobSpec) -> CompressionSpaceOptions:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         msg = "unknown option" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+        if not loc:  # a check across options: its message usually starts with the key it is about
+            raise JobSpecError(option_message("space.options", msg)) from None
         allowed = ", ".join(k for k in CompressionSpaceOptions.model_fields if k not in FILLED_KEYS)
         raise JobSpecError(f"space.options.{loc}: {msg} (options: {allowed})") from None
 

@@ -33,7 +33,7 @@ from nasforge.data.text import TEXT_DATASET_NAMES
 from nasforge.spaces import SPACES
 from nasforge.spaces.base import SearchSpace
 from nasforge.supernets import SUPERNETS, TRAINERS
-from nasforge.workers.base import LogFn, Workload
+from nasforge.workers.base import LogFn, Workload, option_message
 
 #: absolute tolerance of the ONNX check (float32 logits)
 ONNX_ATOL = 1e-4
@@ -51,7 +51,9 @@ def _validate_options(cls: Any, options: dict[str, Any], where: str) -> None:
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        msg = "unknown option" if first["type"] == "extra_forbidden" else first["msg"]
+        msg = "unknown option" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:  # a check across options: its message usually starts with the key it is about
+            raise JobSpecError(option_message(where, msg)) from None
         holder = model  # the options group holding the key (e.g. training.options.sampler_options)
         for part in first["loc"][:-1]:
             field = holder.model_fields.get(str(part))
