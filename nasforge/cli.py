@@ -198,6 +198,8 @@ def _run(args: argparse.Namespace, spec: Any, store: Any, job: Any = None) -> in
             note = _uniform_note(spec, store.get_candidates(result.job.id, status=CandidateStatus.DONE))
             if note:
                 console.print(note, highlight=False)
+        if result.summary.strategy_note:
+            console.print(result.summary.strategy_note, highlight=False)
         console.print(f"job {result.job.id}: {result.summary.state.value} ({result.summary.stop_reason}); "
                       f"{result.counts.get('done', 0)} done, {result.counts.get('failed', 0)} failed; "
                       f"artifacts in {next(iter(result.artifacts.values())).parent if result.artifacts else '-'}")

@@ -59,6 +59,10 @@ class Strategy(ABC):
         """Why an empty ``ask`` ended the search (the job's stop reason says it); "" if nothing to add."""
         return ""
 
+    def summary(self) -> str:
+        """One line the job's summary prints after the search (e.g. how good its predictors were); "" for none."""
+        return ""
+
     # ---- state ----------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
         """Subclass state beyond the RNG (JSON-serialisable)."""

@@ -114,6 +114,8 @@ class DriverSummary:
     stop_reason: str = ""
     #: why a job whose every evaluation failed ended FAILED (None otherwise)
     error: str | None = None
+    #: the strategy's own line for the summary (``Strategy.summary``), "" for none
+    strategy_note: str = ""
 
 
 def objective_matrix(cands: Sequence[Candidate], objectives: Sequence[Objective]) -> np.ndarray:
@@ -332,6 +334,7 @@ class SearchDriver:
         summary.failed = failed
         summary.reused = reused
         summary.pareto_keys = [c.key for c in front]
+        summary.strategy_note = getattr(self.strategy, "summary", lambda: "")()
         errors = _all_failed(known.values())
         if errors and summary.state == JobState.RUNNING:
             last = next(r for r in reversed(list(known.values())) if not r.ok and not _skipped(r))
@@ -369,4 +372,5 @@ def summary_dict(summary: DriverSummary, counts: dict[str, int], pareto_ids: lis
         "pareto": pareto_ids,
         "stop_reason": summary.stop_reason,
         "error": summary.error,
+        "strategy_note": summary.strategy_note or None,
     }

@@ -118,6 +118,8 @@ class PredictorGuidedSearch(Strategy):
         self._predictors: dict[str, Predictor] = {}
         self._dirty = True
         self._report: dict[str, float] = {}
+        #: metric -> [(measured, predicted before it was measured)] over the whole job
+        self._pooled: dict[str, list[tuple[float, float]]] = {}
         self._device_match: float | None = None
 
     def _load_table(self, name: str) -> LatencyLUT:
@@ -356,6 +358,8 @@ class PredictorGuidedSearch(Strategy):
             ok = np.isfinite(truth)
             if ok.sum() < 2:
                 continue
+            self._pooled.setdefault(metric, []).extend(
+                (float(t), float(p)) for t, p in zip(truth[ok], means[metric][ok], strict=True))
             out[f"{metric}_kendall_tau"] = kendall_tau(truth[ok], means[metric][ok])
             out[f"{metric}_spearman_rho"] = spearman_rho(truth[ok], means[metric][ok])
             out[f"{metric}_rmse"] = rmse(truth[ok], means[metric][ok])
@@ -366,8 +370,35 @@ class PredictorGuidedSearch(Strategy):
         return out
 
     def report(self) -> dict[str, float]:
-        """Predictor ranking quality on the newest told results, measured before refitting on them."""
-        return dict(self._report)
+        """Predictor ranking quality on the newest told results, measured before refitting on them,
+        and (``job_*``) over every candidate of the job so far, each predicted before it was measured."""
+        out = dict(self._report)
+        for metric, pairs in self._pooled.items():
+            if len(pairs) < 2:
+                continue
+            truth, pred = np.array(pairs).T
+            out[f"job_{metric}_kendall_tau"] = kendall_tau(truth, pred)
+            out[f"job_{metric}_rmse"] = rmse(truth, pred)
+            out[f"job_{metric}_n"] = float(len(pairs))
+            if metric in self._latency:
+                out[f"job_{metric}_within_10pct"] = float(np.mean(np.abs(pred / truth - 1) <= 0.10))
+        return out
+
+    def summary(self) -> str:
+        """The predictors' quality over the job, one line for the job's summary ("" before any)."""
+        rep = self.report()
+        parts = []
+        for metric in self.learned:
+            n = rep.get(f"job_{metric}_n")
+            if not n:
+                continue
+            text = f"{metric} Kendall tau {rep[f'job_{metric}_kendall_tau']:.2f}, RMSE {rep[f'job_{metric}_rmse']:.3g}"
+            if f"job_{metric}_within_10pct" in rep:
+                text += f", within 10% for {rep[f'job_{metric}_within_10pct']:.0%}"
+            parts.append(text + f" ({int(n)} candidates)")
+        if not parts:
+            return ""
+        return "predictors, each candidate predicted before it was measured: " + "; ".join(parts)
 
     # ---- state --------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
@@ -375,11 +406,13 @@ class PredictorGuidedSearch(Strategy):
             "history": [{"arch": a.to_dict(), "metrics": m} for a, m in self.history],
             "asked": sorted(self._asked),
             "report": self._report,
+            "pooled": self._pooled,
         }
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         self.history = [(Arch.from_dict(h["arch"]), h["metrics"]) for h in state.get("history", [])]
         self._asked = set(state.get("asked", []))
         self._report = dict(state.get("report", {}))
+        self._pooled = {k: [(float(t), float(p)) for t, p in v] for k, v in state.get("pooled", {}).items()}
         self._predictors = {}
         self._dirty = True  # predictors are refit (deterministically, same seed) from the history

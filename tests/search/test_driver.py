@@ -85,6 +85,9 @@ class FinishingStrategy(RepeatingStrategy):
     def finished_why(self) -> str:
         return "it asked all it had"
 
+    def summary(self) -> str:
+        return f"told {self.told} times"
+
 
 def test_a_finished_strategy_says_why_in_the_stop_reason(store) -> None:
     space = ToySpace()
@@ -92,6 +95,7 @@ def test_a_finished_strategy_says_why_in_the_stop_reason(store) -> None:
     summary = _driver(store, FinishingStrategy(space, archs, objectives=OBJ), LocalEvaluator(toy_metrics), budget=50).run()
     assert summary.state == JobState.DONE and summary.evaluated == 2
     assert summary.stop_reason == "strategy has nothing more to ask: it asked all it had"
+    assert summary.strategy_note == "told 1 times"  # the strategy's own line, after the search
 
 
 def test_failures_are_recorded_and_the_job_goes_on(store) -> None:

@@ -87,6 +87,34 @@ def test_report_scores_newest_results_before_refit() -> None:
     assert {"latency_ms_kendall_tau", "latency_ms_spearman_rho", "latency_ms_rmse"} <= set(rep)
 
 
+def test_job_report_pools_every_prediction_made_before_its_measurement() -> None:
+    import json
+
+    from nasforge.predictors.metrics import kendall_tau
+
+    s = make(seed=3)
+    assert s.summary() == ""
+    s.tell(archs := s.ask(8), evaluate(archs))  # no predictor yet: nothing to pool
+    truth, pred = [], []
+    for _ in range(3):
+        archs = s.ask(8)
+        results = evaluate(archs)
+        ok = [(a, r) for a, r in zip(archs, results, strict=True) if r.ok]
+        means, _ = s.predict_metrics([a for a, _ in ok])
+        truth += [r.metrics["accuracy"] for _, r in ok]
+        pred += list(means["accuracy"])
+        s.tell(archs, results)
+    rep = s.report()
+    assert rep["job_accuracy_n"] == len(truth)
+    assert rep["job_accuracy_kendall_tau"] == pytest.approx(kendall_tau(np.array(truth), np.array(pred)))
+    line = s.summary()
+    assert line.startswith("predictors, each candidate predicted before it was measured: accuracy Kendall tau ")
+    assert f"({len(truth)} candidates)" in line and "latency_ms Kendall tau" in line
+    resumed = make(seed=3)
+    resumed.load_state_dict(json.loads(json.dumps(s.state_dict())))
+    assert resumed.report()["job_accuracy_n"] == len(truth)
+
+
 def test_state_dict_resume_continues_exactly() -> None:
     import json
 
