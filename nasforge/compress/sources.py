@@ -40,7 +40,16 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise ModelSourceError(f"model.weights: cannot read {path} as a torch state dict ({e})") from None
+        import zipfile
+
+        if "Weights only load failed" in str(e) and zipfile.is_zipfile(p):  # torch.save of objects, not tensors
+            raise ModelSourceError(
+                f"model.weights: {path} holds pickled Python objects (e.g. a whole model saved with "
+                "torch.save(model, ...)), which nasforge does not unpickle: running code from a weights file "
+                "is unsafe; save the weights with torch.save(model.state_dict(), PATH) or as .safetensors"
+            ) from None
+        raise ModelSourceError(f"model.weights: cannot read {path} as a torch state dict (not a file torch.save "
+                               "wrote, or damaged); give a .safetensors file or a .pt state dict") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]

@@ -119,3 +119,19 @@ def test_weights_that_do_not_fit_are_named_in_a_few_words(tmp_path) -> None:
                                                r"in the file, \(12, 512\) in the model, fc.bias is \(10,\) in the "
                                                r"file, \(12,\) in the model; check"):
         build_model("timm:resnet10t", str(r10), {"num_classes": 12, "in_chans": 1})
+
+
+def test_weights_files_that_are_not_state_dicts_say_how_to_save_them(tmp_path) -> None:
+    from nasforge.compress.sources import ModelSourceError, load_state_dict_file
+
+    model = TinyDigitsCNN(4)
+    torch.save({"state_dict": model.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")  # a training checkpoint
+    assert set(load_state_dict_file(tmp_path / "ckpt.pt")) == set(model.state_dict())
+    torch.save(model, tmp_path / "whole.pt")  # the whole model pickled: torch's message ran to a screenful
+    with pytest.raises(ModelSourceError) as e:
+        load_state_dict_file(tmp_path / "whole.pt")
+    assert "holds pickled Python objects" in str(e.value) and "torch.save(model.state_dict(), PATH)" in str(e.value)
+    assert "\n" not in str(e.value) and "\x1b" not in str(e.value)
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(ModelSourceError, match=r"cannot read .* as a torch state dict \(not a file torch.save wrote"):
+        load_state_dict_file(tmp_path / "text.pt")
