@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -902,7 +903,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except NasforgeError as e:
-        msg = " ".join(str(e).split())
+        msg = " ".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(e)).split())  # one line, no terminal codes
         print(f"nasforge: error: {msg}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

@@ -195,3 +195,15 @@ def test_worker_lines_carry_no_colour_codes_into_a_log_file(tmp_path, monkeypatc
     monkeypatch.setenv("RAY_COLOR_PREFIX", "1")
     assert main(["list"]) == 0
     assert os.environ["RAY_COLOR_PREFIX"] == "1"
+
+
+def test_an_error_is_one_line_without_terminal_codes(monkeypatch, capsys) -> None:
+    import nasforge.cli as cli
+    from nasforge.core.errors import NasforgeError
+
+    def boom(args):  # e.g. a library's message passed on: bold escape codes and several lines
+        raise NasforgeError("model.weights: \x1b[1mdo this\x1b[0m only\nif you trust it")
+
+    monkeypatch.setattr(cli, "cmd_list", boom)
+    assert cli.main(["list"]) == 2
+    assert capsys.readouterr().err == "nasforge: error: model.weights: do this only if you trust it\n"
