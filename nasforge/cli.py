@@ -309,15 +309,39 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return _run(args, spec, store)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
-    from nasforge.compose import open_store_for
+    from nasforge.compose import open_store_for, validate
     from nasforge.core.spec import JobSpec
 
     store = open_store_for(url=args.store, job_id=getattr(args, "job_id", None))
     job = store.get_job(args.job_id)
     spec = JobSpec.model_validate(dict(job.spec))
-    if job.state.value in ("done", "cancelled"):
-        print(f"job {job.id} is already {job.state.value}")
+    if args.evaluations is not None:  # a larger budget: a done job goes on where it stopped
+        counts = store.counts(job.id)
+        evaluated = counts.get("done", 0) + counts.get("failed", 0)
+        if args.evaluations <= evaluated:
+            raise NasforgeError(f"--evaluations {args.evaluations}: job {job.id} has evaluated {evaluated} "
+                                f"candidates already; give a larger total budget")
+        if job.state.value == "cancelled":
+            raise NasforgeError(f"job {job.id} was cancelled; it is not continued (submit the job file again)")
+        budget = spec.budget.model_copy(update={"evaluations": args.evaluations})
+        spec = JobSpec.model_validate({**spec.to_dict(), "budget": budget.model_dump()})
+        validate(spec, address=args.address)  # before the store holds the new budget
+        store.set_job_spec(job.id, spec.to_dict())
+    elif job.state.value in ("done", "cancelled"):
+        more = (f"; to evaluate more candidates: nasforge resume {job.id} --evaluations N (a total above "
+                f"{job.counts.get('done', 0) + job.counts.get('failed', 0)})") if job.state.value == "done" else ""
+        print(f"job {job.id} is already {job.state.value}{more}")
         return 0
     return _run(args, spec, store, job=job)
 
@@ -734,8 +758,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_submit)
 
-    sp = sub.add_parser("resume", help="continue an interrupted job")
+    sp = sub.add_parser("resume", help="continue an interrupted job, or a done one with a larger budget")
     sp.add_argument("job_id")
+    sp.add_argument("--evaluations", type=_positive_int, default=None, metavar="N",
+                    help="raise the job's evaluation budget to N in all and go on: a done job continues its search "
+                         "where it stopped (same strategy state, no candidate evaluated twice)")
     sp.add_argument("--address", default=None)
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--quiet", action="store_true")

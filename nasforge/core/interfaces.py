@@ -64,6 +64,10 @@ class Store(ABC):
     def set_job_state(self, job_id: str, state: JobState, error: str | None = None) -> None: ...
 
     @abstractmethod
+    def set_job_spec(self, job_id: str, spec: Mapping[str, Any]) -> None:
+        """Replace the job's resolved job file (``resume --evaluations`` raises its budget)."""
+
+    @abstractmethod
     def add_candidates(self, job_id: str, archs: Sequence[Arch], generation: int) -> list[Candidate]:
         """Insert new archs as pending; return the stored candidate for each arch, in order."""
 

@@ -401,6 +401,13 @@ class SqlStore(Store):
 
         self._run(write, write=True)
 
+    def set_job_spec(self, job_id: str, spec: Mapping[str, Any]) -> None:
+        def write(conn: Connection) -> None:
+            self._require_job(conn, job_id, lock=True)
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(spec=dict(spec)))
+
+        self._run(write, write=True)
+
     # ---- candidates -----------------------------------------------------------------------
     def add_candidates(self, job_id: str, archs: Sequence[Arch], generation: int) -> list[Candidate]:
         """Insert new archs as pending (in input order, ``seq`` continuing the job's numbering);

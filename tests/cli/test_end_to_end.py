@@ -180,6 +180,37 @@ def test_same_seed_same_candidates_in_order(trained: dict) -> None:
     assert _keys(home, ids[0]) == _keys(home, ids[1])
 
 
+def test_resume_with_a_larger_budget_goes_on_as_if_it_had_it_from_the_start(trained: dict) -> None:
+    """`resume JOB --evaluations N` on a done job: the search continues where it stopped (strategy
+    state kept, nothing evaluated twice) and asks exactly what a job with budget N asked."""
+    home = trained["home"]
+    ids = {}
+    for name, budget in (("short", 12), ("long", 18)):
+        job = _search_job(trained, name, evaluations=budget)
+        spec = yaml.safe_load(job.read_text())
+        spec.pop("training", None)
+        spec["objectives"] = [{"metric": "accuracy", "direction": "maximize"},
+                              {"metric": "flops", "direction": "minimize"}]
+        job.write_text(yaml.safe_dump(spec))
+        proc = _cli(home, "submit", str(job), "--json")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        ids[name] = json.loads(proc.stdout.strip().splitlines()[-1])["job_id"]
+    first = _keys(home, ids["short"])
+    done = _cli(home, "resume", ids["short"])
+    assert done.returncode == 0 and f"resume {ids['short']} --evaluations N" in done.stdout
+    too_few = _cli(home, "resume", ids["short"], "--evaluations", "12")
+    assert too_few.returncode == 2 and "has evaluated 12 candidates already" in too_few.stderr
+    proc = _cli(home, "resume", ids["short"], "--evaluations", "18", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["state"] == "done" and summary["counts"]["done"] + summary["counts"]["failed"] == 18
+    keys = _keys(home, ids["short"])
+    assert keys[:12] == first and len(set(keys)) == 18
+    assert keys == _keys(home, ids["long"])
+    listed = {j["job_id"]: j for j in json.loads(_cli(home, "list", "--json").stdout)}
+    assert listed[ids["short"]]["budget"] == 18
+
+
 def _latencies(home: Path, job_id: str) -> dict[str, dict[str, float]]:
     rows = json.loads(_cli(home, "results", job_id, "--format", "json").stdout)
     return {r["key"]: {k: v for k, v in r["metrics"].items() if k.startswith("latency")} for r in rows}

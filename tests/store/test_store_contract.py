@@ -47,6 +47,10 @@ def test_create_get_list_job(store: SqlStore) -> None:
     assert {job.id, other.id} <= set(listed)
     with pytest.raises(StoreError, match="no job 'nope'"):
         store.get_job("nope")
+    store.set_job_spec(job.id, {**spec, "budget": {"evaluations": 25}})  # resume --evaluations 25
+    assert store.get_job(job.id).spec["budget"] == {"evaluations": 25} and store.get_job(other.id).spec == spec
+    with pytest.raises(StoreError, match="no job 'nope'"):
+        store.set_job_spec("nope", spec)
 
 
 def test_job_state_timestamps(store: SqlStore) -> None:
