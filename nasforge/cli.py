@@ -334,6 +334,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
                                 f"candidates already; give a larger total budget")
         if job.state.value == "cancelled":
             raise NasforgeError(f"job {job.id} was cancelled; it is not continued (submit the job file again)")
+        if spec.budget.wall_time_s is not None:
+            raise NasforgeError(f"--evaluations: job {job.id} also has a wall-time budget (budget.wall_time_s "
+                                f"{spec.budget.wall_time_s:g}), which this does not extend; submit the job file "
+                                "again with the budget you want")
         budget = spec.budget.model_copy(update={"evaluations": args.evaluations})
         spec = JobSpec.model_validate({**spec.to_dict(), "budget": budget.model_dump()})
         validate(spec, address=args.address)  # before the store holds the new budget
