@@ -84,6 +84,38 @@ def _check_checkpoint(spec: JobSpec, space: SearchSpace) -> None:
     if key not in _CHECKED:
         load_trained_supernet(space, spec.supernet.name, spec.supernet.options, spec.supernet.checkpoint)
         _CHECKED.add(key)
+        _warn_other_data(spec, weights)
+
+
+#: the dataset settings that decide which images a supernet trained on and which it is scored on
+_SPLIT_KEYS = ("name", "path", "seed", "val_fraction", "test_fraction", "seq_len", "normalize", "mean", "std")
+
+
+def _warn_other_data(spec: JobSpec, weights: Path) -> None:
+    """A checkpoint a nasforge job trained (its ``job.json`` is in a folder above the weights) was
+    trained on that job's dataset and split: scored on other data, or on another split of the same
+    data (whose validation images the supernet may have trained on), its children's accuracy is not
+    what it seems. Said once, as a warning: it may be meant (transfer), the shapes fit."""
+    import warnings
+
+    from nasforge.core.errors import NasforgeWarning
+
+    job_file = next((p / "job.json" for p in list(weights.parents)[:4] if (p / "job.json").is_file()), None)
+    if job_file is None:
+        return
+    try:
+        trained = dict((json.loads(job_file.read_text()).get("evaluation") or {}).get("dataset") or {})
+    except (OSError, ValueError, AttributeError):
+        return
+    now = spec.evaluation.dataset.model_dump()
+    defaults = type(spec.evaluation.dataset)().model_dump()
+    differ = [k for k in _SPLIT_KEYS if trained.get(k, defaults.get(k)) != now.get(k)]
+    if not differ:
+        return
+    what = ", ".join(f"{k} {trained.get(k, defaults.get(k))!r} -> {now.get(k)!r}" for k in differ)
+    warnings.warn(f"supernet.checkpoint was trained by job {job_file.parent.name} on other data or another split "
+                  f"({what}): its children are scored on images it may have trained on, or on data it never saw; "
+                  "use that job's evaluation.dataset settings unless this is meant", NasforgeWarning, stacklevel=1)
 
 
 #: the name of the trained weights among :meth:`SupernetWorkload.worker_files`

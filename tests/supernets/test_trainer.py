@@ -151,3 +151,27 @@ def test_bad_inputs(tmp_path, digits):
         SandwichTrainer(BigNASSupernet(space), digits, SPEC, seed=0, checkpoint_dir=tmp_path)
     with pytest.raises(NasforgeError, match="supernet.checkpoint"):
         load_trained_supernet(BigNASCNNSpace(TINY), "bignas", {}, tmp_path / "nothing")
+
+
+def test_a_checkpoint_scored_on_other_data_or_another_split_is_warned_about(tmp_path) -> None:
+    import warnings
+
+    from nasforge.core.errors import NasforgeWarning
+    from nasforge.core.spec import JobSpec
+    from nasforge.workers.supernet_workload import _warn_other_data
+
+    base = {"name": "t", "space": {"name": "bignas_cnn"}, "supernet": {"name": "bignas"},
+            "strategy": {"name": "random"}, "objectives": [{"metric": "accuracy", "direction": "maximize"}],
+            "evaluation": {"dataset": {"name": "digits"}}}
+    job = tmp_path / "jobs" / "trainer-job"
+    (job / "supernet" / "epoch-0002").mkdir(parents=True)
+    (job / "job.json").write_text(json.dumps(JobSpec.model_validate(base).to_dict()))
+    weights = job / "supernet" / "epoch-0002" / "model.safetensors"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same data and split: nothing to say
+        _warn_other_data(JobSpec.model_validate(base), weights)
+    for dataset, says in (({"name": "mnist5k"}, "name 'digits' -> 'mnist5k'"),
+                          ({"name": "digits", "seed": 3}, "seed 0 -> 3")):
+        spec = JobSpec.model_validate({**base, "evaluation": {"dataset": dataset}})
+        with pytest.warns(NasforgeWarning, match=f"trained by job trainer-job on other data or another split \\({says}\\)"):
+            _warn_other_data(spec, weights)
