@@ -282,13 +282,9 @@ def _is_pil(obj: Any) -> bool:
 
 def _pil_pixels(im: Any, channels: int, h: int, w: int) -> Any:
     """A PIL image's pixels in the model's mode (L for one channel, RGB for three) and size."""
-    import numpy as np
-    from PIL import Image
+    from nasforge.data.loaders import pil_pixels
 
-    im = im.convert("L" if channels == 1 else "RGB")
-    if im.size != (w, h):
-        im = im.resize((w, h), Image.BILINEAR)
-    return np.asarray(im)
+    return pil_pixels(im, "L" if channels == 1 else "RGB", (w, h))
 
 
 def load_export(path: str | Path) -> Any:

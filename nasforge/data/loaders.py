@@ -222,6 +222,22 @@ def _read(spec: DatasetSpec, image_size: tuple[int, int] | None) -> tuple[np.nda
     return _read_arrays(path)
 
 
+def pil_mode(im: Any) -> str:
+    """The mode an image dataset keeps: L for grayscale kinds of image, RGB for any other."""
+    return "L" if im.mode in ("L", "1", "I", "I;16", "F") else "RGB"
+
+
+def pil_pixels(im: Any, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """``im``'s pixels in ``mode`` at ``size`` ((W, H); PIL's bilinear resize where it differs), as
+    float64: how the image datasets read every image, and how ``prepare_inputs`` reads one."""
+    from PIL import Image
+
+    im = im.convert(mode)
+    if im.size != size:
+        im = im.resize(size, Image.BILINEAR)
+    return np.asarray(im, dtype=np.float64)
+
+
 def _read_folder(root: Path, image_size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image, UnidentifiedImageError
 
@@ -244,14 +260,8 @@ def _read_folder(root: Path, image_size: tuple[int, int] | None) -> tuple[np.nda
     for f, _ in files:
         try:
             with Image.open(f) as im:
-                if mode is None:
-                    mode = "L" if im.mode in ("L", "1", "I", "I;16", "F") else "RGB"
-                im = im.convert(mode)
-                if size is None:
-                    size = im.size
-                if im.size != size:
-                    im = im.resize(size, Image.BILINEAR)
-                images.append(np.asarray(im, dtype=np.float64))
+                mode, size = mode or pil_mode(im), size or im.size
+                images.append(pil_pixels(im, mode, size))
         except (UnidentifiedImageError, OSError) as e:
             raise DatasetError(f"evaluation.dataset.path: cannot read image {f}: {e}; remove or fix it") from None
     X = np.stack(images)
@@ -327,12 +337,8 @@ def _read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     f"evaluation.dataset.path: {path}: row {i} of column 'image' is not encoded image bytes"
                 )
             with Image.open(io.BytesIO(raw)) as im:  # one mode and size, as the folder loader makes them
-                mode = mode or ("L" if im.mode in ("L", "1", "I", "I;16", "F") else "RGB")
-                im = im.convert(mode)
-                size = size or im.size
-                if im.size != size:
-                    im = im.resize(size, Image.BILINEAR)
-                images.append(np.asarray(im, dtype=np.float64))
+                mode, size = mode or pil_mode(im), size or im.size
+                images.append(pil_pixels(im, mode, size))
         return np.stack(images), y
     pixel_cols = [c for c in cols if c != label]
     try:
