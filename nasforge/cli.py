@@ -239,8 +239,10 @@ def _uniform_note(spec: Any, done: list[Any]) -> str | None:
     level = ", ".join(f"{k} {_fmt(float(v))}" for k, v in levels.items())
     # evopress starts from, and dp / ilp / closed_form (option reference) ask, the uniform allocation
     # that uses the most of the budget; other strategies meet uniform allocations only by chance
-    name, opts = spec.strategy.name, spec.strategy.options or {}
-    asked = name == "evopress" or (name in ("dp", "ilp", "closed_form") and opts.get("reference", True))
+    from nasforge.search import STRATEGIES
+
+    name = spec.strategy.name
+    asked = STRATEGIES.get(name).asks_uniform_reference(spec.strategy.options or {})
     what = "uniform allocation within the constraints" if asked else \
         "best uniform allocation the search happened to evaluate within the constraints"
     text = f"{what} ({level} everywhere, candidate {base.id}): {figures(base)}"
@@ -251,8 +253,9 @@ def _uniform_note(spec: Any, done: list[Any]) -> str | None:
     ratio = "" if sign < 0 or b <= 0 else f" ({first.metric} {times}x lower)"
     text += f"; best found (candidate {best.id}): {figures(best)}{ratio}"
     if not asked:
+        those = [n for n in STRATEGIES.names() if STRATEGIES.get(n).asks_uniform_reference({})]
         text += (f"; strategy {name!r} does not ask for the uniform allocation that uses the most of the budget "
-                 "(evopress, dp, ilp and closed_form do)")
+                 f"({', '.join(those[:-1])} and {those[-1]} do)")
     return text
 
 
@@ -326,9 +329,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     store = open_store_for(url=args.store, job_id=getattr(args, "job_id", None))
     job = store.get_job(args.job_id)
     spec = JobSpec.model_validate(dict(job.spec))
+    evaluated = job.counts.get("done", 0) + job.counts.get("failed", 0)
     if args.evaluations is not None:  # a larger budget: a done job goes on where it stopped
-        counts = store.counts(job.id)
-        evaluated = counts.get("done", 0) + counts.get("failed", 0)
         if args.evaluations <= evaluated:
             raise NasforgeError(f"--evaluations {args.evaluations}: job {job.id} has evaluated {evaluated} "
                                 f"candidates already; give a larger total budget")
@@ -344,7 +346,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         store.set_job_spec(job.id, spec.to_dict())
     elif job.state.value in ("done", "cancelled"):
         more = (f"; to evaluate more candidates: nasforge resume {job.id} --evaluations N (a total above "
-                f"{job.counts.get('done', 0) + job.counts.get('failed', 0)})") if job.state.value == "done" else ""
+                f"{evaluated})") if job.state.value == "done" else ""
         print(f"job {job.id} is already {job.state.value}{more}")
         return 0
     return _run(args, spec, store, job=job)

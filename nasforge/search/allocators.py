@@ -241,6 +241,10 @@ class _ProbingAllocator(Strategy):
         self.exact = True
         self._G = G
 
+    @classmethod
+    def asks_uniform_reference(cls, options: Mapping[str, Any]) -> bool:
+        return bool(cls.Options.model_validate(dict(options)).reference)  # type: ignore[attr-defined]
+
     def finished_why(self) -> str:
         reference = " and the uniform reference" if self.options.reference else ""  # type: ignore[attr-defined]
         return f"its probes, its solution{reference} are evaluated"

@@ -55,6 +55,12 @@ class Strategy(ABC):
     @abstractmethod
     def tell(self, archs: Sequence[Arch], results: Sequence[EvalResult]) -> None: ...
 
+    @classmethod
+    def asks_uniform_reference(cls, options: Mapping[str, Any]) -> bool:
+        """Whether, on a compression space, it evaluates the uniform allocation that uses the most of
+        the budget (the job's summary compares its best with that one)."""
+        return False
+
     def finished_why(self) -> str:
         """Why an empty ``ask`` ended the search (the job's stop reason says it); "" if nothing to add."""
         return ""

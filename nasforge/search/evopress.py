@@ -169,6 +169,10 @@ class EvoPress(Strategy):
         self.generation += 1
         self.history.append(self.parent_value)
 
+    @classmethod
+    def asks_uniform_reference(cls, options: Mapping[str, Any]) -> bool:
+        return True  # its start
+
     def finished_why(self) -> str:
         value = "" if not math.isfinite(self.parent_value) else f" ({self.metric} {self.sign * self.parent_value:.4g})"
         return (f"every budget-keeping mutation of the best allocation{value} was evaluated after "

@@ -65,4 +65,4 @@ def test_other_strategies_say_their_uniform_allocation_was_met_by_chance() -> No
         else:
             assert note.startswith("best uniform allocation the search happened to evaluate within the constraints")
             assert note.endswith(f"strategy {strategy['name']!r} does not ask for the uniform allocation that uses "
-                                 "the most of the budget (evopress, dp, ilp and closed_form do)")
+                                 "the most of the budget (closed_form, dp, evopress and ilp do)")
