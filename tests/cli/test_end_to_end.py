@@ -159,42 +159,32 @@ def _keys(home: Path, job_id: str) -> list[str]:
     return [r["key"] for r in sorted(rows, key=lambda r: r["candidate_id"])]
 
 
-def test_same_seed_same_candidates_in_order(trained: dict) -> None:
-    """Deterministic objectives (accuracy, FLOPs): the same seed asks the same candidates.
+def _submit_flops_search(trained: dict, name: str, evaluations: int = 12) -> str:
+    """A search on the trained supernet steered by deterministic objectives (accuracy, FLOPs);
+    measured latency differs run to run, so a search steered by it adapts to what it measured.
+    Returns the job id."""
+    job = _search_job(trained, name, evaluations=evaluations)
+    spec = yaml.safe_load(job.read_text())
+    spec.pop("training", None)
+    spec["objectives"] = [{"metric": "accuracy", "direction": "maximize"},
+                          {"metric": "flops", "direction": "minimize"}]
+    job.write_text(yaml.safe_dump(spec))
+    proc = _cli(trained["home"], "submit", str(job), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return str(json.loads(proc.stdout.strip().splitlines()[-1])["job_id"])
 
-    Measured latency differs run to run, so a search steered by it adapts to what it measured;
-    that is why this test steers on FLOPs.
-    """
-    home = trained["home"]
-    ids = []
-    for name in ("seed-a", "seed-b"):
-        job = _search_job(trained, name)
-        spec = yaml.safe_load(job.read_text())
-        spec.pop("training", None)
-        spec["objectives"] = [{"metric": "accuracy", "direction": "maximize"},
-                              {"metric": "flops", "direction": "minimize"}]
-        job.write_text(yaml.safe_dump(spec))
-        proc = _cli(home, "submit", str(job), "--json")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        ids.append(json.loads(proc.stdout.strip().splitlines()[-1])["job_id"])
-    assert _keys(home, ids[0]) == _keys(home, ids[1])
+
+def test_same_seed_same_candidates_in_order(trained: dict) -> None:
+    """Deterministic objectives (accuracy, FLOPs): the same seed asks the same candidates."""
+    ids = [_submit_flops_search(trained, name) for name in ("seed-a", "seed-b")]
+    assert _keys(trained["home"], ids[0]) == _keys(trained["home"], ids[1])
 
 
 def test_resume_with_a_larger_budget_goes_on_as_if_it_had_it_from_the_start(trained: dict) -> None:
     """`resume JOB --evaluations N` on a done job: the search continues where it stopped (strategy
     state kept, nothing evaluated twice) and asks exactly what a job with budget N asked."""
     home = trained["home"]
-    ids = {}
-    for name, budget in (("short", 12), ("long", 18)):
-        job = _search_job(trained, name, evaluations=budget)
-        spec = yaml.safe_load(job.read_text())
-        spec.pop("training", None)
-        spec["objectives"] = [{"metric": "accuracy", "direction": "maximize"},
-                              {"metric": "flops", "direction": "minimize"}]
-        job.write_text(yaml.safe_dump(spec))
-        proc = _cli(home, "submit", str(job), "--json")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        ids[name] = json.loads(proc.stdout.strip().splitlines()[-1])["job_id"]
+    ids = {name: _submit_flops_search(trained, name, budget) for name, budget in (("short", 12), ("long", 18))}
     first = _keys(home, ids["short"])
     done = _cli(home, "resume", ids["short"])
     assert done.returncode == 0 and f"resume {ids['short']} --evaluations N" in done.stdout
