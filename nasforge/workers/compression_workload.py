@@ -228,11 +228,11 @@ class CompressionWorkload(Workload):
             data = load_dataset(spec.evaluation.dataset)
             x = data.train[0][:1]
             _check_export_inputs(spec, data, search_roots)
+        outputs: list[Any] = []  # what the model returns, from discovery's own forward pass
+        hook = model.register_forward_hook(lambda _m, _i, o: outputs.append(o))
         try:
             layers, _unknown = discover_layers(model, x, group_by=opts.group_by, skip_first=opts.skip_first,
                                                skip_last=opts.skip_last, skip=opts.skip)
-            with torch.inference_mode():
-                out = model(x)
         except (RuntimeError, ValueError, TypeError, IndexError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise JobSpecError(
@@ -240,8 +240,10 @@ class CompressionWorkload(Workload):
                 f"{tuple(x.shape)} ({x.dtype}) from evaluation.dataset.name {spec.evaluation.dataset.name!r}: "
                 f"{first}; use the dataset the model was built for (or set space.options.input_shape)"
             ) from None
+        finally:
+            hook.remove()
         try:
-            as_logits(out)
+            as_logits(outputs[0])
         except TypeError as e:
             raise JobSpecError(f"model.source: {spec.model.source if spec.model else '?'}: {e}") from None
         if not layers:
