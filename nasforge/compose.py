@@ -115,6 +115,13 @@ def validate(spec: JobSpec, *, address: str | None = None) -> SearchSpace:
                 )
         cores = os.cpu_count() or 1
         asked = spec.workers.count * spec.workers.cpus
+        if spec.workers.cpus > LOCAL_OVERSUBSCRIPTION * cores:  # no count of workers fits: the key is cpus
+            raise ResourceUnavailableError(
+                f"workers.cpus: one worker asks for {spec.workers.cpus:g} CPUs on this {cores}-CPU machine, where "
+                f"a local instance gives at most {LOCAL_OVERSUBSCRIPTION} worker CPUs per core; use workers.cpus "
+                f"<= {LOCAL_OVERSUBSCRIPTION * cores} (torch threads while timing: evaluation.latency.threads) or "
+                "submit with --address to a cluster"
+            )
         if asked > LOCAL_OVERSUBSCRIPTION * cores:
             raise ResourceUnavailableError(
                 f"workers.count: {spec.workers.count} workers x {spec.workers.cpus:g} CPU is {asked:g} CPUs on this "

@@ -197,7 +197,7 @@ class DatasetSpec(_Strict):
         "folder of class folders of images; .npz (inputs X / images, labels y / labels); .parquet "
         "(label or y, and an image column of encoded images or one column per pixel); text: a text file or a "
         "folder of them"))
-    seed: int = Field(default=0, description="seed of the deterministic train/val/test split")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="seed of the deterministic train/val/test split")
     val_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of the data held out for validation")
     test_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of the data held out for test")
     seq_len: int = Field(default=64, ge=1, le=65_536, description="text datasets: tokens per training sequence")

@@ -21,6 +21,8 @@ EXPECTED = {
     "negative_wall_time": "budget.wall_time_s",
     "zero_workers": "workers.count",
     "too_many_local_workers": "workers.count: 1000 workers x 1 CPU is 1000 CPUs on this",
+    # no count of workers fits, so the key to change is cpus (it said "use workers.count <= 0")
+    "one_worker_too_wide": "workers.cpus: one worker asks for 1024 CPUs on this",
     "unknown_space": "space.name: unknown space",
     "unknown_strategy": "strategy.name: unknown strategy",
     "unknown_supernet": "supernet.name: unknown supernet",
@@ -57,6 +59,8 @@ EXPECTED = {
     "bad_latency_statistic": "evaluation.latency.statistic",
     "missing_latency_table": "strategy.options.latency_table",
     "negative_seed": "seed",
+    # it reached scikit-learn's train_test_split: a traceback, exit 1
+    "negative_dataset_seed": "evaluation.dataset.seed: Input should be greater than or equal to 0",
     "gpus_on_cpu_machine": "workers.gpus",
     "custom_resource_without_cluster": "workers.resources",
     "bad_store_url": "store.url",
