@@ -11,8 +11,13 @@ Sources:
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
+import os
 import sys
+import sysconfig
+import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -92,6 +97,15 @@ def build_model(source: str, weights: str | None, options: Mapping[str, Any],
         import timm
 
         name = source.split(":", 1)[1]
+        if not timm.is_model(name):  # before asking for weights: a misspelt name is the first thing to fix
+            if name.startswith(("hf-hub:", "hf_hub:", "local-dir:")):
+                raise JobSpecError(f"model.source: {source!r} names a hub or folder checkpoint, which nasforge "
+                                   "does not fetch; give the architecture (e.g. 'timm:resnet18') and its weights "
+                                   "file as model.weights")
+            close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+            raise JobSpecError(f"model.source: timm has no model {name!r}"
+                               + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
+                               + "; timm.list_models('*pattern*') lists its names")
         if weights is None and require_weights:
             raise JobSpecError(f"model.weights: required for {source!r} (nasforge never downloads weights); "
                                "give a safetensors / .pt state dict on disk")
@@ -101,7 +115,7 @@ def build_model(source: str, weights: str | None, options: Mapping[str, Any],
             raise JobSpecError(f"model.source: timm cannot build {name!r} with options {dict(options)} ({e})") from None
     else:
         factory = import_factory(source, search_roots)
-        model = factory(**dict(options))
+        model = _call_factory(source, factory, dict(options))
         if not isinstance(model, nn.Module):
             raise ModelSourceError(f"model.source: {source} returned {type(model).__name__}, not an nn.Module")
     if weights is not None:
@@ -113,6 +127,39 @@ def build_model(source: str, weights: str | None, options: Mapping[str, Any],
                                    "check model.source and model.options (e.g. num_classes, in_chans) against "
                                    "the model the weights were saved from") from None
     return model.eval().cpu()
+
+
+#: where installed packages, the standard library and nasforge live: a frame outside them is the user's
+_LIBRARY_DIRS = tuple(
+    d.rstrip(os.sep) + os.sep
+    for d in {*(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")),
+              str(Path(__file__).resolve().parents[1])})
+
+
+def _call_factory(source: str, factory: Any, options: dict[str, Any]) -> Any:
+    """``factory(**options)``; options it does not take, or an error it raises, become one line
+    naming ``model.options`` / ``model.source`` and where in the user's code it was raised."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check before the call
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(**options)
+        except TypeError as e:
+            takes = ", ".join(p.name for p in signature.parameters.values()
+                              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)) or "no options"
+            raise JobSpecError(f"model.options: {source} does not take them ({e}); it takes: {takes}") from None
+    try:
+        return factory(**options)
+    except NasforgeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's code: say what it raised and where, in one line
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(_LIBRARY_DIRS)]
+        where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ModelSourceError(f"model.source: {source}(**model.options) raised {type(e).__name__}{where}: "
+                               f"{first}") from None
 
 
 def _misfit(model: nn.Module, sd: Mapping[str, torch.Tensor], error: Exception, show: int = 3) -> str:

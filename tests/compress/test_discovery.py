@@ -11,7 +11,7 @@ from torch import nn
 
 from nasforge.compress.discovery import block_of, discover_layers, state_dict_split
 from nasforge.compress.sources import build_model, import_factory
-from nasforge.core.errors import JobSpecError, NasforgeWarning
+from nasforge.core.errors import JobSpecError, NasforgeError, NasforgeWarning
 from tests.compress.helpers import TinyDigitsCNN
 
 torch.set_num_threads(1)
@@ -95,6 +95,28 @@ def test_user_module_by_import_path(tmp_path) -> None:
         build_model("no_such_pkg.mod:f", None, {})
     with pytest.raises(JobSpecError, match="model.weights"):
         build_model("timm:resnet18", None, {})
+
+
+def test_factory_options_and_errors_are_one_line_naming_the_key(tmp_path, monkeypatch) -> None:
+    """Options the factory does not take name model.options and its parameters; an error the user's
+    factory raises names its type and the line of the user's file (torch's frames are left out);
+    a timm name that does not exist is named before the weights are asked for."""
+    with pytest.raises(JobSpecError, match=r"model.options: tests.compress.helpers:tiny_digits_cnn does not take "
+                                           r"them \(.*'widht'\); it takes: width, seed"):
+        build_model("tests.compress.helpers:tiny_digits_cnn", None, {"widht": 4})
+    (tmp_path / "brokennet.py").write_text(
+        "import torch\n\ndef make(width=4):\n    layer = torch.nn.Linear(width, 2)\n"
+        "    return layer(torch.zeros(3))  # 3 features into a 4-feature layer\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(NasforgeError) as info:
+        build_model("brokennet:make", None, {})
+    msg = str(info.value)
+    assert msg.startswith("model.source: brokennet:make(**model.options) raised RuntimeError at brokennet.py:5: ")
+    assert "\n" not in msg
+    with pytest.raises(JobSpecError, match=r"model.source: timm has no model 'resnet1' \(did you mean 'resnet18'"):
+        build_model("timm:resnet1", None, {})
+    with pytest.raises(JobSpecError, match="names a hub or folder checkpoint, which nasforge does not fetch"):
+        build_model("timm:hf-hub:timm/resnet18.a1_in1k", None, {})
 
 
 def test_weights_that_do_not_fit_are_named_in_a_few_words(tmp_path) -> None:
