@@ -74,7 +74,7 @@ class SpaceSpec(NamedComponent):
 
 
 class SupernetSpec(_Strict):
-    """Supernet search: the weight-sharing family (bignas, elastic_vit, mos, ...) and its options."""
+    """Supernet search: bignas, elastic_vit, lm_transformer or pooling_mixture, and its options (mixture: MoS)."""
 
     name: str = Field(description="registered supernet family, e.g. bignas")
     options: dict[str, Any] = Field(default_factory=dict, description="supernet options (see the family)")
@@ -118,6 +118,16 @@ class TrainingSpec(_Strict):
     warmup_epochs: float = Field(default=0.5, ge=0, description="linear learning-rate warm-up")
     weight_decay: float = Field(default=1e-5, ge=0, description="weight decay (largest child only, BigNAS)")
     options: dict[str, Any] = Field(default_factory=dict, description="trainer options")
+
+    @model_validator(mode="after")
+    def _warmup_within_training(self) -> TrainingSpec:
+        # a warm-up the job file sets that outlasts training means the learning rate never reaches
+        # lr (the default 0.5 is left alone for the short trainings of smoke runs)
+        if "warmup_epochs" in self.model_fields_set and self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs: {self.warmup_epochs:g} is not shorter than training.epochs "
+                             f"({self.epochs:g}), so the learning rate would never reach training.lr; "
+                             "use warmup_epochs < epochs")
+        return self
 
 
 class StrategySpec(NamedComponent):
@@ -432,6 +442,9 @@ def _format_validation_error(err: ValidationError) -> str:
     elif first.get("input", ...) is None:
         msg = f"is empty; give it a value ({msg[0].lower()}{msg[1:]}; see docs/job-file.md)"
     msg = msg.removeprefix("Value error, ")
+    named = re.match(r"([a-z_][a-z0-9_]*): ", msg)
+    if first["type"] == "value_error" and named and loc:  # a section's check that names one of its keys
+        loc, msg = f"{loc}.{named.group(1)}", msg[named.end():]
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{loc or '<top>'}: {msg}{more}"
 

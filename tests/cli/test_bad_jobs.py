@@ -59,6 +59,8 @@ EXPECTED = {
     "bad_latency_statistic": "evaluation.latency.statistic",
     "missing_latency_table": "strategy.options.latency_table",
     "negative_seed": "seed",
+    # a model check that names its key reads training.warmup_epochs, not "training: warmup_epochs"
+    "warmup_outlasts_training": "training.warmup_epochs: 2 is not shorter than training.epochs (2)",
     # it reached scikit-learn's train_test_split: a traceback, exit 1
     "negative_dataset_seed": "evaluation.dataset.seed: Input should be greater than or equal to 0",
     "gpus_on_cpu_machine": "workers.gpus",
