@@ -47,22 +47,25 @@ def text_files(path: str | Path) -> list[Path]:
     """The files of a ``text`` corpus: the file itself, or the text files under the folder."""
     root = Path(path).expanduser()
     if root.is_file():
+        if _binary(root):
+            raise NasforgeError(f"evaluation.dataset.path: {path} is a binary file (it holds NUL bytes), not "
+                                "text; give a text file or a folder of them")
         return [root]
     if not root.is_dir():
         raise NasforgeError(f"evaluation.dataset.path: {path} does not exist; give a text file or a folder of them")
-    files = []
-    for f in sorted(root.rglob("*")):
-        rel = f.relative_to(root)
-        if not f.is_file() or any(part.startswith(".") for part in rel.parts):
-            continue
-        with f.open("rb") as fh:
-            if b"\0" in fh.read(8192):
-                continue
-        files.append(f)
+    files = [f for f in sorted(root.rglob("*"))
+             if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)
+             and not _binary(f)]
     if not files:
         raise NasforgeError(f"evaluation.dataset.path: {path} holds no text file (hidden and binary files are "
                             "left out); give a text file or a folder of them")
     return files
+
+
+def _binary(f: Path) -> bool:
+    """A NUL byte in the first 8 KiB: a binary file, not text."""
+    with f.open("rb") as fh:
+        return b"\0" in fh.read(8192)
 
 
 def corpus_files(name: str = "pystdlib", path: str | Path | None = None) -> list[Path]:

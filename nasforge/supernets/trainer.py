@@ -182,6 +182,12 @@ def check_data_fits(space: SearchSpace, data: Any) -> None:
             f"space.options.num_classes: the space has {o} classes but dataset {data.name} has "
             f"{data.num_classes}; set space.options.num_classes: {data.num_classes}"
         )
+    vocab = getattr(opts, "vocab_size", None)
+    if vocab is not None and len(data.input_shape) == 1 and vocab < data.num_classes:
+        raise JobSpecError(
+            f"space.options.vocab_size: the space embeds {vocab} tokens but dataset {data.name} has "
+            f"{data.num_classes} (one per byte); set space.options.vocab_size: {data.num_classes}"
+        )
     ctx = getattr(opts, "context", None)
     if ctx is not None and len(data.input_shape) == 1 and ctx < data.input_shape[0]:
         raise JobSpecError(

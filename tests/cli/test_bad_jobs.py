@@ -59,6 +59,7 @@ EXPECTED = {
     "bad_latency_statistic": "evaluation.latency.statistic",
     "missing_latency_table": "strategy.options.latency_table",
     "negative_seed": "seed",
+    "lm_vocab_smaller_than_bytes": "space.options.vocab_size: the space embeds 10 tokens but dataset pystdlib has 256",
     # a model check that names its key reads training.warmup_epochs, not "training: warmup_epochs"
     "warmup_outlasts_training": "training.warmup_epochs: 2 is not shorter than training.epochs (2)",
     # it reached scikit-learn's train_test_split: a traceback, exit 1

@@ -271,3 +271,6 @@ def test_text_dataset_from_a_file_or_a_folder(tmp_path):
     (tmp_path / "empty" / "x.bin").write_bytes(b"\0" * 10)
     with pytest.raises(NasforgeError, match="holds no text file"):
         load_dataset(DatasetSpec(name="text", path=str(tmp_path / "empty")))
+    # a binary file named on its own is refused too (it was read as byte tokens)
+    with pytest.raises(NasforgeError, match=r"evaluation.dataset.path: .*image.bin is a binary file \(it holds NUL"):
+        load_dataset(DatasetSpec(name="text", path=str(corpus / "image.bin")))
