@@ -73,7 +73,7 @@ _CHECKED: set[tuple[Any, ...]] = set()
 def _check_checkpoint(spec: JobSpec, space: SearchSpace) -> None:
     """Load ``supernet.checkpoint`` into the job's supernet once per process (a CheckpointError
     names what does not fit)."""
-    from nasforge.supernets.trainer import latest_weights, load_trained_supernet
+    from nasforge.supernets.trainer import CheckpointError, latest_weights, load_trained_supernet
 
     assert spec.supernet is not None and spec.supernet.checkpoint is not None
     weights = latest_weights(spec.supernet.checkpoint).resolve()
@@ -82,9 +82,43 @@ def _check_checkpoint(spec: JobSpec, space: SearchSpace) -> None:
            json.dumps(dict(spec.space.options), sort_keys=True, default=str), spec.supernet.name,
            json.dumps(dict(spec.supernet.options), sort_keys=True, default=str))
     if key not in _CHECKED:
-        load_trained_supernet(space, spec.supernet.name, spec.supernet.options, spec.supernet.checkpoint)
+        try:
+            load_trained_supernet(space, spec.supernet.name, spec.supernet.options, spec.supernet.checkpoint)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}{_trained_with(spec, weights)}") from None
         _CHECKED.add(key)
         _warn_other_data(spec, weights)
+
+
+def _training_job(weights: Path) -> tuple[str, dict[str, Any]] | None:
+    """The id and job file of the nasforge job that trained ``weights`` (its ``job.json`` is in a
+    folder above them), or None: a checkpoint from elsewhere, or an unreadable job file."""
+    job_file = next((p / "job.json" for p in list(weights.parents)[:4] if (p / "job.json").is_file()), None)
+    if job_file is None:
+        return None
+    try:
+        job = json.loads(job_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return (job_file.parent.name, job) if isinstance(job, dict) else None
+
+
+def _trained_with(spec: JobSpec, weights: Path) -> str:
+    """For a checkpoint that does not fit: the space and supernet its training job used, where they
+    differ from this job's (the fix is to copy them), else ''."""
+    assert spec.supernet is not None
+    trained = _training_job(weights)
+    if trained is None:
+        return ""
+    job_id, job = trained
+    now = {"space": spec.space.model_dump(), "supernet": spec.supernet.model_dump()}
+    then = {k: {"name": (job.get(k) or {}).get("name"), "options": (job.get(k) or {}).get("options") or {}}
+            for k in now}
+    differ = [f"{k}: {{name: {then[k]['name']}, options: {json.dumps(then[k]['options'], separators=(',', ':'))}}}"
+              for k in now if (then[k]["name"], then[k]["options"]) != (now[k]["name"], now[k]["options"])]
+    if not differ:
+        return ""
+    return f"; it was trained by job {job_id} with " + " and ".join(differ)
 
 
 #: the dataset settings that decide which images a supernet trained on and which it is scored on
@@ -100,12 +134,13 @@ def _warn_other_data(spec: JobSpec, weights: Path) -> None:
 
     from nasforge.core.errors import NasforgeWarning
 
-    job_file = next((p / "job.json" for p in list(weights.parents)[:4] if (p / "job.json").is_file()), None)
-    if job_file is None:
+    training_job = _training_job(weights)
+    if training_job is None:
         return
+    job_id, job = training_job
     try:
-        trained = dict((json.loads(job_file.read_text()).get("evaluation") or {}).get("dataset") or {})
-    except (OSError, ValueError, AttributeError):
+        trained = dict((job.get("evaluation") or {}).get("dataset") or {})
+    except (AttributeError, TypeError, ValueError):
         return
     now = spec.evaluation.dataset.model_dump()
     defaults = type(spec.evaluation.dataset)().model_dump()
@@ -113,7 +148,7 @@ def _warn_other_data(spec: JobSpec, weights: Path) -> None:
     if not differ:
         return
     what = ", ".join(f"{k} {trained.get(k, defaults.get(k))!r} -> {now.get(k)!r}" for k in differ)
-    warnings.warn(f"supernet.checkpoint was trained by job {job_file.parent.name} on other data or another split "
+    warnings.warn(f"supernet.checkpoint was trained by job {job_id} on other data or another split "
                   f"({what}): its children are scored on images it may have trained on, or on data it never saw; "
                   "use that job's evaluation.dataset settings unless this is meant", NasforgeWarning, stacklevel=1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -254,6 +255,9 @@ def test_a_dataset_that_does_not_fit_the_space_is_refused_before_a_job_exists(
     ("other_options", "was trained with other space/supernet options: "),
     ("not_safetensors", "cannot be read as safetensors (Error while deserializing header"),
     ("other_model", "does not match this supernet (missing ["),
+    # a nasforge job's checkpoint: its job.json says what to copy into the job file
+    ("other_options_job", 'use the options it was trained with; it was trained by job trainjob with space: '
+                          '{name: bignas_cnn, options: {"preset":"mnist","stem_channels":24}}'),
 ])
 def test_a_checkpoint_that_does_not_fit_is_refused_before_a_job_exists(
         kind: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -267,7 +271,13 @@ def test_a_checkpoint_that_does_not_fit_is_refused_before_a_job_exists(
 
     monkeypatch.setenv("NASFORGE_HOME", str(tmp_path / "home"))
     ckpt = tmp_path / "supernet.safetensors"
-    if kind == "other_options":  # trained with 24 stem channels; the job says the preset's 16
+    if kind == "other_options_job":
+        (tmp_path / "trainjob").mkdir()
+        (tmp_path / "trainjob" / "job.json").write_text(json.dumps({
+            "space": {"name": "bignas_cnn", "options": {"preset": "mnist", "stem_channels": 24}},
+            "supernet": {"name": "bignas", "options": {}}}))
+        ckpt = tmp_path / "trainjob" / "supernet.safetensors"
+    if kind.startswith("other_options"):  # trained with 24 stem channels; the job says the preset's 16
         net = SUPERNETS.get("bignas")(SPACES.get("bignas_cnn")({"preset": "mnist", "stem_channels": 24}), {})
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(ckpt))
     elif kind == "not_safetensors":
