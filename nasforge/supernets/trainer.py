@@ -173,8 +173,8 @@ def _seed_of(*parts: int) -> int:
 
 
 def check_data_fits(space: SearchSpace, data: Any) -> None:
-    """The space's classes, channels and context agree with the dataset (checked while validating
-    a job, before it exists, and again by the trainer)."""
+    """The space's classes, vocabulary, context, channels and image size agree with the dataset
+    (checked while validating a job, before it exists, and again by the trainer)."""
     opts = space.options
     o = getattr(opts, "num_classes", None)
     if o is not None and o != data.num_classes:
@@ -199,6 +199,15 @@ def check_data_fits(space: SearchSpace, data: Any) -> None:
         raise JobSpecError(
             f"space.options.in_channels: the space takes {c} channels but dataset {data.name} has "
             f"{data.input_shape[0]}; set space.options.in_channels: {data.input_shape[0]}"
+        )
+    size = getattr(opts, "input_size", None)
+    if size is not None and len(data.input_shape) == 3 and data.input_shape[1] == data.input_shape[2] != size:
+        # latency, FLOPs and the exported graph take input_size: a child timed on other images than
+        # it is scored on (non-square images are left to the spaces, which pool globally)
+        side = data.input_shape[1]
+        raise JobSpecError(
+            f"space.options.input_size: the space takes {size}x{size} images but dataset {data.name} has "
+            f"{side}x{side}; set space.options.input_size: {side}"
         )
 
 

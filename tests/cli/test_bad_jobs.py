@@ -230,6 +230,9 @@ def test_exit_code_through_the_console_script(tmp_path: Path) -> None:
                 "set space.options.num_classes: 2"),
     ("channels", "space.options.in_channels: the space takes 1 channels but dataset arrays has 3; "
                  "set space.options.in_channels: 3"),
+    # it ran: children were timed and exported for 28x28 inputs while scored on 12x12 images
+    ("size", "space.options.input_size: the space takes 28x28 images but dataset arrays has 12x12; "
+             "set space.options.input_size: 12"),
 ])
 def test_a_dataset_that_does_not_fit_the_space_is_refused_before_a_job_exists(
         change: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -239,7 +242,7 @@ def test_a_dataset_that_does_not_fit_the_space_is_refused_before_a_job_exists(
 
     monkeypatch.setenv("NASFORGE_HOME", str(tmp_path / "home"))
     rng = np.random.default_rng(0)
-    channels, classes = (1, 2) if change == "classes" else (3, 10)
+    channels, classes = {"classes": (1, 2), "channels": (3, 10), "size": (1, 10)}[change]
     path = tmp_path / "images.npz"
     np.savez(path, X=rng.random((60, channels, 12, 12), dtype=np.float32), y=np.arange(60) % classes)
     job = tmp_path / "job.yaml"
