@@ -942,6 +942,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nasforge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `nasforge results JOB --format csv | head` closed the pipe: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush must not raise again
+        return 141  # 128 + SIGPIPE, as a shell reports a command the pipe stopped
 
 
 if __name__ == "__main__":

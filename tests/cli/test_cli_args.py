@@ -207,3 +207,25 @@ def test_an_error_is_one_line_without_terminal_codes(monkeypatch, capsys) -> Non
     monkeypatch.setattr(cli, "cmd_list", boom)
     assert cli.main(["list"]) == 2
     assert capsys.readouterr().err == "nasforge: error: model.weights: do this only if you trust it\n"
+
+
+def test_a_reader_that_closes_the_pipe_early_gets_no_traceback(tmp_path) -> None:
+    """`nasforge ... | head` closes stdout before nasforge is done writing: exit 141 quietly (it
+    printed a BrokenPipeError traceback)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NASFORGE_HOME": str(tmp_path)}
+    code = ("import sys; from nasforge import cli\n"
+            "def chatty(args):\n"
+            "    for _ in range(100000):\n"
+            "        sys.stdout.write('x' * 100 + '\\n')\n"
+            "cli.cmd_list = chatty\n"
+            "sys.exit(cli.main(['list']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None
+    proc.stdout.read(10)
+    proc.stdout.close()
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    assert proc.wait(timeout=60) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
