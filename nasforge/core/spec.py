@@ -119,15 +119,6 @@ class TrainingSpec(_Strict):
     weight_decay: float = Field(default=1e-5, ge=0, description="weight decay (largest child only, BigNAS)")
     options: dict[str, Any] = Field(default_factory=dict, description="trainer options")
 
-    @model_validator(mode="after")
-    def _warmup_within_training(self) -> TrainingSpec:
-        # a warm-up the job file sets that outlasts training means the learning rate never reaches
-        # lr (the default 0.5 is left alone for the short trainings of smoke runs)
-        if "warmup_epochs" in self.model_fields_set and self.warmup_epochs >= self.epochs:
-            raise ValueError(f"warmup_epochs: {self.warmup_epochs:g} is not shorter than training.epochs "
-                             f"({self.epochs:g}), so the learning rate would never reach training.lr; "
-                             "use warmup_epochs < epochs")
-        return self
 
 
 class StrategySpec(NamedComponent):

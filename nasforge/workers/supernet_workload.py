@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nasforge.core.errors import JobSpecError, NasforgeError
+from nasforge.core.errors import JobSpecError, NasforgeError, NasforgeWarning
 from nasforge.core.paths import SUPERNET_DIR, TRAINING_PROGRESS_FILE
 from nasforge.core.spec import JobSpec
 from nasforge.core.spec_docs import model_of
@@ -130,10 +130,6 @@ def _warn_other_data(spec: JobSpec, weights: Path) -> None:
     trained on that job's dataset and split: scored on other data, or on another split of the same
     data (whose validation images the supernet may have trained on), its children's accuracy is not
     what it seems. Said once, as a warning: it may be meant (transfer), the shapes fit."""
-    import warnings
-
-    from nasforge.core.errors import NasforgeWarning
-
     training_job = _training_job(weights)
     if training_job is None:
         return
@@ -182,6 +178,12 @@ class SupernetWorkload(Workload):
         if spec.supernet.checkpoint is None:
             if training is None:
                 raise JobSpecError("training: required when supernet.checkpoint is not given")
+            if "warmup_epochs" in training.model_fields_set and training.warmup_epochs >= training.epochs:
+                # a shortened smoke run may mean it (the default warm-up is not named): a warning
+                warnings.warn(f"training.warmup_epochs ({training.warmup_epochs:g}) is not shorter than "
+                              f"training.epochs ({training.epochs:g}): the learning rate rises all through "
+                              "training and never reaches training.lr; lower warmup_epochs", NasforgeWarning,
+                              stacklevel=1)
             trainer_cls = TRAINERS.get(training.trainer, "training.trainer")
             _validate_options(trainer_cls, training.options, "training.options")
             check_space = getattr(trainer_cls, "check_space", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -61,8 +62,6 @@ EXPECTED = {
     "missing_latency_table": "strategy.options.latency_table",
     "negative_seed": "seed",
     "lm_vocab_smaller_than_bytes": "space.options.vocab_size: the space embeds 10 tokens but dataset pystdlib has 256",
-    # a model check that names its key reads training.warmup_epochs, not "training: warmup_epochs"
-    "warmup_outlasts_training": "training.warmup_epochs: 2 is not shorter than training.epochs (2)",
     # it reached scikit-learn's train_test_split: a traceback, exit 1
     "negative_dataset_seed": "evaluation.dataset.seed: Input should be greater than or equal to 0",
     "gpus_on_cpu_machine": "workers.gpus",
@@ -296,3 +295,21 @@ def test_a_checkpoint_that_does_not_fit_is_refused_before_a_job_exists(
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and f"supernet.checkpoint: {ckpt}" in lines[0] and says in lines[0], lines
     assert _store_rows(tmp_path / "home") == 0
+
+
+def test_a_warmup_that_outlasts_training_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The learning rate never reaches training.lr: said once, not refused (a shortened smoke run of an
+    example may mean it); the default warm-up, which the job file does not name, is not warned about."""
+    from nasforge.core.errors import NasforgeWarning
+
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path / "home"))
+    job = tmp_path / "job.yaml"
+    job.write_text((BAD / "negative_seed.yaml").read_text().replace("seed: -3", "seed: 0")
+                   .replace("training: {epochs: 1}", "training: {epochs: 0.2, warmup_epochs: 0.3}"))
+    with pytest.warns(NasforgeWarning, match=r"training.warmup_epochs \(0.3\) is not shorter than training.epochs "
+                                              r"\(0.2\): the learning rate rises all through training"):
+        assert main(["validate", str(job)]) == 0
+    job.write_text(job.read_text().replace("training: {epochs: 0.2, warmup_epochs: 0.3}", "training: {epochs: 0.2}"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NasforgeWarning)
+        assert main(["validate", str(job)]) == 0
