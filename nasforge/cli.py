@@ -549,7 +549,7 @@ def cmd_results(args: argparse.Namespace) -> int:
             print("note: " + none_meets(done, where, "done candidates" + (" on the Pareto front" if args.pareto else "")),
                   file=sys.stderr)
     if args.sort:
-        from nasforge.core.spec import JobSpec
+        from nasforge.core.spec import JobSpec, did_you_mean
         from nasforge.core.types import Direction
         from nasforge.export import metric_direction
 
@@ -557,8 +557,9 @@ def cmd_results(args: argparse.Namespace) -> int:
                                          args.sort) == Direction.MAXIMIZE else 1.0
         have = [c for c in cands if args.sort in c.metrics]
         if cands and not have:
-            raise NasforgeError(f"results --sort {args.sort}: no candidate of job {args.job_id} has it; they have: "
-                                + ", ".join(sorted({m for c in cands for m in c.metrics})))
+            names = sorted({m for c in cands for m in c.metrics})
+            raise NasforgeError(f"results --sort {args.sort}: no candidate of job {args.job_id} has it"
+                                f"{did_you_mean(args.sort, names)}; they have: {', '.join(names)}")
         cands = sorted(have, key=lambda c: (sign * float(c.metrics[args.sort]), c.id)) + \
             [c for c in cands if args.sort not in c.metrics]  # best first; failed ones last
     if fmt == "table":

@@ -20,7 +20,7 @@ from typing import Any
 from nasforge.core.errors import ExportError, StoreError
 from nasforge.core.interfaces import Store
 from nasforge.core.paths import SUPERNET_DIR, confined, home, job_dir, ordinary_file_mode, replace_folder
-from nasforge.core.spec import JobSpec
+from nasforge.core.spec import JobSpec, did_you_mean
 from nasforge.core.types import ARCH_SCHEMA_VERSION, Candidate, CandidateStatus, Constraint, Direction
 from nasforge.workers import WORKLOADS, workload_kind
 
@@ -123,7 +123,8 @@ def pick_candidate(store: Store, job_id: str, ref: str | None, best: str | None,
         pool = feasible or done
         if not pool:
             have = sorted({m for c in all_done for m in c.metrics})
-            hint = f"; its candidates have: {', '.join(have)}" if have else "; it has no done candidate yet"
+            hint = (f"{did_you_mean(best, have)}; its candidates have: {', '.join(have)}" if have
+                    else "; it has no done candidate yet")
             raise StoreError(f"job {job_id} has no done candidate with metric {best!r}{hint}")
         cand = min(pool, key=lambda c: best_key(c, best, direction, spec))
     if cand.status != CandidateStatus.DONE:

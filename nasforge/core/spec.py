@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import types
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -43,15 +44,22 @@ KNOWN_METRICS: dict[str, str] = {
 _METRIC_RE = re.compile(r"^(?P<base>[a-z_0-9]+)(@(?P<cls>[A-Za-z0-9_.:-]+))?$")
 
 
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'latency_ms'?)`` for the choice closest to a misspelt or shortened metric
+    name (``latency`` -> ``latency_ms``), or ''."""
+    import difflib
+
+    names = list(choices)
+    base = name.lower()
+    close = difflib.get_close_matches(base, names, n=1, cutoff=0.6) or \
+        [k for k in names if k.startswith(base)][:1]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def check_metric(name: str) -> str:
     m = _METRIC_RE.match(name)
     if not m or m.group("base") not in KNOWN_METRICS:
-        import difflib
-
-        base = (m.group("base") if m else name).lower()
-        close = difflib.get_close_matches(base, KNOWN_METRICS, n=1, cutoff=0.6) or \
-            [k for k in KNOWN_METRICS if k.startswith(base + "_")][:1]
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(m.group("base") if m else name, KNOWN_METRICS)
         raise ValueError(f"unknown metric {name!r}{hint}; known metrics: {', '.join(KNOWN_METRICS)}")
     if m.group("cls") and m.group("base") not in ("latency_ms", "latency_p90_ms"):
         raise ValueError(f"only latency metrics take a device class suffix, got {name!r}")

@@ -306,6 +306,11 @@ def test_best_and_sort_know_which_way_a_metric_is_better(tmp_path: Path, monkeyp
     assert [r["candidate_id"] for r in json.loads(capsys.readouterr().out)] == [ids[i] for i in (0, 1, 2, 4, 3)]
     assert main(["results", job_id, "--sort", "acc"]) == 2
     assert "results --sort acc: no candidate of job" in capsys.readouterr().err
+    # a short or misspelt name gets the metric it most likely meant
+    assert main(["results", job_id, "--sort", "latency"]) == 2
+    assert f"no candidate of job {job_id} has it (did you mean 'latency_ms'?); they have: " in capsys.readouterr().err
+    assert main(["export", job_id, "--best", "acc", "-o", "x"]) == 2
+    assert "has no done candidate with metric 'acc' (did you mean 'accuracy'?)" in capsys.readouterr().err
 
 
 def test_an_export_replaces_an_earlier_one_whole_and_a_failed_one_leaves_it(
