@@ -90,6 +90,16 @@ def _check_checkpoint(spec: JobSpec, space: SearchSpace) -> None:
         _warn_other_data(spec, weights)
 
 
+#: warnings already given by this process (a foreground submit validates its job twice)
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, NasforgeWarning, stacklevel=2)
+
+
 def _training_job(weights: Path) -> tuple[str, dict[str, Any]] | None:
     """The id and job file of the nasforge job that trained ``weights`` (its ``job.json`` is in a
     folder above them), or None: a checkpoint from elsewhere, or an unreadable job file."""
@@ -180,10 +190,9 @@ class SupernetWorkload(Workload):
                 raise JobSpecError("training: required when supernet.checkpoint is not given")
             if "warmup_epochs" in training.model_fields_set and training.warmup_epochs >= training.epochs:
                 # a shortened smoke run may mean it (the default warm-up is not named): a warning
-                warnings.warn(f"training.warmup_epochs ({training.warmup_epochs:g}) is not shorter than "
-                              f"training.epochs ({training.epochs:g}): the learning rate rises all through "
-                              "training and never reaches training.lr; lower warmup_epochs", NasforgeWarning,
-                              stacklevel=1)
+                _warn_once(f"training.warmup_epochs ({training.warmup_epochs:g}) is not shorter than "
+                           f"training.epochs ({training.epochs:g}): the learning rate rises all through training "
+                           "and never reaches training.lr; lower warmup_epochs")
             trainer_cls = TRAINERS.get(training.trainer, "training.trainer")
             _validate_options(trainer_cls, training.options, "training.options")
             check_space = getattr(trainer_cls, "check_space", None)
