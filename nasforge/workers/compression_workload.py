@@ -60,7 +60,7 @@ def _space_options(spec: JobSpec) -> CompressionSpaceOptions:
         if k in given:
             raise JobSpecError(f"space.options.{k}: filled in by layer discovery; remove it")
     try:
-        return CompressionSpaceOptions.model_validate(given)
+        opts = CompressionSpaceOptions.model_validate(given)
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
@@ -69,6 +69,20 @@ def _space_options(spec: JobSpec) -> CompressionSpaceOptions:
             raise JobSpecError(option_message("space.options", msg)) from None
         allowed = ", ".join(k for k in CompressionSpaceOptions.model_fields if k not in FILLED_KEYS)
         raise JobSpecError(f"space.options.{loc}: {msg} (options: {allowed})") from None
+    unused = sorted(_UNUSED_BY_MODE[opts.mode] & given.keys())
+    if unused:  # e.g. sparsities given in mode 'bits': the job would prune nothing, silently
+        raise JobSpecError(f"space.options.{unused[0]}: mode {opts.mode!r} does not use it ({_MODE_DOES[opts.mode]}); "
+                           + ("remove it (only mode 'sparsity' uses it)" if opts.mode == "joint" else
+                              f"set mode: joint to search bit-widths and sparsities together, or remove {unused[0]}"))
+    return opts
+
+
+#: options a mode leaves unused, and what the mode does instead
+_UNUSED_BY_MODE = {"bits": {"sparsities", "fixed_bits", "pruning", "nm"}, "sparsity": {"bits"},
+                   "joint": {"fixed_bits"}}
+_MODE_DOES = {"bits": "it searches bit-widths and prunes nothing",
+              "sparsity": "it searches sparsities, every layer at fixed_bits",
+              "joint": "it searches bit-widths with the sparsities"}
 
 
 #: the dense model as ``prepare`` built it, pickled whole (``torch.save``): workers load it instead of

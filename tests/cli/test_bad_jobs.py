@@ -79,6 +79,8 @@ EXPECTED = {
     "compress_latency_objective": "objectives[1].metric: 'latency_ms' is not measured by a compression job",
     # mode sparsity keeps every weight at fixed_bits (32): it validated, then ran its probes and failed
     # a check across options (pydantic gives no key): it read 'space.options.: sparsities: ...'
+    "compress_sparsities_in_bits_mode": "space.options.sparsities: mode 'bits' does not use it (it searches "
+                                        "bit-widths and prunes nothing); set mode: joint",
     "compress_nm_levels": "space.options.sparsities: with pruning 'nm' 2:4 the levels must be 0 or 0.5, got [0.3,",
     "compress_unreachable_budget": "constraints: 'avg_bits <= 3' cannot be met: the most compressed allocation of "
                                    "the allowed levels has avg_bits 32",
