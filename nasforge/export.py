@@ -220,7 +220,11 @@ def prepare_inputs(path: str | Path, inputs: Any) -> Any:
     import numpy as np
     import torch
 
-    meta_path = Path(path) / "arch.json"
+    try:
+        path = find_export(path)
+    except ExportError as e:
+        raise ExportError(f"prepare_inputs: {e}; give the folder `nasforge export -o NAME` wrote (or its NAME)") from None
+    meta_path = path / "arch.json"
     try:
         pre = json.loads(meta_path.read_text()).get("preprocessing")
     except (OSError, ValueError) as e:
@@ -288,11 +292,26 @@ def _pil_pixels(im: Any, channels: int, h: int, w: int) -> Any:
     return pil_pixels(im, "L" if channels == 1 else "RGB", (w, h))
 
 
+def find_export(path: str | Path, search_roots: Sequence[str | Path] = ()) -> Path:
+    """The export folder ``path`` names: absolute, or relative to ``search_roots`` or the current
+    folder, else in the exports folder (where ``nasforge export -o NAME`` wrote it, so the NAME
+    given there works here too). ExportError listing where it looked otherwise."""
+    p = Path(path).expanduser()
+    places = [p] if p.is_absolute() else [*(Path(r) / p for r in search_roots), Path.cwd() / p,
+                                           home() / "exports" / p]
+    for place in places:
+        if (place / "arch.json").is_file():
+            return place.resolve()
+    looked = "" if p.is_absolute() else f" (looked in {', '.join(str(q.parent) for q in dict.fromkeys(places))})"
+    raise ExportError(f"{path} is not a nasforge export folder{looked}")
+
+
 def load_export(path: str | Path) -> Any:
-    p = Path(path)
+    try:
+        p = find_export(path)
+    except ExportError as e:
+        raise ExportError(f"{e}; give the folder `nasforge export -o NAME` wrote (or its NAME)") from None
     meta_path = p / "arch.json"
-    if not meta_path.is_file():
-        raise ExportError(f"{p}: no arch.json; is this a folder written by 'nasforge export'?")
     meta = json.loads(meta_path.read_text())
     if int(meta.get("schema_version", 0)) > ARCH_SCHEMA_VERSION:
         raise ExportError(f"{meta_path}: schema_version {meta['schema_version']} is newer than this nasforge reads "

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nasforge.core.errors import JobSpecError
+from nasforge.core.errors import ExportError, JobSpecError
 from nasforge.core.paths import ordinary_file_mode
 from nasforge.core.spec import JobSpec
 from nasforge.core.types import ARCH_SCHEMA_VERSION, Arch
@@ -159,18 +159,14 @@ def build_dense_model(spec: JobSpec, search_roots: tuple[str, ...] = ()) -> Any:
 def export_source_folder(source: str, search_roots: tuple[str, ...] | list[str] = ()) -> Path:
     """The folder of ``export:PATH``: absolute, or relative to the folder the job was submitted
     from, the current folder, or the exports folder (where ``nasforge export -o NAME`` wrote it)."""
-    from nasforge.core.paths import home
+    from nasforge.export import find_export
 
     given = source.split(":", 1)[1]
-    p = Path(given).expanduser()
-    places = [p] if p.is_absolute() else [*(Path(r) / p for r in search_roots), Path.cwd() / p,
-                                           home() / "exports" / p]
-    for place in places:
-        if (place / "arch.json").is_file():
-            return place.resolve()
-    looked = "" if p.is_absolute() else f" (looked in {', '.join(str(q.parent) for q in dict.fromkeys(places))})"
-    raise JobSpecError(f"model.source: {given} is not a nasforge export folder{looked}; give the folder "
-                       "`nasforge export -o NAME` wrote, e.g. export:NAME")
+    try:
+        return find_export(given, search_roots)
+    except ExportError as e:
+        raise JobSpecError(f"model.source: {e}; give the folder `nasforge export -o NAME` wrote, "
+                           "e.g. export:NAME") from None
 
 
 def _check_export_inputs(spec: JobSpec, data: Any, search_roots: tuple[str, ...]) -> None:

@@ -65,3 +65,29 @@ def test_an_export_is_scored_on_inputs_normalized_as_it_was_trained(tmp_path: Pa
                                            r"gives mean \[0\] std \[1\]; use the export's dataset settings or set "
                                            r"normalize: custom, mean: \[0.1311\], std: \[0.3083\]$"):
         _check_export_inputs(*job(normalize="unit"), ())
+
+
+def test_load_and_prepare_inputs_take_the_name_given_to_export_o(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nasforge export JOB -o best` then `nasforge.load("best")` from the project folder: it said
+    "best: no arch.json" (the export is under NASFORGE_HOME/exports)."""
+    import json
+
+    import numpy as np
+
+    import nasforge
+    from nasforge.core.errors import ExportError
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("NASFORGE_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    pre = {"input": "image", "input_shape": [1, 4, 4], "pixel_max": 255.0, "mean": [0.5], "std": [0.25]}
+    (_export(home / "exports" / "best") / "arch.json").write_text(json.dumps({"preprocessing": pre}))
+    x = nasforge.prepare_inputs("best", np.full((4, 4), 255.0))
+    assert x.shape == (1, 1, 4, 4) and float(x.max()) == pytest.approx(2.0)
+    with pytest.raises(ExportError, match=r"prepare_inputs: nothere is not a nasforge export folder \(looked in "
+                                          rf"{tmp_path}, {home / 'exports'}\)"):
+        nasforge.prepare_inputs("nothere", np.zeros((4, 4)))
+    with pytest.raises(ExportError, match=r"^nothere is not a nasforge export folder \(looked in .*\); give the "
+                                          r"folder `nasforge export -o NAME` wrote \(or its NAME\)$"):
+        nasforge.load("nothere")
