@@ -149,7 +149,7 @@ def _call_factory(source: str, factory: Any, options: dict[str, Any]) -> Any:
         except TypeError as e:
             takes = ", ".join(p.name for p in signature.parameters.values()
                               if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)) or "no options"
-            raise JobSpecError(f"model.options: {source} does not take them ({e}); it takes: {takes}") from None
+            raise JobSpecError(f"model.options: {source} cannot be called with them ({e}); it takes: {takes}") from None
     try:
         return factory(**options)
     except NasforgeError:

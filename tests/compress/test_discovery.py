@@ -101,13 +101,17 @@ def test_factory_options_and_errors_are_one_line_naming_the_key(tmp_path, monkey
     """Options the factory does not take name model.options and its parameters; an error the user's
     factory raises names its type and the line of the user's file (torch's frames are left out);
     a timm name that does not exist is named before the weights are asked for."""
-    with pytest.raises(JobSpecError, match=r"model.options: tests.compress.helpers:tiny_digits_cnn does not take "
-                                           r"them \(.*'widht'\); it takes: width, seed"):
+    with pytest.raises(JobSpecError, match=r"model.options: tests.compress.helpers:tiny_digits_cnn cannot be called "
+                                           r"with them \(.*'widht'\); it takes: width, seed"):
         build_model("tests.compress.helpers:tiny_digits_cnn", None, {"widht": 4})
+    (tmp_path / "needsarg.py").write_text("def make(width):\n    raise AssertionError('not called')\n")
     (tmp_path / "brokennet.py").write_text(
         "import torch\n\ndef make(width=4):\n    layer = torch.nn.Linear(width, 2)\n"
         "    return layer(torch.zeros(3))  # 3 features into a 4-feature layer\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(JobSpecError, match=r"model.options: needsarg:make cannot be called with them \(missing a "
+                                           r"required argument: 'width'\); it takes: width"):
+        build_model("needsarg:make", None, {})
     with pytest.raises(NasforgeError) as info:
         build_model("brokennet:make", None, {})
     msg = str(info.value)
