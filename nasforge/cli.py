@@ -523,14 +523,18 @@ def cmd_results(args: argparse.Namespace) -> int:
     from nasforge.store import export_formats
 
     fmt = args.format
+    suffixes = {".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+    named = suffixes.get(Path(args.output).suffix.lower()) if args.output else None
+    if fmt == "table" and args.output:
+        raise NasforgeError("results --format table prints to the terminal; with -o FILE use --format json|csv|parquet")
+    if fmt is not None and named is not None and fmt != named:  # it wrote CSV text into out.parquet
+        raise NasforgeError(f"results --format {fmt} -o {args.output}: the file's name says {named}; "
+                            "drop --format or name the file for the format")
     if fmt is None:  # from the output file's suffix, else the terminal table
-        suffixes = {".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-        fmt = suffixes.get(Path(args.output).suffix.lower()) if args.output else "table"
+        fmt = named if args.output else "table"
         if fmt is None:
             raise NasforgeError(f"results -o {args.output}: name a .json, .csv or .parquet file, or give "
                                 "--format json|csv|parquet")
-    if fmt == "table" and args.output:
-        raise NasforgeError("results --format table prints to the terminal; with -o FILE use --format json|csv|parquet")
     if fmt == "parquet" and not args.output:
         raise NasforgeError("results --format parquet needs -o FILE (Parquet is binary)")
     store = open_store_for(url=args.store, job_id=getattr(args, "job_id", None))
@@ -573,7 +577,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         except OSError as e:  # a folder not writable, /proc, a path that is a folder: one line
             raise NasforgeError(f"results -o {args.output}: cannot write it ({e.strerror or e}); "
                                 "name a file in a folder you can write") from None
-        print(f"wrote {len(cands)} candidates to {args.output}", file=sys.stderr)
+        print(f"wrote {len(cands)} candidate{'' if len(cands) == 1 else 's'} to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(export_formats.to_json(cands) if fmt == "json" else export_formats.to_csv(cands))
         sys.stdout.write("\n")

@@ -53,7 +53,8 @@ def test_a_tie_on_the_metric_goes_to_the_pareto_member_then_the_better_other_obj
     store.set_pareto(job_id, [])  # without front flags the other objective still breaks the tie
     assert pick_candidate(store, job_id, None, "accuracy", spec).id == ids[1]
     assert pick_candidate(store, job_id, str(ids[0]), None, spec).id == ids[0]  # an explicit id is taken as is
-    with pytest.raises(StoreError, match="no done candidate with metric 'acuracy'; its candidates have: accuracy, latency_ms"):
+    with pytest.raises(StoreError, match=r"no done candidate with metric 'acuracy' \(did you mean 'accuracy'\?\); its "
+                                         r"candidates have: accuracy, latency_ms"):
         pick_candidate(store, job_id, None, "acuracy", spec)
     # what export notes: the constraints the exported candidate breaks
     assert broken_constraints(spec, pick_candidate(store, job_id, str(ids[3]), None, spec)) == ["accuracy >= 0.5"]
@@ -86,10 +87,16 @@ def test_results_to_a_file_takes_the_format_from_its_suffix(tmp_path: Path, monk
     assert len((tmp_path / "front.csv").read_text().strip().splitlines()) == 1 + 2
     capsys.readouterr()
     for argv, says in ((["-o", str(tmp_path / "out.txt")], "name a .json, .csv or .parquet file"),
-                       (["--format", "table", "-o", str(tmp_path / "t.csv")], "prints to the terminal")):
+                       (["--format", "table", "-o", str(tmp_path / "t.csv")], "prints to the terminal"),
+                       # it wrote CSV text into t.parquet
+                       (["--format", "csv", "-o", str(tmp_path / "t.parquet")],
+                        "results --format csv -o " + str(tmp_path / "t.parquet") + ": the file's name says parquet")):
         assert main(["results", job_id, *argv]) == 2
         assert says in capsys.readouterr().err
     assert not (tmp_path / "out.txt").exists() and not (tmp_path / "t.csv").exists()
+    assert not (tmp_path / "t.parquet").exists()
+    assert main(["results", job_id, "--pareto", "--where", "accuracy >= 0.96", "-o", str(tmp_path / "one.json")]) == 0
+    assert capsys.readouterr().err.strip().startswith("wrote 1 candidate to ")
 
 
 def test_export_of_a_job_whose_supernet_is_on_another_machine_says_where_to_export(
