@@ -310,7 +310,7 @@ class PredictorSpec(_Strict):
 class JobSpec(_Strict):
     """A whole job file."""
 
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$", description="job name (letters, digits, _ . -); prefix of the job id")
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$", description="job name (letters, digits, _ . -); prefix of the job id")
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="seeds the strategy, training and sampling: same seed, same candidates")
     space: SpaceSpec
     supernet: SupernetSpec | None = None

@@ -41,6 +41,7 @@ EXPECTED = {
     "empty_name": "name: is empty; give it a value",
     "empty_objectives": "objectives: is empty; give it a value",
     "bad_name_chars": "name:",
+    "name_too_long": "name: String should have at most 128 characters",
     "both_supernet_and_model": "exactly one of 'supernet'",
     "neither_supernet_nor_model": "exactly one of 'supernet'",
     "training_without_supernet": "'training' applies to supernet jobs only",
