@@ -226,7 +226,8 @@ def prepare_inputs(path: str | Path, inputs: Any) -> Any:
         raise ExportError(f"prepare_inputs: {e}; give the folder `nasforge export -o NAME` wrote (or its NAME)") from None
     meta_path = path / "arch.json"
     try:
-        pre = json.loads(meta_path.read_text()).get("preprocessing")
+        meta = json.loads(meta_path.read_text())
+        pre = meta.get("preprocessing")
     except (OSError, ValueError) as e:
         raise ExportError(f"{meta_path}: cannot read it ({e}); give a folder `nasforge export` wrote") from None
     if not pre:
@@ -236,6 +237,10 @@ def prepare_inputs(path: str | Path, inputs: Any) -> Any:
         rows = [list(t.encode("utf-8")) if isinstance(t, str) else list(t) for t in texts]
         if len({len(r) for r in rows}) != 1:
             raise ExportError("prepare_inputs: texts of different byte lengths; pad or cut them to one length")
+        context = ((meta.get("space") or {}).get("options") or {}).get("context") or pre["input_shape"][0]
+        if rows and len(rows[0]) > context:  # the position embedding has no row for them (IndexError)
+            raise ExportError(f"prepare_inputs: texts of {len(rows[0])} bytes are longer than the model's context "
+                              f"({context} tokens); cut them, e.g. to the last {context} bytes")
         return torch.tensor(rows, dtype=torch.int64)
     c, h, w = pre["input_shape"]
     if isinstance(inputs, (str, Path)) or (isinstance(inputs, (list, tuple)) and inputs

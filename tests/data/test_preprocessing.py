@@ -103,6 +103,14 @@ def test_text_and_exports_without_it(tmp_path: Path) -> None:
     assert nasforge.prepare_inputs(path, ["ab", "cd"]).tolist() == [[97, 98], [99, 100]]
     with pytest.raises(ExportError, match="different byte lengths"):
         nasforge.prepare_inputs(path, ["a", "bcd"])
+    # longer than the model's context: the position embedding raised IndexError in the model
+    seq = pre["input_shape"][0]
+    assert nasforge.prepare_inputs(path, "x" * seq).shape == (1, seq)
+    with pytest.raises(ExportError, match=rf"texts of {seq + 1} bytes are longer than the model's context \({seq} "):
+        nasforge.prepare_inputs(path, "x" * (seq + 1))
+    (tmp_path / "lm" / "arch.json").write_text(json.dumps({"schema_version": 1, "preprocessing": pre,
+                                                           "space": {"options": {"context": seq + 8}}}))
+    assert nasforge.prepare_inputs(path, "x" * (seq + 8)).shape == (1, seq + 8)  # the space's context counts
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "arch.json").write_text(json.dumps({"schema_version": 1}))
     with pytest.raises(ExportError, match="records no preprocessing"):
