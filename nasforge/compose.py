@@ -134,6 +134,12 @@ def validate(spec: JobSpec, *, address: str | None = None) -> SearchSpace:
                 f"workers.resources: custom resources {sorted(spec.workers.resources)} exist only on a Ray "
                 "cluster; remove them or submit with --address"
             )
+        if spec.evaluation.latency.device_classes:  # nodes offer them as custom resources: none here
+            raise ResourceUnavailableError(
+                f"evaluation.latency.device_classes: {list(spec.evaluation.latency.device_classes)} are the "
+                "device classes of a Ray cluster's nodes (custom resources device:CLASS), and a local instance "
+                "has none; remove them or submit with --address"
+            )
     return space
 
 

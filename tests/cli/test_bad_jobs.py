@@ -67,6 +67,8 @@ EXPECTED = {
     "negative_dataset_seed": "evaluation.dataset.seed: Input should be greater than or equal to 0",
     "gpus_on_cpu_machine": "workers.gpus",
     "custom_resource_without_cluster": "workers.resources",
+    "device_classes_without_cluster": "evaluation.latency.device_classes: ['a100'] are the device classes of a Ray "
+                                      "cluster's nodes",
     "bad_store_url": "store.url",
     "path_escape_checkpoint": "supernet.checkpoint",
     "empty": "empty",
