@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nasforge.core.errors import JobSpecError, NasforgeError, ResourceUnavailableError, StoreError
+from nasforge.core.errors import (
+    BudgetError,
+    JobSpecError,
+    NasforgeError,
+    ResourceUnavailableError,
+    StoreError,
+)
 from nasforge.core.interfaces import NullTracker, Store, Tracker
 from nasforge.core.paths import home, job_dir
 from nasforge.core.spec import JobSpec, ModelSpec, load_job_file
@@ -90,7 +96,12 @@ def validate(spec: JobSpec, *, address: str | None = None) -> SearchSpace:
         from nasforge.search.allocators import check_budgets_reachable
 
         check_budgets_reachable(space.level_table(), spec.constraint_list())
-    build_strategy(spec, space)  # strategies check their budget/options against the space here
+    strategy = build_strategy(spec, space)  # strategies check their budget/options against the space here
+    needed = strategy.evaluations_needed()
+    if needed is not None and spec.budget.evaluations is not None and spec.budget.evaluations < needed[0]:
+        raise BudgetError(f"budget.evaluations: {spec.budget.evaluations} ends strategy {spec.strategy.name!r} before "
+                          f"its answer: it asks {needed[1]}, {needed[0]} evaluations in all; give at least "
+                          f"{needed[0]}")
     if spec.store.url is not None:
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError

@@ -249,6 +249,13 @@ class _ProbingAllocator(Strategy):
         reference = " and the uniform reference" if self.options.reference else ""  # type: ignore[attr-defined]
         return f"its probes, its solution{reference} are evaluated"
 
+    def evaluations_needed(self) -> tuple[int, str] | None:
+        probes = len(self.probes)
+        reference = bool(self.options.reference)  # type: ignore[attr-defined]
+        what = (f"the base allocation and {probes - 1} probes (one per group and level it measures), then its "
+                "solution" + (" and the uniform allocation it is compared with" if reference else ""))
+        return probes + 1 + int(reference), what
+
     # ---- to define -------------------------------------------------------------------------
     def probe_plan(self) -> list[tuple[int, int]]:
         """(group, level) pairs to probe besides the base."""

@@ -65,6 +65,12 @@ class Strategy(ABC):
         """Why an empty ``ask`` ended the search (the job's stop reason says it); "" if nothing to add."""
         return ""
 
+    def evaluations_needed(self) -> tuple[int, str] | None:
+        """The evaluations this strategy asks before it has its answer, and what they are for, when it
+        knows that before the search (an allocator's probes); None: any budget is a search's budget.
+        Validation refuses a job whose ``budget.evaluations`` is below it."""
+        return None
+
     def summary(self) -> str:
         """One line the job's summary prints after the search (e.g. how good its predictors were); "" for none."""
         return ""

@@ -84,6 +84,10 @@ EXPECTED = {
     # a check across options (pydantic gives no key): it read 'space.options.: sparsities: ...'
     "compress_sparsities_in_bits_mode": "space.options.sparsities: mode 'bits' does not use it (it searches "
                                         "bit-widths and prunes nothing); set mode: joint",
+    "compress_dp_budget_below_its_probes": "budget.evaluations: 4 ends strategy 'dp' before its answer: it asks the "
+                                           "base allocation and 3 probes (one per group and level it measures), then "
+                                           "its solution and the uniform allocation it is compared with, 6 "
+                                           "evaluations in all; give at least 6",
     "compress_nm_levels": "space.options.sparsities: with pruning 'nm' 2:4 the levels must be 0 or 0.5, got [0.3,",
     "compress_unreachable_budget": "constraints: 'avg_bits <= 3' cannot be met: the most compressed allocation of "
                                    "the allowed levels has avg_bits 32",
