@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 
 
 def load(path: Any) -> Any:
-    """Rebuild an exported model from an export folder (``nasforge export ... -o DIR``).
+    """Rebuild an exported model from an export folder (``nasforge export ... -o NAME``): its path,
+    or the NAME (looked up in NASFORGE_HOME/exports when no such folder is here).
 
     Returns a plain ``torch.nn.Module`` in eval mode; the supernet is not needed.
     """
