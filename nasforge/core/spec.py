@@ -222,6 +222,9 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _custom_stats(self) -> DatasetSpec:
+        if self.path is not None and self.name in ("mnist5k", "digits", "pystdlib"):  # it was ignored
+            raise ValueError(f"path: dataset {self.name} ships inside an installed package and reads no path; "
+                             "remove it, or name your files with name: folder, arrays or text")
         given = self.mean is not None or self.std is not None
         if self.normalize == "custom" and (self.mean is None or self.std is None):
             raise ValueError("normalize: custom needs both mean and std (lists, one value or one per channel)")
