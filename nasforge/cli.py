@@ -747,6 +747,10 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
 # parser
 
 
+_JOB_HELP = "job file (YAML); see examples/ and docs/job-file.md"
+_QUIET_HELP = "no progress lines and no tables; the job's messages go to stderr"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nasforge", description="Neural architecture search and compression service.")
     p.add_argument("--version", action="version", version=_version())
@@ -756,44 +760,45 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--store", default=None, help="SQLAlchemy URL of the store (default: NASFORGE_STORE_URL or SQLite in NASFORGE_HOME)")
 
     sp = sub.add_parser("validate", help="check a job file and print the resolved job")
-    sp.add_argument("job")
-    sp.add_argument("--address", default=None)
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("job", help=_JOB_HELP)
+    sp.add_argument("--address", default=None, help="check it for this Ray cluster (the address submit would take): "
+                    "that something answers there, and no local CPU / GPU limits")
+    sp.add_argument("--json", action="store_true", help="print the resolved job as JSON instead of YAML")
     sp.set_defaults(func=cmd_validate)
 
     sp = sub.add_parser("submit", help="run a job (foreground by default)")
-    sp.add_argument("job")
+    sp.add_argument("job", help=_JOB_HELP)
     sp.add_argument("--address", default=None, help="Ray cluster: ray://HOST:10001 or the Jobs API http://HEAD:8265")
     sp.add_argument("--detach", action="store_true", help="return the job id at once; the job runs in the background")
     sp.add_argument("--json", action="store_true", help="print one JSON object when the job ends")
-    sp.add_argument("--quiet", action="store_true")
+    sp.add_argument("--quiet", action="store_true", help=_QUIET_HELP)
     sp.set_defaults(func=cmd_submit)
 
     sp = sub.add_parser("resume", help="continue an interrupted job, or a done one with a larger budget")
-    sp.add_argument("job_id")
+    sp.add_argument("job_id", help="job id, as submit and list print it")
     sp.add_argument("--evaluations", type=_positive_int, default=None, metavar="N",
                     help="raise the job's evaluation budget to N in all and go on: a done job continues its search "
                          "where it stopped (same strategy state, no candidate evaluated twice)")
-    sp.add_argument("--address", default=None)
-    sp.add_argument("--json", action="store_true")
-    sp.add_argument("--quiet", action="store_true")
+    sp.add_argument("--address", default=None, help="Ray cluster to run it on: ray://HOST:10001 or HEAD:6379")
+    sp.add_argument("--json", action="store_true", help="print one JSON object when the job ends")
+    sp.add_argument("--quiet", action="store_true", help=_QUIET_HELP)
     with_store(sp)
     sp.set_defaults(func=cmd_resume)
 
     sp = sub.add_parser("list", help="jobs with state, progress, start and duration")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="one JSON array of the jobs")
     with_store(sp)
     sp.set_defaults(func=cmd_list)
 
     sp = sub.add_parser("status", help="one job: round, evaluated/pending/failed, best so far")
     sp.add_argument("job_id", help="job id, or the Ray submission id with --address")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="one JSON object")
     sp.add_argument("--address", default=None, help="Ray Jobs API http://HEAD:8265 (job_id is the submission id)")
     with_store(sp)
     sp.set_defaults(func=cmd_status)
 
     sp = sub.add_parser("results", help="candidates of a job")
-    sp.add_argument("job_id")
+    sp.add_argument("job_id", help="job id, as submit and list print it")
     sp.add_argument("--pareto", action="store_true", help="only the Pareto front")
     sp.add_argument("--format", choices=("table", "json", "csv", "parquet"), default=None,
                     help="default: from the -o file's suffix, else a table on the terminal")
@@ -806,14 +811,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_results)
 
     sp = sub.add_parser("export", help="export a candidate for deployment")
-    sp.add_argument("job_id")
+    sp.add_argument("job_id", help="job id, as submit and list print it")
     sp.add_argument("candidate", nargs="?", default=None, help="candidate id, key, or the start of a key as tables print it")
     sp.add_argument("--best", default=None, metavar="METRIC", help="export the best done candidate by METRIC (feasible ones first; "
                     "ties go to a Pareto-front member, then to the better other objectives)")
     sp.add_argument("--where", action="append", metavar="LIMIT", help="with --best: only among done candidates within "
                     "this limit, e.g. --best accuracy --where 'latency_ms <= 0.8' (repeatable)")
     sp.add_argument("-o", "--output", required=True, help="folder inside NASFORGE_HOME/exports")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="print what was written as one JSON object")
     with_store(sp)
     sp.set_defaults(func=cmd_export)
 
@@ -833,19 +838,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("ui", help="the MLflow UI on this project's tracking store (127.0.0.1)")
     from nasforge.tracking.ui import port_number  # stdlib + core only at import
 
-    sp.add_argument("--port", type=port_number, default=5000)
+    sp.add_argument("--port", type=port_number, default=5000, help="port on 127.0.0.1 (default 5000)")
     sp.add_argument("--uri", default=None, help="tracking URI (default: SQLite in NASFORGE_HOME)")
     sp.set_defaults(func=cmd_ui)
 
     sp = sub.add_parser("profile-device", help="build a per-operation latency table on this device")
-    sp.add_argument("--space", required=True)
+    from nasforge.spaces import SPACES  # no torch at import
+
+    sp.add_argument("--space", required=True, help="search space: " + ", ".join(n for n in SPACES.names() if n != "compression"))
     sp.add_argument("--options", type=json_object, default=None,
                     help='space options as a JSON object, e.g. \'{"preset": "mnist"}\'')
     sp.add_argument("--out", default=None, help="JSON file (default NASFORGE_HOME/latency/SPACE.json)")
-    sp.add_argument("--warmup", type=int_in(0), default=3)
-    sp.add_argument("--repeats", type=int_in(1), default=10)
-    sp.add_argument("--threads", type=int_in(1), default=1)
-    sp.add_argument("--batch-size", type=int_in(1), default=1)
+    sp.add_argument("--warmup", type=int_in(0), default=3, help="untimed calls before each op's repeats (default 3)")
+    sp.add_argument("--repeats", type=int_in(1), default=10, help="timed calls per op and round (default 10)")
+    sp.add_argument("--threads", type=int_in(1), default=1, help="torch threads, as the job's evaluation.latency.threads (default 1)")
+    sp.add_argument("--batch-size", type=int_in(1), default=1, help="batch of the timed inputs, as the job's "
+                    "evaluation.latency.batch_size (default 1)")
     sp.add_argument("--rounds", type=int_in(1), default=5, help="interleaved passes over all ops (median of rounds)")
     sp.add_argument("--statistic", choices=["median", "min"], default="median",
                     help="per round, median or min of the repeats (min: steadier on a shared machine)")

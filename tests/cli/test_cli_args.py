@@ -229,3 +229,22 @@ def test_a_reader_that_closes_the_pipe_early_gets_no_traceback(tmp_path) -> None
     proc.stdout.close()
     err = proc.stderr.read().decode() if proc.stderr else ""
     assert proc.wait(timeout=60) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_every_command_and_argument_says_what_it_is_for() -> None:
+    """`nasforge CMD --help` explains every argument: none is a bare flag the user has to guess."""
+    import argparse
+
+    from nasforge.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    bare = []
+    for name, cmd in sub.choices.items():
+        helps = {c.dest: c.help for c in sub._choices_actions}
+        if not helps.get(name):
+            bare.append(name)
+        for action in cmd._actions:
+            if not isinstance(action, argparse._HelpAction) and not action.help:
+                bare.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert not bare, f"arguments without help: {bare}"
