@@ -709,6 +709,30 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_delete(args: argparse.Namespace) -> int:
+    from nasforge.compose import check_deletable, delete_job, open_store_for
+
+    ids = list(dict.fromkeys(args.job_ids))
+    store = open_store_for(url=args.store, job_id=ids[0])
+    jobs = [check_deletable(j, store, along=ids) for j in ids]  # all checked before any is removed
+    if not args.yes:
+        listing = ", ".join(f"{j.id} ({j.state.value}, {sum(j.counts.values())} candidates)" for j in jobs)
+        if not sys.stdin.isatty():
+            raise NasforgeError(f"delete {listing}: add --yes to confirm (nothing was deleted)")
+        answer = input(f"delete {listing} with its files and MLflow runs? exports are kept [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    # a job that searches on another's supernet goes before it
+    for job in sorted(jobs, key=lambda j: (j.created_at is not None, j.created_at), reverse=True):
+        gone = delete_job(job.id, store)
+        for w in gone.warnings:
+            print(f"warning: job {job.id}: {w}", file=sys.stderr)
+        print(f"deleted job {job.id}: {gone.candidates} candidates, {gone.folder_bytes / 1e6:.1f} MB of job files, "
+              f"{gone.mlflow_runs} MLflow runs")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from nasforge.core.paths import default_tracking_uri
     from nasforge.tracking.ui import run_ui
@@ -827,6 +851,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--address", default=None, help="Ray Jobs API http://HEAD:8265 (job_id is the submission id)")
     with_store(sp)
     sp.set_defaults(func=cmd_cancel)
+
+    sp = sub.add_parser("delete", help="remove finished jobs: store rows, job folder, MLflow runs (exports stay)")
+    sp.add_argument("job_ids", nargs="+", metavar="job_id", help="job id, as submit and list print it (several at once)")
+    sp.add_argument("-y", "--yes", action="store_true", help="do not ask; needed when not at a terminal")
+    with_store(sp)
+    sp.set_defaults(func=cmd_delete)
 
     sp = sub.add_parser("logs", help="the driver log of a job (a cluster job's with --address)")
     sp.add_argument("job_id", help="job id (--detach jobs), or the Ray submission id with --address")

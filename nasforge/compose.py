@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -503,6 +503,87 @@ def resume_job(job_id: str, store: Store, **kwargs: Any) -> RunResult:
         raise StoreError(f"job {job_id} is {job.state.value}; nothing to resume")
     spec = JobSpec.model_validate(dict(job.spec))
     return run_job(spec, store, job=job, **kwargs)
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What ``delete_job`` removed."""
+
+    job_id: str
+    candidates: int
+    folder_bytes: int
+    mlflow_runs: int
+    warnings: tuple[str, ...] = ()
+
+
+def jobs_depending_on(job_id: str, store: Store) -> list[str]:
+    """Other jobs whose job file reads a file from this job's folder (``supernet.checkpoint``: a
+    search on its trained supernet, whose exports need those weights; or ``model.weights``)."""
+    folder = (home() / "jobs" / job_id).resolve()
+    found = []
+    for other in store.list_jobs():
+        if other.id == job_id:
+            continue
+        spec = other.spec or {}
+        paths = [(spec.get("supernet") or {}).get("checkpoint"), (spec.get("model") or {}).get("weights")]
+        for p in paths:
+            if isinstance(p, str) and p and Path(p).expanduser().resolve().is_relative_to(folder):
+                found.append(other.id)
+                break
+    return found
+
+
+def check_deletable(job_id: str, store: Store, along: Collection[str] = ()) -> Job:
+    """The job, when :func:`delete_job` may remove it; else StoreError saying why and what to do.
+    ``along``: jobs deleted in the same command (a job that depends on this one may be among them)."""
+    job = store.get_job(job_id)
+    where, pid = driver_process(job_id)
+    if where == "alive":
+        raise StoreError(f"job {job_id} is {job.state.value} (driver process {pid} on this machine); "
+                         f"stop it with `nasforge cancel {job_id}` first, then delete it")
+    if job.state in (JobState.CREATED, JobState.TRAINING, JobState.RUNNING) and where != "gone":
+        raise StoreError(f"job {job_id} is {job.state.value}, and its driver is not on this machine (a cluster or "
+                         f"another host); stop it with `nasforge cancel {job_id}` first, then delete it")
+    users = [u for u in jobs_depending_on(job_id, store) if u not in along]
+    if users:
+        raise StoreError(f"job {job_id}'s folder holds the trained supernet (or weights) that job(s) "
+                         f"{', '.join(users)} search on, and their exports need it; delete those first")
+    return job
+
+
+def delete_job(job_id: str, store: Store) -> Deleted:
+    """Remove a job that no driver runs: its store rows (candidates, checkpoints), its folder
+    (``NASFORGE_HOME/jobs/JOB``: supernet weights, logs, plots) and its MLflow runs. Exports are
+    copies and stay; so does the latency cache, which any job on the same device reuses.
+
+    Refused (StoreError, nothing removed) while the job may still run (cancel it first) or while
+    another job reads files from its folder (delete that one first): :func:`check_deletable`.
+    """
+    job = check_deletable(job_id, store)
+    spec = dict(job.spec or {})
+    folder = home() / "jobs" / job_id
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+    gone = store.delete_job(job_id)  # the source of truth first: a failure below leaves files, not a half job
+    warnings = []
+    try:
+        import shutil
+
+        shutil.rmtree(folder)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        warnings.append(f"could not remove {folder} ({e.strerror or e}); remove it by hand")
+    runs = 0
+    tracking = spec.get("tracking") or {}
+    if tracking.get("enabled", True):
+        from nasforge.tracking.mlflow_tracker import delete_job_runs
+
+        try:
+            runs = delete_job_runs(tracking.get("uri"), tracking.get("experiment") or "nasforge", job_id)
+        except Exception as e:  # noqa: BLE001 - tracking is a view; the job is gone from the store
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            warnings.append(f"its MLflow runs remain ({first}); delete them in the MLflow UI")
+    return Deleted(job_id, gone, size, runs, tuple(warnings))
 
 
 def cancel_job(job_id: str, store: Store) -> bool:

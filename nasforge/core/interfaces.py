@@ -68,6 +68,11 @@ class Store(ABC):
         """Replace the job's resolved job file (``resume --evaluations`` raises its budget)."""
 
     @abstractmethod
+    def delete_job(self, job_id: str) -> int:
+        """Remove the job, its candidates and its checkpoints in one transaction; returns how many
+        candidates went. The metrics cache (latency by child and device) is shared and stays."""
+
+    @abstractmethod
     def add_candidates(self, job_id: str, archs: Sequence[Arch], generation: int) -> list[Candidate]:
         """Insert new archs as pending; return the stored candidate for each arch, in order."""
 

@@ -408,6 +408,16 @@ class SqlStore(Store):
 
         self._run(write, write=True)
 
+    def delete_job(self, job_id: str) -> int:
+        def write(conn: Connection) -> int:
+            self._require_job(conn, job_id, lock=True)
+            conn.execute(delete(checkpoints).where(checkpoints.c.job_id == job_id))
+            gone = conn.execute(delete(candidates).where(candidates.c.job_id == job_id)).rowcount
+            conn.execute(delete(jobs).where(jobs.c.id == job_id))
+            return int(gone or 0)
+
+        return self._run(write, write=True)
+
     # ---- candidates -----------------------------------------------------------------------
     def add_candidates(self, job_id: str, archs: Sequence[Arch], generation: int) -> list[Candidate]:
         """Insert new archs as pending (in input order, ``seq`` continuing the job's numbering);

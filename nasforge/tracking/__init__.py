@@ -1,6 +1,6 @@
 """nasforge.tracking: the job as MLflow runs (batched, never the source of truth), plots, the UI.
 
-Public: :class:`MlflowTracker`, :func:`ensure_tracking_store`; ``plots.pareto_plot``;
+Public: :class:`MlflowTracker`, :func:`ensure_tracking_store`, :func:`delete_job_runs`; ``plots.pareto_plot``;
 ``ui.run_ui``. Importing this package does not import MLflow (it is loaded on first use).
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nasforge.tracking.mlflow_tracker import MlflowTracker, ensure_tracking_store
+    from nasforge.tracking.mlflow_tracker import MlflowTracker, delete_job_runs, ensure_tracking_store
 
-__all__ = ["MlflowTracker", "ensure_tracking_store"]
+__all__ = ["MlflowTracker", "delete_job_runs", "ensure_tracking_store"]
 
 
 def __getattr__(name: str) -> Any:

@@ -146,6 +146,39 @@ def ensure_tracking_store(uri: str | None = None) -> str:
     return uri
 
 
+def delete_job_runs(uri: str | None, experiment: str, job_id: str) -> int:
+    """Mark the job's parent run and its candidates' runs deleted in MLflow (as ``mlflow runs
+    delete`` does: gone from the UI, purged by ``mlflow gc``); returns how many. Nothing to do when
+    the store or the experiment does not exist. Raises what MLflow raises."""
+    apply_http_env_defaults()
+    uri = with_installed_driver(uri or default_tracking_uri())
+    db_file = _sqlite_path(uri)
+    if db_file is not None and not db_file.exists():
+        return 0
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return 0
+
+    def all_runs(filter_string: str) -> list[str]:
+        ids, token = [], None
+        while True:
+            page = client.search_runs([exp.experiment_id], filter_string=filter_string, max_results=1000,
+                                      page_token=token)
+            ids.extend(r.info.run_id for r in page)
+            token = page.token
+            if not token:
+                return ids
+
+    parents = all_runs(f"tags.`nasforge.job_id` = '{job_id}' AND tags.`nasforge.role` = 'job'")
+    runs = [c for p in parents for c in all_runs(f"tags.`mlflow.parentRunId` = '{p}'")] + parents
+    for run_id in runs:
+        client.delete_run(run_id)
+    return len(runs)
+
+
 # ---- value shaping ---------------------------------------------------------------------------
 def mlflow_key(name: str) -> str:
     """A metric / param / tag key MLflow accepts (bad characters -> ``_``, at most 250 chars)."""

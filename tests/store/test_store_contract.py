@@ -219,6 +219,32 @@ def test_checkpoints_latest_and_pruned(store: SqlStore) -> None:
     assert kept == CHECKPOINTS_KEPT
 
 
+def test_delete_job_removes_its_rows_and_only_its_rows(store: SqlStore) -> None:
+    job = store.create_job({}, name="gone", seed=0)
+    kept = store.create_job({}, name="kept", seed=0)
+    a = archs(3, offset=8000)
+    for j in (job, kept):
+        store.add_candidates(j.id, a, generation=0)
+        store.record_results(j.id, [ok(a[0])])
+        store.save_checkpoint(j.id, 1, {"step": 1})
+    store.put_cached_metrics(a[0].key(), "cpu:test", {"latency_ms": 1.0})
+    assert store.delete_job(job.id) == 3
+    with pytest.raises(StoreError, match="no job"):
+        store.get_job(job.id)
+    with pytest.raises(StoreError, match="no job"):
+        store.delete_job(job.id)
+    assert store.load_checkpoint(job.id) is None
+    assert len(store.get_candidates(kept.id)) == 3 and store.load_checkpoint(kept.id) == (1, {"step": 1})
+    assert store.get_cached_metrics([a[0].key()], "cpu:test")  # the latency cache is shared: it stays
+    assert job.id not in {j.id for j in store.list_jobs()}
+    from sqlalchemy import func, select
+
+    from nasforge.store._models import candidates
+
+    with store._engine.connect() as conn:
+        assert conn.execute(select(func.count()).where(candidates.c.job_id == job.id)).scalar() == 0
+
+
 def test_metrics_cache_across_jobs(store: SqlStore) -> None:
     key, other = (a.key() for a in archs(2, offset=7000))
     assert store.get_cached_metrics([key], "cpu:test") == {}
