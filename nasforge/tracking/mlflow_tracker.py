@@ -148,8 +148,9 @@ def ensure_tracking_store(uri: str | None = None) -> str:
 
 def delete_job_runs(uri: str | None, experiment: str, job_id: str) -> int:
     """Mark the job's parent run and its candidates' runs deleted in MLflow (as ``mlflow runs
-    delete`` does: gone from the UI, purged by ``mlflow gc``); returns how many. Nothing to do when
-    the store or the experiment does not exist. Raises what MLflow raises."""
+    delete`` does: gone from the UI; ``mlflow gc`` purges the rows) and remove the parent's
+    artifacts when they are in a local folder; returns how many runs. Nothing to do when the store
+    or the experiment does not exist. Raises what MLflow raises."""
     apply_http_env_defaults()
     uri = with_installed_driver(uri or default_tracking_uri())
     db_file = _sqlite_path(uri)
@@ -176,6 +177,13 @@ def delete_job_runs(uri: str | None, experiment: str, job_id: str) -> int:
     runs = [c for p in parents for c in all_runs(f"tags.`mlflow.parentRunId` = '{p}'")] + parents
     for run_id in runs:
         client.delete_run(run_id)
+    for run_id in parents:  # the parent's artifacts (plot, table) in a local folder go too (as `mlflow gc` would)
+        artifacts = client.get_run(run_id).info.artifact_uri
+        parsed = urlparse(artifacts)
+        if parsed.scheme in ("", "file"):
+            folder = Path(parsed.path).parent
+            if folder.name == run_id:
+                shutil.rmtree(folder, ignore_errors=True)
     return len(runs)
 
 

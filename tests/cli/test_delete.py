@@ -42,7 +42,9 @@ def _job(store: Any, name: str, state: JobState = JobState.DONE, checkpoint: str
     tracker = MlflowTracker(None, spec.tracking.experiment)
     tracker.start_job(store.get_job(job.id))
     tracker.log_candidates(job.id, store.get_candidates(job.id))
-    tracker.finish_job(job.id, state, [], {})
+    plot = job_dir(job.id) / "pareto.png"
+    plot.write_bytes(b"png")
+    tracker.finish_job(job.id, state, [], {"pareto.png": plot})
     tracker.close()
     return job.id
 
@@ -61,6 +63,7 @@ def test_delete_removes_rows_folder_and_runs_and_refuses_what_would_lose_work(
     running = _job(store, "run", state=JobState.RUNNING)
     (tmp_path / "exports" / "best").mkdir(parents=True)  # an export is a copy: it stays
     assert _runs(tmp_path) == {"active": 12}
+    assert len(list((tmp_path / "mlartifacts").glob("*/artifacts/pareto.png"))) == 3
     capsys.readouterr()
 
     def refused(argv: list[str], says: str) -> None:
@@ -93,6 +96,7 @@ def test_delete_removes_rows_folder_and_runs_and_refuses_what_would_lose_work(
     assert [j.id for j in store.list_jobs()] == [running]
     assert not (tmp_path / "jobs" / trained).exists() and not (tmp_path / "jobs" / search).exists()
     assert _runs(tmp_path) == {"active": 4, "deleted": 8}
+    assert len(list((tmp_path / "mlartifacts").glob("*/artifacts/pareto.png"))) == 1  # the deleted jobs' went too
     assert (tmp_path / "exports" / "best").is_dir()
     assert main(["results", running]) == 0  # the other job is whole
 
