@@ -199,13 +199,15 @@ class BudgetSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
-    """The dataset: shipped (mnist5k, digits) or yours (folder of class folders, .npz/.parquet arrays)."""
+    """The dataset: shipped (mnist5k, digits) or yours (class folders, .npz/.parquet, torchvision on disk)."""
 
-    name: str = Field(default="mnist5k", description="mnist5k | digits | folder | arrays (images); pystdlib | text (byte tokens)")
+    name: str = Field(default="mnist5k", description=(
+        "mnist5k | digits | folder | arrays | torchvision:NAME (images: NAME one of MNIST, FashionMNIST, KMNIST, "
+        "USPS, CIFAR10, CIFAR100, SVHN, already on disk); pystdlib | text (byte tokens)"))
     path: str | None = Field(default=None, description=(
         "folder of class folders of images; .npz (inputs X / images, labels y / labels); .parquet "
-        "(label or y, and an image column of encoded images or one column per pixel); text: a text file or a "
-        "folder of them"))
+        "(label or y, and an image column of encoded images or one column per pixel); torchvision:NAME: the root "
+        "folder torchvision downloaded it to; text: a text file or a folder of them"))
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="seed of the deterministic train/val/test split")
     val_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of the data held out for validation")
     test_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of the data held out for test")

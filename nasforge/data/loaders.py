@@ -19,6 +19,9 @@
 - ``pystdlib``: the Python standard library's sources as byte tokens, for language models: ``X``
   and ``y`` are int64 (N, ``seq_len``) windows, ``y`` the next tokens (see :mod:`nasforge.data.text`).
 - ``text``: your corpus as byte tokens, the same way: ``path`` is a text file or a folder of them.
+- ``torchvision:NAME`` (MNIST, FashionMNIST, KMNIST, USPS, CIFAR10, CIFAR100, SVHN): a torchvision
+  dataset already on disk, ``path`` the ``root`` torchvision downloaded it to (nothing is fetched);
+  its train and test parts are joined and split like the others; ``classes`` are its class names.
 
 Labels are mapped to 0..K-1 in sorted order of their distinct values. Splits are stratified
 (scikit-learn) with ``random_state=spec.seed`` and come in shuffled order (a prefix of a split is a
@@ -51,6 +54,29 @@ from nasforge.data.text import TEXT_DATASET_NAMES, VOCAB_SIZE, split_text
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 IMAGE_DATASET_NAMES = ("mnist5k", "digits", "folder", "arrays")
 DATASET_NAMES = IMAGE_DATASET_NAMES + TEXT_DATASET_NAMES
+#: torchvision datasets read from disk as ``torchvision:NAME`` (``path``: the ``root`` torchvision was
+#: given; never downloaded): how each is opened for its train and test parts, and where its labels are
+TORCHVISION_DATASETS = {
+    "MNIST": "train", "FashionMNIST": "train", "KMNIST": "train", "USPS": "train",
+    "CIFAR10": "train", "CIFAR100": "train", "SVHN": "split",
+}
+TORCHVISION_PREFIX = "torchvision:"
+
+
+def dataset_name_error(name: str) -> str | None:
+    """Why ``evaluation.dataset.name`` is not a dataset nasforge reads (None when it is)."""
+    if name in DATASET_NAMES:
+        return None
+    if name.startswith(TORCHVISION_PREFIX):
+        tv = name[len(TORCHVISION_PREFIX):]
+        if tv in TORCHVISION_DATASETS:
+            return None
+        close = [k for k in TORCHVISION_DATASETS if k.lower() == tv.lower()]
+        return (f"evaluation.dataset.name: {name!r}: " + (f"did you mean {TORCHVISION_PREFIX}{close[0]}? " if close else "")
+                + f"torchvision datasets read from disk: {', '.join(TORCHVISION_DATASETS)}; any other image "
+                "dataset: save it as a folder of class folders (name: folder) or as arrays (name: arrays)")
+    return (f"evaluation.dataset.name: unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}, or "
+            f"torchvision:NAME ({', '.join(TORCHVISION_DATASETS)}) for a torchvision dataset on disk")
 
 
 class DatasetError(NasforgeError):
@@ -108,10 +134,8 @@ def load_dataset(spec: DatasetSpec, *, image_size: tuple[int, int] | None = None
     datasets ignore it. Raises :class:`DatasetError` (a NasforgeError) naming
     ``evaluation.dataset.path`` / ``evaluation.dataset.name`` and the fix for bad input.
     """
-    if spec.name not in DATASET_NAMES:
-        raise DatasetError(
-            f"evaluation.dataset.name: unknown dataset {spec.name!r}; choose one of {', '.join(DATASET_NAMES)}"
-        )
+    if (bad := dataset_name_error(spec.name)) is not None:
+        raise DatasetError(bad)
     if spec.val_fraction + spec.test_fraction >= 0.9:
         raise DatasetError(
             "evaluation.dataset: val_fraction + test_fraction must leave at least 10% for training; lower them"
@@ -125,8 +149,10 @@ def load_dataset(spec: DatasetSpec, *, image_size: tuple[int, int] | None = None
     with _LOCK:
         arrays = _CACHE.get(key)
         if arrays is None:
-            X, y_raw, pixel_max = _read(spec, image_size)
+            X, y_raw, pixel_max, names = _read(spec, image_size)
             arrays = replace(_split_and_normalize(X, y_raw, spec), pixel_max=pixel_max)
+            if names and arrays.classes == tuple(str(i) for i in range(len(names))):  # ids 0..K-1, all present
+                arrays = replace(arrays, classes=tuple(names))
             _CACHE[key] = arrays
     splits = [(torch.from_numpy(x.copy()), torch.from_numpy(t.copy())) for x, t in zip(arrays.X, arrays.y, strict=True)]
     c, h, w = arrays.X[0].shape[1:]
@@ -195,29 +221,70 @@ def _load_text(spec: DatasetSpec) -> DataSplits:
 # Reading
 
 
-def _read(spec: DatasetSpec, image_size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray, float]:
-    """Raw images as float (N, C, H, W) scaled to 0..1, raw labels, and the raw pixel value that
-    became 1.0 (255 for 8-bit images, 16 for scikit-learn's digits, 1 for arrays already 0..1)."""
+def _read(spec: DatasetSpec, image_size: tuple[int, int] | None
+          ) -> tuple[np.ndarray, np.ndarray, float, list[str] | None]:
+    """Raw images as float (N, C, H, W) scaled to 0..1, raw labels, the raw pixel value that
+    became 1.0 (255 for 8-bit images, 16 for scikit-learn's digits, 1 for arrays already 0..1), and
+    the class names of label ids 0..K-1 where the dataset has them (torchvision's)."""
     if spec.name == "mnist5k":
         X, y = _mnist5k()
-        return (X.reshape(-1, 1, 28, 28) / 255.0), y, 255.0
+        return (X.reshape(-1, 1, 28, 28) / 255.0), y, 255.0, None
     if spec.name == "digits":
         from sklearn.datasets import load_digits
 
         d = load_digits()
-        return (d.images.reshape(-1, 1, 8, 8) / 16.0), d.target, 16.0
+        return (d.images.reshape(-1, 1, 8, 8) / 16.0), d.target, 16.0, None
     if spec.path is None:
         raise DatasetError(
             f"evaluation.dataset.path: required for dataset {spec.name!r}; set it to "
             + ("a folder holding one sub-folder of images per class" if spec.name == "folder"
-               else "a .npz (X, y) or .parquet file")
+               else "the root folder torchvision was given (where it downloaded the dataset)"
+               if spec.name.startswith(TORCHVISION_PREFIX) else "a .npz (X, y) or .parquet file")
         )
     path = Path(spec.path).expanduser()
     if not path.exists():
         raise DatasetError(f"evaluation.dataset.path: {spec.path} does not exist; give an existing path")
     if spec.name == "folder":
-        return (*_read_folder(path, image_size), 255.0)
-    return _read_arrays(path)
+        return (*_read_folder(path, image_size), 255.0, None)
+    if spec.name.startswith(TORCHVISION_PREFIX):
+        return _read_torchvision(spec.name[len(TORCHVISION_PREFIX):], path)
+    return (*_read_arrays(path), None)
+
+
+def _read_torchvision(name: str, root: Path) -> tuple[np.ndarray, np.ndarray, float, list[str] | None]:
+    """A torchvision dataset from its files under ``root`` (``download=False``: nothing is fetched):
+    its train and test parts joined, as nasforge makes its own split; labels 0..K-1 and its class
+    names."""
+    import torchvision.datasets
+
+    cls = getattr(torchvision.datasets, name)
+    parts = []
+    for train in (True, False):
+        kwargs = {"train": train} if TORCHVISION_DATASETS[name] == "train" else {"split": "train" if train else "test"}
+        try:
+            parts.append(cls(root=str(root), download=False, **kwargs))
+        except (RuntimeError, OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first.split(". You can use download=True")[0].rstrip(".")  # nasforge downloads nothing
+            up = root.parent.parent if root.name == "raw" else root.parent
+            inner = root.name == "raw" or (root / "raw").is_dir() or root.name.lower() in (
+                name.lower(), "cifar-10-batches-py", "cifar-100-python")
+            where = (f"; {root} looks like a folder inside the dataset's root: give {up}" if inner else
+                     f"; give the root folder torchvision was given when it downloaded {name}")
+            raise DatasetError(
+                f"evaluation.dataset.path: torchvision's {name} cannot read its {'train' if train else 'test'} files "
+                f"under {root} ({first}){where} (nasforge downloads nothing)") from None
+    images, labels = [], []
+    for ds in parts:
+        data = ds.data.numpy() if isinstance(ds.data, torch.Tensor) else np.asarray(ds.data)
+        target = getattr(ds, "targets", None)
+        target = getattr(ds, "labels", None) if target is None else target
+        target = target.numpy() if isinstance(target, torch.Tensor) else np.asarray(target)
+        images.append(data)
+        labels.append(target.reshape(-1).astype(np.int64))
+    X, pixel_max = _to_nchw(np.concatenate(images), root)
+    names = getattr(parts[0], "classes", None)
+    return X, np.concatenate(labels), pixel_max, [str(c) for c in names] if names else None
 
 
 def _mnist5k() -> tuple[np.ndarray, np.ndarray]:

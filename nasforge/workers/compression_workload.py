@@ -267,13 +267,13 @@ class CompressionWorkload(Workload):
 
     @classmethod
     def validate_spec(cls, spec: JobSpec) -> None:
-        from nasforge.data import DATASET_NAMES
+        from nasforge.data import dataset_name_error
 
         if spec.model is None:
             raise JobSpecError("model: a compression job needs a 'model:' block")
         ds = spec.evaluation.dataset
-        if ds.name not in DATASET_NAMES:
-            raise JobSpecError(f"evaluation.dataset.name: unknown dataset {ds.name!r}; choose one of {', '.join(DATASET_NAMES)}")
+        if (bad := dataset_name_error(ds.name)) is not None:
+            raise JobSpecError(bad)
         if spec.model.weights is not None and not Path(spec.model.weights).expanduser().exists():
             raise JobSpecError(f"model.weights: {spec.model.weights} does not exist")
         cls.build_space(spec)

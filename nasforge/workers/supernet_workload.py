@@ -28,7 +28,7 @@ from nasforge.core.paths import SUPERNET_DIR, TRAINING_PROGRESS_FILE
 from nasforge.core.spec import JobSpec
 from nasforge.core.spec_docs import model_of
 from nasforge.core.types import ARCH_SCHEMA_VERSION, Arch
-from nasforge.data.loaders import DATASET_NAMES
+from nasforge.data.loaders import dataset_name_error
 from nasforge.data.text import TEXT_DATASET_NAMES
 from nasforge.spaces import SPACES
 from nasforge.spaces.base import SearchSpace
@@ -204,8 +204,8 @@ class SupernetWorkload(Workload):
             # refused before the job exists (each worker found it, with a traceback and a failed job)
             _check_checkpoint(spec, space)
         ds = spec.evaluation.dataset
-        if ds.name not in DATASET_NAMES:
-            raise JobSpecError(f"evaluation.dataset.name: unknown dataset {ds.name!r}; choose one of {', '.join(DATASET_NAMES)}")
+        if (bad := dataset_name_error(ds.name)) is not None:
+            raise JobSpecError(bad)
         tokens = getattr(net_cls, "input_kind", "image") == "tokens"
         if tokens != (ds.name in TEXT_DATASET_NAMES):
             want = "a text dataset (" + ", ".join(TEXT_DATASET_NAMES) + ")" if tokens else "an image dataset"
@@ -219,7 +219,7 @@ class SupernetWorkload(Workload):
                 f"evaluation.dataset.seq_len: {ds.seq_len} is longer than space.options.context ({context}); "
                 f"set seq_len <= {context}"
             )
-        if ds.name in ("folder", "arrays"):
+        if ds.name in ("folder", "arrays") or ds.name.startswith("torchvision:"):
             if ds.path is None:
                 raise JobSpecError(f"evaluation.dataset.path: required for dataset {ds.name!r}")
             if not Path(ds.path).exists():

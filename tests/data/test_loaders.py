@@ -274,3 +274,50 @@ def test_text_dataset_from_a_file_or_a_folder(tmp_path):
     # a binary file named on its own is refused too (it was read as byte tokens)
     with pytest.raises(NasforgeError, match=r"evaluation.dataset.path: .*image.bin is a binary file \(it holds NUL"):
         load_dataset(DatasetSpec(name="text", path=str(corpus / "image.bin")))
+
+
+def _torchvision_mnist_files(root: Path, folder: str = "MNIST") -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-5k written the way torchvision's MNIST keeps it on disk (root/MNIST/raw/*-idx*-ubyte):
+    4,000 train and 1,000 test images; returns the pixels and labels written."""
+    import struct
+
+    from nasforge.data.loaders import _mnist5k
+
+    X, y = _mnist5k()
+    X, y = X.astype(np.uint8).reshape(-1, 28, 28), y.astype(np.uint8)
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    for part, sl in (("train", slice(0, 4000)), ("t10k", slice(4000, None))):
+        for kind, arr, code in (("images-idx3", X[sl], 0x0803), ("labels-idx1", y[sl], 0x0801)):
+            with open(raw / f"{part}-{kind}-ubyte", "wb") as f:
+                f.write(struct.pack(">I", code) + struct.pack(">" + "I" * arr.ndim, *arr.shape) + arr.tobytes())
+    return X, y
+
+
+def test_a_torchvision_dataset_on_disk_is_read_without_downloading(tmp_path):
+    X, y = _torchvision_mnist_files(tmp_path / "data", "FashionMNIST")
+    d = load_dataset(DatasetSpec(name="torchvision:FashionMNIST", path=str(tmp_path / "data")))
+    assert d.input_shape == (1, 28, 28) and d.num_classes == 10 and d.pixel_max == 255.0
+    assert [len(s[1]) for s in (d.train, d.val, d.test)] == [4000, 500, 500]  # train + test joined, then split
+    assert d.classes[0] == "T-shirt/top" and d.classes[9] == "Ankle boot"  # torchvision's names, in id order
+    # the same images and labels as the files hold: un-normalize and compare per label
+    mean, std = np.array(d.mean), np.array(d.std)
+    back = torch.cat([d.train[0], d.val[0], d.test[0]]).numpy() * std[0] + mean[0]
+    labels = torch.cat([d.train[1], d.val[1], d.test[1]]).numpy()
+    assert np.bincount(labels).tolist() == np.bincount(y).tolist()
+    assert np.allclose(np.sort(back.reshape(len(back), -1).sum(1) * 255), np.sort(X.reshape(len(X), -1).sum(1)), atol=0.5)
+
+
+@pytest.mark.parametrize("name, path, needle", [
+    ("torchvision:cifar10", "data", "did you mean torchvision:CIFAR10?"),
+    ("torchvision:ImageNet", "data", "torchvision datasets read from disk: MNIST, FashionMNIST"),
+    ("torchvision:MNIST", None, "evaluation.dataset.path: required for dataset 'torchvision:MNIST'; set it to the root"),
+    ("torchvision:KMNIST", "data", "torchvision's KMNIST cannot read its train files under"),
+    ("torchvision:MNIST", "data/MNIST", "looks like a folder inside the dataset's root: give"),
+    ("torchvision:MNIST", "data/MNIST/raw", "looks like a folder inside the dataset's root: give"),
+])
+def test_torchvision_dataset_errors_name_the_key_and_the_fix(tmp_path, name, path, needle):
+    _torchvision_mnist_files(tmp_path / "data")
+    with pytest.raises(NasforgeError, match=None) as e:
+        load_dataset(DatasetSpec(name=name, path=str(tmp_path / path) if path else None))
+    assert needle in str(e.value) and "download=True" not in str(e.value), str(e.value)
