@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 STEPS = 300
-#: (init_spread, router_temperature): the default, diverse experts, sharp routing
+#: (init_spread, router_temperature): soft routing (the default until vit_mos (b) led to 0.1), diverse
+#: experts, sharp routing (the default since)
 CONFIGS = ((0.1, 1.0), (1.0, 1.0), (0.1, 0.1))
 
 
@@ -102,7 +103,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "notes": (f"Mixture-of-Supernets LM of benchmarks/_mos.py ({_mos.EXPERTS} experts, router hidden "
                   f"{_mos.ROUTER_HIDDEN}, Adam lr {_mos.LR}, sandwich recipe), {steps} steps, seed 0, one run per "
                   f"(init_spread, router_temperature) in {list(CONFIGS)} and one plain supernet; headline keys "
-                  "without a suffix are for the default (0.1, 1.0). mean_child_loss is the inherited test loss "
+                  "without a suffix are for (0.1, 1.0), soft routing (the default until the router temperature default became 0.1). mean_child_loss is the inherited test loss "
                   "(nats/token) of the six children vit_mos part (b) scores, no standalone training here, so "
                   "it compares the supernets with each other, not the inheritance gap. One seed, 300 steps: a "
                   "lead for vit_mos, not a result of it; see the module docstring."),

@@ -10,7 +10,7 @@ Routing is layer-wise: every :class:`MixtureLinear` owns its router.
 
 API
 ---
-``MixtureLinear(max_in, max_out, *, experts, encoding_dim, router_hidden=16, init_spread=0.1, temperature=1.0)``
+``MixtureLinear(max_in, max_out, *, experts, encoding_dim, router_hidden=16, init_spread=0.1, temperature=0.1)``
     ``experts`` (E >= 1) expert matrices ``(E, max_out, max_in)`` and biases ``(E, max_out)``;
     ``encoding_dim`` is the length of the arch encoding (``space.encode([arch]).shape[1]``);
     ``router_hidden`` is the hidden width of the router MLP
@@ -20,7 +20,11 @@ API
     ``temperature`` divides the router's logits before the softmax: below 1 the mixtures are
     sharper, so different children lean on different experts and the experts receive different
     gradients (with near-identical experts and soft, similar mixtures they move together and the
-    layer stays effectively one matrix; see ``benchmarks/mos_routing.py``).
+    layer stays effectively one matrix; see ``benchmarks/mos_routing.py``). The default 0.1 is what
+    ``python -m benchmarks vit_mos`` (b) measured best: at 1.0 the inherited children's gap to the
+    same children trained alone was no smaller than plain weight sharing's. The temperature is kept
+    in the layer's state (buffer ``router_temperature``), so a checkpoint records the one it was
+    trained with.
 
 ``mixing_weights(arch_encoding) -> Tensor[E]``
     Softmax router output for one arch; ``arch_encoding`` is a 1-D float vector (tensor, numpy
@@ -77,9 +81,10 @@ class MixtureOptions(BaseModel):
     experts: int = Field(ge=1, le=64, description="expert weight matrices per linear layer")
     router_hidden: int = Field(default=16, ge=1, le=4096, description="hidden units of each layer's router MLP")
     init_spread: float = Field(default=0.1, ge=0, le=10, description="relative spread of the experts at init")
-    router_temperature: float = Field(default=1.0, gt=0, le=10,
+    router_temperature: float = Field(default=0.1, gt=0, le=10,
                                       description="router logits are divided by this before the softmax "
-                                                  "(< 1: sharper mixtures, children lean on different experts)")
+                                                  "(< 1: sharper mixtures, children lean on different experts; "
+                                                  "1.0 left the experts near-identical in benchmarks/mos_routing)")
 
     def linear(self, max_in: int, max_out: int, encoding_dim: int) -> MixtureLinear:
         return MixtureLinear(max_in, max_out, experts=self.experts, encoding_dim=encoding_dim,
@@ -91,7 +96,7 @@ class MixtureLinear(nn.Module):
     """Elastic linear layer whose weight is an arch-routed mixture of ``experts`` matrices."""
 
     def __init__(self, max_in: int, max_out: int, *, experts: int, encoding_dim: int,
-                 router_hidden: int = 16, init_spread: float = 0.1, temperature: float = 1.0):
+                 router_hidden: int = 16, init_spread: float = 0.1, temperature: float = 0.1):
         super().__init__()
         if experts < 1:
             raise ValueError(f"experts must be >= 1, got {experts}")
@@ -99,7 +104,8 @@ class MixtureLinear(nn.Module):
             raise ValueError(f"router_hidden must be >= 1, got {router_hidden}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
+        # in the state dict, so a checkpoint says which temperature its experts were trained under
+        self.register_buffer("router_temperature", torch.tensor(float(temperature)))
         self.max_in, self.max_out = max_in, max_out
         self.experts, self.encoding_dim = experts, encoding_dim
         std = 1.0 / math.sqrt(max_in)
@@ -111,11 +117,15 @@ class MixtureLinear(nn.Module):
             nn.Linear(encoding_dim, router_hidden), nn.ReLU(), nn.Linear(router_hidden, experts)
         )
 
+    @property
+    def temperature(self) -> float:
+        return float(self.router_temperature)
+
     def mixing_weights(self, arch_encoding: ArchEncoding) -> torch.Tensor:
         enc = as_encoding(arch_encoding, like=self.weight)
         if enc.shape[0] != self.encoding_dim:
             raise ValueError(f"arch encoding has {enc.shape[0]} entries, the router expects {self.encoding_dim}")
-        return torch.softmax(self.router(enc) / self.temperature, dim=-1)
+        return torch.softmax(self.router(enc) / self.router_temperature, dim=-1)
 
     def active_weight(self, arch_encoding: ArchEncoding, in_features: int,
                       out_features: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -505,7 +505,14 @@ def _load_weights(model: torch.nn.Module, path: Path, data: bytes | None = None)
             f"supernet.checkpoint: {path} was trained with other space/supernet options: {len(wrong)} tensors differ "
             f"in shape, e.g. {wrong[0]}; use the options it was trained with"
         )
+    for k, trained in sd.items():  # Mixture-of-Supernets routers: the temperature is not a weight to take over
+        if k.endswith("router_temperature") and k in own and abs(float(trained) - float(own[k])) > 1e-6:
+            raise CheckpointError(
+                f"supernet.checkpoint: {path} was trained with supernet.options.mixture.router_temperature "
+                f"{float(trained):g}, this job has {float(own[k]):g}; set router_temperature: {float(trained):g}")
     missing, unexpected = model.load_state_dict(sd, strict=False)
+    # a checkpoint written before the router temperature was kept in the state: it loads as configured
+    missing = [k for k in missing if not k.endswith("router_temperature")]
     if missing or unexpected:
         raise CheckpointError(
             f"supernet.checkpoint: {path} does not match this supernet (missing {list(missing)[:3]}, "

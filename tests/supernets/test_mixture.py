@@ -95,10 +95,12 @@ def test_router_temperature_sharpens_the_mixture_and_options_build_it():
     from nasforge.supernets.mixture import MixtureOptions
 
     torch.manual_seed(0)
-    soft = MixtureLinear(6, 6, experts=4, encoding_dim=5, router_hidden=8)
-    sharp = MixtureOptions(experts=4, router_hidden=8, router_temperature=0.1).linear(6, 6, 5)
-    sharp.load_state_dict(soft.state_dict())
-    assert sharp.temperature == 0.1 and soft.temperature == 1.0
+    soft = MixtureLinear(6, 6, experts=4, encoding_dim=5, router_hidden=8, temperature=1.0)
+    sharp = MixtureOptions(experts=4, router_hidden=8).linear(6, 6, 5)  # the default, 0.1
+    assert sharp.temperature == pytest.approx(0.1) and soft.temperature == 1.0
+    sharp.load_state_dict({k: v for k, v in soft.state_dict().items() if k != "router_temperature"}, strict=False)
+    assert sharp.temperature == pytest.approx(0.1)
+    assert float(soft.state_dict()["router_temperature"]) == 1.0  # a checkpoint records it
 
     def entropy(a: torch.Tensor) -> float:
         return float(-(a * a.clamp_min(1e-12).log()).sum())
@@ -111,3 +113,33 @@ def test_router_temperature_sharpens_the_mixture_and_options_build_it():
         MixtureOptions(experts=2, router_temperature=0)
     with pytest.raises(ValueError, match="temperature"):
         MixtureLinear(4, 4, experts=2, encoding_dim=3, temperature=-1.0)
+
+
+def test_a_checkpoint_records_its_router_temperature_and_a_job_with_another_is_refused(tmp_path):
+    """The router temperature shapes every child's weights: a MoS checkpoint loaded under another
+    temperature would give other children than it was trained for, so it is refused naming the key;
+    a checkpoint written before the temperature was recorded loads as configured."""
+    from safetensors.torch import save_file
+
+    from nasforge.spaces.lm_transformer import LMTransformerSpace
+    from nasforge.supernets.lm_transformer import LMTransformerSupernet
+    from nasforge.supernets.trainer import CheckpointError, load_trained_supernet
+
+    space = LMTransformerSpace({"vocab_size": 256, "context": 8, "head_dim": 4, "depths": [1, 2],
+                                "embed_dims": [8, 16], "heads": [1, 2], "mlp_ratios": [2]})
+    options = {"mixture": {"experts": 2, "router_hidden": 4}}
+    net = LMTransformerSupernet(space, options)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    assert sum(k.endswith("router_temperature") for k in state) > 0
+    save_file(state, str(tmp_path / "model.safetensors"))
+    loaded = load_trained_supernet(space, "lm_transformer", options, tmp_path)
+    x = torch.randint(0, 256, (2, 8))
+    assert torch.equal(loaded(x, space.largest()), net.eval()(x, space.largest()))
+    hot = {"mixture": {**options["mixture"], "router_temperature": 1.0}}
+    with pytest.raises(CheckpointError, match=r"trained with supernet.options.mixture.router_temperature 0.1, this "
+                                              r"job has 1; set router_temperature: 0.1"):
+        load_trained_supernet(space, "lm_transformer", hot, tmp_path)
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    save_file({k: v for k, v in state.items() if not k.endswith("router_temperature")}, str(legacy / "model.safetensors"))
+    assert load_trained_supernet(space, "lm_transformer", hot, legacy)  # no record: as configured
