@@ -724,7 +724,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
             print("nothing deleted")
             return 1
     # a job that searches on another's supernet goes before it
-    for job in sorted(jobs, key=lambda j: (j.created_at is not None, j.created_at), reverse=True):
+    for job in sorted(jobs, key=lambda j: j.created_at, reverse=True):
         gone = delete_job(job.id, store)
         for w in gone.warnings:
             print(f"warning: job {job.id}: {w}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 from collections.abc import Callable, Collection
@@ -566,8 +567,6 @@ def delete_job(job_id: str, store: Store) -> Deleted:
     gone = store.delete_job(job_id)  # the source of truth first: a failure below leaves files, not a half job
     warnings = []
     try:
-        import shutil
-
         shutil.rmtree(folder)
     except FileNotFoundError:
         pass

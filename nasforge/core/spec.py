@@ -45,15 +45,15 @@ _METRIC_RE = re.compile(r"^(?P<base>[a-z_0-9]+)(@(?P<cls>[A-Za-z0-9_.:-]+))?$")
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'latency_ms'?)`` for the choice closest to a misspelt or shortened metric
-    name (``latency`` -> ``latency_ms``), or ''."""
+    """`` (did you mean 'latency_ms'?)`` for the choice closest to a misspelt or shortened name
+    (``latency`` -> ``latency_ms``; case aside), or ''."""
     import difflib
 
-    names = list(choices)
+    names = {k.lower(): k for k in choices}  # matched without case: FashionMNIST for fashionmnist
     base = name.lower()
-    close = difflib.get_close_matches(base, names, n=1, cutoff=0.6) or \
+    close = difflib.get_close_matches(base, list(names), n=1, cutoff=0.6) or \
         [k for k in names if k.startswith(base)][:1]
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return f" (did you mean {names[close[0]]!r}?)" if close else ""
 
 
 def check_metric(name: str) -> str:

@@ -55,7 +55,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 IMAGE_DATASET_NAMES = ("mnist5k", "digits", "folder", "arrays")
 DATASET_NAMES = IMAGE_DATASET_NAMES + TEXT_DATASET_NAMES
 #: torchvision datasets read from disk as ``torchvision:NAME`` (``path``: the ``root`` torchvision was
-#: given; never downloaded): how each is opened for its train and test parts, and where its labels are
+#: given; never downloaded), each with the argument that picks its train or test part (train=bool or
+#: split="train"/"test")
 TORCHVISION_DATASETS = {
     "MNIST": "train", "FashionMNIST": "train", "KMNIST": "train", "USPS": "train",
     "CIFAR10": "train", "CIFAR100": "train", "SVHN": "split",
@@ -65,18 +66,18 @@ TORCHVISION_PREFIX = "torchvision:"
 
 def dataset_name_error(name: str) -> str | None:
     """Why ``evaluation.dataset.name`` is not a dataset nasforge reads (None when it is)."""
-    if name in DATASET_NAMES:
+    from nasforge.core.spec import did_you_mean
+
+    torchvision = [TORCHVISION_PREFIX + k for k in TORCHVISION_DATASETS]
+    if name in DATASET_NAMES or name in torchvision:
         return None
     if name.startswith(TORCHVISION_PREFIX):
-        tv = name[len(TORCHVISION_PREFIX):]
-        if tv in TORCHVISION_DATASETS:
-            return None
-        close = [k for k in TORCHVISION_DATASETS if k.lower() == tv.lower()]
-        return (f"evaluation.dataset.name: {name!r}: " + (f"did you mean {TORCHVISION_PREFIX}{close[0]}? " if close else "")
-                + f"torchvision datasets read from disk: {', '.join(TORCHVISION_DATASETS)}; any other image "
-                "dataset: save it as a folder of class folders (name: folder) or as arrays (name: arrays)")
-    return (f"evaluation.dataset.name: unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}, or "
-            f"torchvision:NAME ({', '.join(TORCHVISION_DATASETS)}) for a torchvision dataset on disk")
+        return (f"evaluation.dataset.name: {name!r}{did_you_mean(name, torchvision)}: torchvision datasets read from "
+                f"disk: {', '.join(TORCHVISION_DATASETS)}; any other image dataset: save it as a folder of class "
+                "folders (name: folder) or as arrays (name: arrays)")
+    return (f"evaluation.dataset.name: unknown dataset {name!r}{did_you_mean(name, DATASET_NAMES + tuple(torchvision))}; "
+            f"choose one of {', '.join(DATASET_NAMES)}, or torchvision:NAME ({', '.join(TORCHVISION_DATASETS)}) for a "
+            "torchvision dataset on disk")
 
 
 class DatasetError(NasforgeError):

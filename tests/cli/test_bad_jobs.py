@@ -57,8 +57,8 @@ EXPECTED = {
     "bad_strategy_option": "strategy.options.populaton: unknown option",
     "unknown_dataset": "evaluation.dataset.name: unknown dataset",
     "dataset_path_missing": "evaluation.dataset.path",
-    "dataset_torchvision_name_case": "evaluation.dataset.name: 'torchvision:fashionmnist': did you mean "
-                                     "torchvision:FashionMNIST?",
+    "dataset_torchvision_name_case": "evaluation.dataset.name: 'torchvision:fashionmnist' (did you mean "
+                                     "'torchvision:FashionMNIST'?)",
     "dataset_path_for_a_shipped_dataset": "evaluation.dataset.path: dataset mnist5k ships inside an installed "
                                           "package and reads no path; remove it, or name your files with name: "
                                           "folder, arrays or text",

@@ -309,7 +309,8 @@ def test_a_torchvision_dataset_on_disk_is_read_without_downloading(tmp_path):
 
 
 @pytest.mark.parametrize("name, path, needle", [
-    ("torchvision:cifar10", "data", "did you mean torchvision:CIFAR10?"),
+    ("torchvision:cifar10", "data", "(did you mean 'torchvision:CIFAR10'?)"),
+    ("mnist", "data", "unknown dataset 'mnist' (did you mean 'mnist5k'?)"),
     ("torchvision:ImageNet", "data", "torchvision datasets read from disk: MNIST, FashionMNIST"),
     ("torchvision:MNIST", None, "evaluation.dataset.path: required for dataset 'torchvision:MNIST'; set it to the root"),
     ("torchvision:KMNIST", "data", "torchvision's KMNIST cannot read its train files under"),
