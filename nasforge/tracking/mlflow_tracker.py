@@ -146,6 +146,26 @@ def ensure_tracking_store(uri: str | None = None) -> str:
     return uri
 
 
+def _job_run_filter(job_id: str) -> str:
+    return f"tags.`nasforge.job_id` = '{job_id}' AND tags.`nasforge.role` = 'job'"
+
+
+def _children_filter(parent_run_id: str) -> str:
+    return f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+
+
+def _search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
+    """Every run of the experiment that matches, page by page."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
 def delete_job_runs(uri: str | None, experiment: str, job_id: str) -> int:
     """Mark the job's parent run and its candidates' runs deleted in MLflow (as ``mlflow runs
     delete`` does: gone from the UI; ``mlflow gc`` purges the rows) and remove the parent's
@@ -163,18 +183,9 @@ def delete_job_runs(uri: str | None, experiment: str, job_id: str) -> int:
     if exp is None:
         return 0
 
-    def all_runs(filter_string: str) -> list[str]:
-        ids, token = [], None
-        while True:
-            page = client.search_runs([exp.experiment_id], filter_string=filter_string, max_results=1000,
-                                      page_token=token)
-            ids.extend(r.info.run_id for r in page)
-            token = page.token
-            if not token:
-                return ids
-
-    parents = all_runs(f"tags.`nasforge.job_id` = '{job_id}' AND tags.`nasforge.role` = 'job'")
-    runs = [c for p in parents for c in all_runs(f"tags.`mlflow.parentRunId` = '{p}'")] + parents
+    parents = [r.info.run_id for r in _search_all(client, exp.experiment_id, _job_run_filter(job_id))]
+    runs = [r.info.run_id for p in parents for r in _search_all(client, exp.experiment_id, _children_filter(p))]
+    runs += parents
     for run_id in runs:
         client.delete_run(run_id)
     for run_id in parents:  # the parent's artifacts (plot, table) in a local folder go too (as `mlflow gc` would)
@@ -533,30 +544,17 @@ class MlflowTracker(Tracker):
         if runs is not None:
             return runs
         client = self._client
-        found = client.search_runs(
-            [self._experiment_id],
-            filter_string=f"tags.`nasforge.job_id` = '{job_id}' AND tags.`nasforge.role` = 'job'",
-            max_results=1,
-        )
+        found = client.search_runs([self._experiment_id], filter_string=_job_run_filter(job_id), max_results=1)
         if found:
             parent = found[0].info.run_id
             if found[0].info.status != "RUNNING":
                 client.update_run(parent, status="RUNNING")
             runs = _JobRuns(parent)
-            token = None
-            while True:  # the candidates logged before the restart
-                page = client.search_runs(
-                    [self._experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
-                    max_results=1000, page_token=token,
-                )
-                for r in page:
-                    key = r.data.tags.get("candidate_key")
-                    if key:
-                        runs.children[key] = r.info.run_id
-                        runs.pareto[key] = r.data.tags.get("pareto") == "true"
-                token = page.token
-                if not token:
-                    break
+            for r in _search_all(client, self._experiment_id, _children_filter(parent)):  # logged before the restart
+                key = r.data.tags.get("candidate_key")
+                if key:
+                    runs.children[key] = r.info.run_id
+                    runs.pareto[key] = r.data.tags.get("pareto") == "true"
         else:
             tags = {"nasforge.job_id": job_id, "nasforge.role": "job", "mlflow.user": self.user,
                     "mlflow.source.name": "nasforge"}
