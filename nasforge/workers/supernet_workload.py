@@ -219,7 +219,7 @@ class SupernetWorkload(Workload):
                 f"evaluation.dataset.seq_len: {ds.seq_len} is longer than space.options.context ({context}); "
                 f"set seq_len <= {context}"
             )
-        if ds.name in ("folder", "arrays") or ds.name.startswith("torchvision:"):
+        if ds.name in ("folder", "arrays"):
             if ds.path is None:
                 raise JobSpecError(f"evaluation.dataset.path: required for dataset {ds.name!r}")
             if not Path(ds.path).exists():

@@ -59,6 +59,8 @@ EXPECTED = {
     "dataset_path_missing": "evaluation.dataset.path",
     "dataset_torchvision_name_case": "evaluation.dataset.name: 'torchvision:fashionmnist' (did you mean "
                                      "'torchvision:FashionMNIST'?)",
+    "dataset_torchvision_without_root": "evaluation.dataset.path: required for dataset 'torchvision:MNIST'; set it "
+                                        "to the root folder torchvision was given",
     "dataset_path_for_a_shipped_dataset": "evaluation.dataset.path: dataset mnist5k ships inside an installed "
                                           "package and reads no path; remove it, or name your files with name: "
                                           "folder, arrays or text",
