@@ -46,18 +46,21 @@ EXPLORE = ARMS["performance_explore"][1]["exploit"]
 PANEL = 12
 SAMPLER_OPTIONS = {"max_flops_ratio": 1.5, "candidates": 4, "bank_size": 256, "min_bank": 16}
 BAND_POOL = 12
+#: how each ``sampling`` trains, in the notes
+TRAINING = {"uniform": "single-path training (one child per step)",
+            "sandwich": "sandwich training (largest + smallest + 2 sampled children per step, in-place distillation)"}
 BANDS = {"low": 0, "mid": 4, "high": 8}  # buckets of 9 log-spaced FLOPs buckets
 
 
 class _Recorder:
     """Wraps the trainer's sampler and records the FLOPs of every child it hands out."""
 
-    def __init__(self, inner: Any, space: ElasticViTSpace):
-        self.inner, self.space, self.flops = inner, space, []
+    def __init__(self, inner: Any, space: ElasticViTSpace, skip: int = 0):
+        self.inner, self.space, self.flops, self.skip = inner, space, [], skip
 
     def sample_step(self, step: int, rng: np.random.Generator) -> list[Arch]:
         archs = self.inner.sample_step(step, rng)
-        self.flops += [self.space.cost(a)["flops"] for a in archs]
+        self.flops += [self.space.cost(a)["flops"] for a in archs[self.skip:]]  # skip: the sandwich's smallest
         return archs
 
     def observe(self, step: int, archs: list[Arch], losses: list[float]) -> None:
@@ -92,9 +95,19 @@ def _band_pools(space: ElasticViTSpace, n: int) -> dict[str, list[Arch]]:
     return pools
 
 
-def run_part(quick: bool = False) -> dict:
-    seeds = [0] if quick else [0, 1, 2]
+def run_part(quick: bool = False, *, sampling: str = "uniform", arms: list[str] | None = None,
+             seeds: list[int] | None = None) -> dict:
+    """Part (a). ``sampling``: the trainer's ``sampling`` option, ``uniform`` (single-path, the
+    default: one child per step, the sampler's) or ``sandwich`` (the largest, the smallest and
+    ``num_random`` (2) children of the sampler per step, in-place distillation: ElasticViT's own
+    recipe, and ``examples/elastic_vit.yaml``'s); ``arms``: a subset of ``ARMS`` (``uniform`` always
+    runs, it is the baseline)."""
+    seeds = seeds if seeds is not None else ([0] if quick else [0, 1, 2])
     epochs = 2.0 if quick else 10.0
+    arm_names = ["uniform"] + [a for a in (arms or list(ARMS)) if a != "uniform"]
+    unknown = sorted(set(arm_names) - set(ARMS))
+    if unknown:
+        raise SystemExit(f"unknown sampling arm(s) {unknown}; choose from {sorted(ARMS)}")
     data = load_dataset(DatasetSpec(name="mnist5k", seed=0))
     space = ElasticViTSpace({"preset": "mnist"})
     children = {"smallest": space.smallest(), "median": _median_child(space), "largest": space.largest()}
@@ -103,14 +116,15 @@ def run_part(quick: bool = False) -> dict:
     spec = TrainingSpec(epochs=epochs, batch_size=64, lr=0.1, warmup_epochs=0.2, weight_decay=5e-5)
     rows: list[dict] = []
     for seed in seeds:
-        for arm, (sampler, extra) in ARMS.items():
+        for arm in arm_names:
+            sampler, extra = ARMS[arm]
             torch.manual_seed(seed)
             net = ElasticViTSupernet(space)
             with tempfile.TemporaryDirectory() as tmp:
                 trainer = SandwichTrainer(net, data, spec, seed=seed, checkpoint_dir=tmp, options={
-                    "sampling": "uniform", "sampler": sampler, "sampler_options": {**SAMPLER_OPTIONS, **extra},
+                    "sampling": sampling, "sampler": sampler, "sampler_options": {**SAMPLER_OPTIONS, **extra},
                     "eval_images": 1000, "calib_images": 512, "eval_smallest": False, "threads": 1})
-                recorder = _Recorder(trainer.sampler, space)
+                recorder = _Recorder(trainer.sampler, space, skip=1 if sampling == "sandwich" else 0)
                 trainer.sampler = recorder
                 t0 = time.perf_counter()
                 trainer.fit()
@@ -124,6 +138,7 @@ def run_part(quick: bool = False) -> dict:
                     best[band] = (trainer.evaluate(pick, "test"), max(val), space.cost(pick)["flops"])
                 eval_seconds = time.perf_counter() - t0 - seconds
             f = np.array(recorder.flops)
+            chains = f.reshape(trainer.step, -1)  # one column per child drawn at each step (sampler chain)
             smallest_f, largest_f = space.cost(children["smallest"])["flops"], space.cost(children["largest"])["flops"]
             low_band = smallest_f * (largest_f / smallest_f) ** 0.25  # cheapest quarter of log-FLOPs
             stats = getattr(recorder.inner, "stats", {})
@@ -136,7 +151,8 @@ def run_part(quick: bool = False) -> dict:
                 **{f"best_{band}_mflops": b[2] / 1e6 for band, b in best.items()},
                 "trained_mflops_mean": float(f.mean() / 1e6),
                 "trained_share_cheapest_quarter": float(np.mean(f <= low_band)),
-                "max_adjacent_flops_ratio": float(np.max(np.maximum(f[1:] / f[:-1], f[:-1] / f[1:]))),
+                "max_adjacent_flops_ratio": float(np.max(np.maximum(chains[1:] / chains[:-1],
+                                                                     chains[:-1] / chains[1:]))),
                 "estimated_picks": int(stats.get("estimated_picks", 0)),
                 "train_seconds": round(seconds, 1), "eval_seconds": round(eval_seconds, 1),
             })
@@ -147,21 +163,19 @@ def run_part(quick: bool = False) -> dict:
         return float(np.mean([100 * (by[(s, arm)] - by[(s, "uniform")]) for s in seeds]))
 
     steps = {r["steps"] for r in rows}
-    assert len(steps) == 1, steps  # equal training steps for both arms
+    assert len(steps) == 1, steps  # equal training steps for every arm
+    ran = set(arm_names)
+    keys = ("smallest", "median", "largest", "panel_mean", "best_low", "best_mid", "best_high")
+    gains: dict[str, Any] = {}
+    if "performance" in ran:
+        gains |= {f"sampling_gain_{k}_points": gain(f"{k}_acc") for k in keys}
+    if "complexity" in ran:
+        gains |= {f"complexity_only_gain_{k}_points": gain(f"{k}_acc", "complexity") for k in keys}
+    if "performance_explore" in ran:
+        gains |= {f"explore_gain_{k}_points": gain(f"{k}_acc", "performance_explore") for k in keys}
+        gains["explore_exploit_probability"] = EXPLORE
     return {
-        "sampling_gain_smallest_points": gain("smallest_acc"),
-        "sampling_gain_median_points": gain("median_acc"),
-        "sampling_gain_largest_points": gain("largest_acc"),
-        "complexity_only_gain_smallest_points": gain("smallest_acc", "complexity"),
-        "complexity_only_gain_median_points": gain("median_acc", "complexity"),
-        "complexity_only_gain_largest_points": gain("largest_acc", "complexity"),
-        **{f"explore_gain_{k}_points": gain(f"{k}_acc", "performance_explore")
-           for k in ("smallest", "median", "largest", "panel_mean", "best_low", "best_mid", "best_high")},
-        "explore_exploit_probability": EXPLORE,
-        "sampling_gain_panel_mean_points": gain("panel_mean_acc"),
-        "complexity_only_gain_panel_mean_points": gain("panel_mean_acc", "complexity"),
-        **{f"sampling_gain_best_{band}_points": gain(f"best_{band}_acc") for band in BANDS},
-        **{f"complexity_only_gain_best_{band}_points": gain(f"best_{band}_acc", "complexity") for band in BANDS},
+        **gains,
         "vit_sampling_panel": len(panel),
         "vit_sampling_band_pool": {band: len(pool) for band, pool in bands.items()},
         "vit_sampling_steps": steps.pop(),
@@ -173,7 +187,7 @@ def run_part(quick: bool = False) -> dict:
             "a ridge loss estimate over the last 256 steps) vs uniform sampling, plus a complexity-only ablation "
             f"arm and an exploring arm (performance_explore: the estimated best with probability {EXPLORE}, a random "
             "candidate of the band otherwise; keys explore_gain_*); elastic_vit mnist preset on "
-            f"MNIST-5k, single-path training, {epochs:g} epochs of batch 64 (the same steps for both), SGD lr 0.1; "
+            f"MNIST-5k, {TRAINING[sampling]}, {epochs:g} epochs of batch 64 (the same steps for every arm), SGD lr 0.1; "
             "accuracies on the 500-image test split after BN recalibration on 512 training images. "
             f"Gains are percentage points, mean over seeds {seeds}. panel: the mean accuracy of {len(panel)} fixed "
             "uniform random children (one generator for every arm and seed), i.e. the supernet as a whole rather "
