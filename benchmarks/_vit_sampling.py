@@ -56,11 +56,12 @@ class _Recorder:
     """Wraps the trainer's sampler and records the FLOPs of every child it hands out."""
 
     def __init__(self, inner: Any, space: ElasticViTSpace, skip: int = 0):
-        self.inner, self.space, self.flops, self.skip = inner, space, [], skip
+        self.inner, self.space, self.flops, self.resolutions, self.skip = inner, space, [], [], skip
 
     def sample_step(self, step: int, rng: np.random.Generator) -> list[Arch]:
         archs = self.inner.sample_step(step, rng)
         self.flops += [self.space.cost(a)["flops"] for a in archs[self.skip:]]  # skip: the sandwich's smallest
+        self.resolutions += [a["resolution"] for a in archs[self.skip:]]
         return archs
 
     def observe(self, step: int, archs: list[Arch], losses: list[float]) -> None:
@@ -153,6 +154,8 @@ def run_part(quick: bool = False, *, sampling: str = "uniform", arms: list[str] 
                 "trained_share_cheapest_quarter": float(np.mean(f <= low_band)),
                 "max_adjacent_flops_ratio": float(np.max(np.maximum(chains[1:] / chains[:-1],
                                                                      chains[:-1] / chains[1:]))),
+                **{f"trained_share_res{r}": float(np.mean(np.array(recorder.resolutions) == r))
+                   for r in space.choices()["resolution"]},
                 "estimated_picks": int(stats.get("estimated_picks", 0)),
                 "train_seconds": round(seconds, 1), "eval_seconds": round(eval_seconds, 1),
             })
@@ -193,6 +196,8 @@ def run_part(quick: bool = False, *, sampling: str = "uniform", arms: list[str] 
             "uniform random children (one generator for every arm and seed), i.e. the supernet as a whole rather "
             "than three named children. best_*: in the lowest, middle and highest of 9 log-spaced FLOPs buckets, "
             f"{BAND_POOL} fixed children each (the same for every arm); the one with the best val accuracy (500 "
-            "images) is picked and its test accuracy reported: what a search over the supernet would return."
+            "images) is picked and its test accuracy reported: what a search over the supernet would return. "
+            f"trained_share_res*: the share of the sampler's children at each input resolution (uniform: 1/4 each; the "
+            f"median child has resolution {children['median']['resolution']})."
         ),
     }
