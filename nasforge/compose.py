@@ -27,7 +27,7 @@ from nasforge.core.errors import (
 from nasforge.core.interfaces import NullTracker, Store, Tracker
 from nasforge.core.paths import home, job_dir
 from nasforge.core.spec import JobSpec, ModelSpec, load_job_file
-from nasforge.core.types import Candidate, Job, JobState
+from nasforge.core.types import Candidate, CandidateStatus, Job, JobState
 from nasforge.search import STRATEGIES
 from nasforge.search.driver import DriverSummary, Progress, SearchDriver
 from nasforge.spaces.base import SearchSpace
@@ -425,6 +425,14 @@ def run_job(
         if cache is not None and cache.hits:
             say(f"latency: {cache.hits} children timed before on this device (any job in this store) were not "
                 f"timed again; {cache.puts} were timed (evaluation.latency.cache: false times every one)")
+        if lat.enabled:
+            disturbed = sum(c.metrics.get("latency_disturbed") == 1.0
+                            for c in store.get_candidates(job.id, status=CandidateStatus.DONE))
+            if disturbed:
+                say(f"latency warning: other load on this machine disturbed the timing of {disturbed} children even "
+                    f"after {lat.retries} retries (their median call took over 2x their fastest; latency_disturbed=1, "
+                    "not cached), so their latency_ms reads high; run the job on a quieter machine, or set "
+                    "evaluation.latency.statistic: min, which such load disturbs far less")
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM becomes SystemExit once Ray is up
         state = JobState.INTERRUPTED
         error = "interrupted (Ctrl-C or SIGTERM); continue with: nasforge resume " + job.id

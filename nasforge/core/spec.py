@@ -258,6 +258,12 @@ class LatencySpec(_Strict):
         "shared machine's slow spells; latency_raw_ms keeps the unscaled figure)",
     )
     threads: int = Field(default=1, ge=1, le=256, description="torch threads on CPU workers")
+    retries: int = Field(
+        default=2, ge=0, le=20,
+        description="times a child is timed again when other load disturbed its timing (the median call took "
+        "over 2x the fastest); the calmest timing is kept, and one still disturbed is flagged "
+        "latency_disturbed=1 and not cached",
+    )
     cache: bool = Field(
         default=True,
         description="reuse the latency recorded for the same child on the same device profile by any job in "

@@ -70,6 +70,11 @@ def device_profile(device: torch.device, *, threads: int, batch_size: int, dtype
     return profile
 
 
+#: a timing whose median call took more than this many times its fastest call was disturbed by
+#: other load on the machine (undisturbed CPU and GPU timings of one model stay well within 2x)
+DISTURBED_SPREAD = 2.0
+
+
 @torch.inference_mode()
 def measure_latency(
     model: nn.Module,
@@ -79,6 +84,8 @@ def measure_latency(
     repeats: int = 20,
     threads: int | None = 1,
     statistic: str = "median",
+    retries: int = 0,
+    pause_s: float = 0.1,
 ) -> dict[str, float]:
     """Latency (ms) of ``model(example_input)`` on the input's device over ``repeats`` timed calls.
 
@@ -88,14 +95,50 @@ def measure_latency(
     calls reproduces within 10% far more often than their median; see benchmarks/predictors).
     Also returns ``latency_median_ms``, ``latency_min_ms``, ``latency_p90_ms``, ``latency_mean_ms``,
     ``latency_cv`` (std/mean of the repeats) and ``latency_threads``.
+
+    A timing whose median exceeds ``DISTURBED_SPREAD`` times its fastest call was disturbed (other
+    processes took the cores meanwhile); it is repeated up to ``retries`` times, ``pause_s`` *
+    attempt seconds later each, and the attempt with the lowest median is reported.
+    ``latency_attempts`` counts the timings made; ``latency_disturbed`` is 1.0 when even the
+    reported one was disturbed.
     """
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
     if statistic not in ("median", "min"):
         raise ValueError(f"statistic must be median or min, got {statistic!r}")
+    if retries < 0:
+        raise ValueError("retries must be >= 0")
     if threads is not None:
         torch.set_num_threads(int(threads))
     model.eval()
+    best: np.ndarray | None = None
+    attempts = 0
+    while True:
+        arr = _timed_calls(model, example_input, warmup=warmup, repeats=repeats)
+        attempts += 1
+        if best is None or np.median(arr) < np.median(best):
+            best = arr
+        disturbed = bool(np.median(best) > DISTURBED_SPREAD * best.min())
+        if not disturbed or attempts > retries:
+            break
+        time.sleep(pause_s * attempts)
+    mean = float(best.mean())
+    median = float(np.median(best))
+    return {
+        "latency_ms": median if statistic == "median" else float(best.min()),
+        "latency_median_ms": median,
+        "latency_min_ms": float(best.min()),
+        "latency_p90_ms": float(np.percentile(best, 90)),
+        "latency_mean_ms": mean,
+        "latency_cv": float(best.std() / mean) if mean > 0 else 0.0,
+        "latency_threads": float(torch.get_num_threads()),
+        "latency_attempts": float(attempts),
+        "latency_disturbed": float(disturbed),
+    }
+
+
+def _timed_calls(model: nn.Module, example_input: torch.Tensor, *, warmup: int, repeats: int) -> np.ndarray:
+    """``warmup`` untimed then ``repeats`` timed calls; milliseconds per timed call."""
     device = example_input.device
     times: list[float] = []
     if device.type == "cuda":
@@ -117,18 +160,7 @@ def measure_latency(
             t0 = time.perf_counter()
             model(example_input)
             times.append((time.perf_counter() - t0) * 1e3)
-    arr = np.asarray(times, dtype=np.float64)
-    mean = float(arr.mean())
-    median = float(np.median(arr))
-    return {
-        "latency_ms": median if statistic == "median" else float(arr.min()),
-        "latency_median_ms": median,
-        "latency_min_ms": float(arr.min()),
-        "latency_p90_ms": float(np.percentile(arr, 90)),
-        "latency_mean_ms": mean,
-        "latency_cv": float(arr.std() / mean) if mean > 0 else 0.0,
-        "latency_threads": float(torch.get_num_threads()),
-    }
+    return np.asarray(times, dtype=np.float64)
 
 
 class ReferenceTimer:
@@ -142,9 +174,10 @@ class ReferenceTimer:
     """
 
     def __init__(self, reference: nn.Module, example_input: torch.Tensor, *, warmup: int = 3, repeats: int = 10,
-                 threads: int | None = 1, statistic: str = "min"):
+                 threads: int | None = 1, statistic: str = "min", retries: int = 0):
         self.reference, self.example_input = reference, example_input
-        self.kw: dict[str, Any] = {"warmup": warmup, "repeats": repeats, "threads": threads, "statistic": statistic}
+        self.kw: dict[str, Any] = {"warmup": warmup, "repeats": repeats, "threads": threads, "statistic": statistic,
+                                   "retries": retries}
         self.baseline_ms: float | None = None
 
     def reference_ms(self) -> float:

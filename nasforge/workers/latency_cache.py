@@ -6,6 +6,8 @@ threads, batch size, dtype, statistic, reference). Both together key the store's
 so a second job over the same space on the same device, a resumed job, or a search that asks a
 child another job already timed, takes the recorded figures instead of timing it again
 (``latency_cached`` = 1 in its metrics). ``evaluation.latency.cache: false`` times every child.
+A timing that other load disturbed even after ``evaluation.latency.retries`` (``latency_disturbed``
+= 1) is not recorded, so it does not outlive the busy spell it was made in.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from nasforge.core.spec import JobSpec
 
 #: set to 1.0 in the metrics of a result whose latency came from the cache, 0.0 when timed
 CACHED_FLAG = "latency_cached"
+#: 1.0 in the metrics of a child whose timing other load disturbed even after retries (never cached)
+DISTURBED_FLAG = "latency_disturbed"
 
 
 def latency_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -46,6 +50,7 @@ class LatencyCache:
         self.fingerprint = network_fingerprint(spec)
         self.hits = 0
         self.puts = 0
+        self.disturbed = 0
 
     def _key(self, arch_key: str) -> str:
         return f"{arch_key}:{self.fingerprint}"
@@ -58,6 +63,9 @@ class LatencyCache:
 
     def put(self, arch_key: str, device_id: str, metrics: Mapping[str, float]) -> None:
         timing = latency_metrics(metrics)
+        if timing.get(DISTURBED_FLAG) == 1.0:  # timed while other load took the cores: a later job times it again
+            self.disturbed += 1
+            return
         if "latency_ms" in timing:
             self.store.put_cached_metrics(self._key(arch_key), device_id, timing)
             self.puts += 1

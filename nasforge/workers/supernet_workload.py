@@ -416,7 +416,8 @@ class SupernetWorkload(Workload):
         from nasforge.workers.latency import ReferenceTimer, measure_latency
 
         lat = self.spec.evaluation.latency
-        kw = {"warmup": lat.warmup, "repeats": lat.repeats, "threads": lat.threads, "statistic": lat.statistic}
+        kw = {"warmup": lat.warmup, "repeats": lat.repeats, "threads": lat.threads, "statistic": lat.statistic,
+              "retries": lat.retries}
         x = self.example_input(arch, lat.batch_size)
         if not lat.reference:
             return measure_latency(model, x, **kw)
