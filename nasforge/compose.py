@@ -425,14 +425,9 @@ def run_job(
         if cache is not None and cache.hits:
             say(f"latency: {cache.hits} children timed before on this device (any job in this store) were not "
                 f"timed again; {cache.puts} were timed (evaluation.latency.cache: false times every one)")
-        if lat.enabled:
-            disturbed = sum(c.metrics.get("latency_disturbed") == 1.0
-                            for c in store.get_candidates(job.id, status=CandidateStatus.DONE))
-            if disturbed:
-                say(f"latency warning: other load on this machine disturbed the timing of {disturbed} children even "
-                    f"after {lat.retries} retries (their median call took over 2x their fastest; latency_disturbed=1, "
-                    "not cached), so their latency_ms reads high; run the job on a quieter machine, or set "
-                    "evaluation.latency.statistic: min, which such load disturbs far less")
+        disturbed = disturbed_latency_note(store, job.id, spec) if lat.enabled else None
+        if disturbed:
+            say(disturbed)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM becomes SystemExit once Ray is up
         state = JobState.INTERRUPTED
         error = "interrupted (Ctrl-C or SIGTERM); continue with: nasforge resume " + job.id
@@ -540,6 +535,18 @@ def jobs_depending_on(job_id: str, store: Store) -> list[str]:
                 found.append(other.id)
                 break
     return found
+
+
+def disturbed_latency_note(store: Store, job_id: str, spec: JobSpec) -> str | None:
+    """The line a job's summary prints when other load disturbed the timing of some of its children
+    even after ``evaluation.latency.retries`` (``latency_disturbed`` = 1); None when none was."""
+    n = sum(c.metrics.get("latency_disturbed") == 1.0 for c in store.get_candidates(job_id, status=CandidateStatus.DONE))
+    if not n:
+        return None
+    return (f"latency warning: other load on this machine disturbed the timing of {n} "
+            f"{'child' if n == 1 else 'children'} even after {spec.evaluation.latency.retries} retries (the median "
+            "call took over 2x the fastest; latency_disturbed=1, not cached), so their latency_ms reads high; run "
+            "the job on a quieter machine, or set evaluation.latency.statistic: min, which such load disturbs far less")
 
 
 def check_deletable(job_id: str, store: Store, along: Collection[str] = ()) -> Job:

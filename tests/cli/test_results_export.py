@@ -355,3 +355,19 @@ def test_an_export_replaces_an_earlier_one_whole_and_a_failed_one_leaves_it(
         main(["export", job.id, "--best", "accuracy", "-o", "x"])
     assert (out / "arch.json").read_text() == fastest.to_json()  # the earlier export, as it was
     assert sorted(p.name for p in (tmp_path / "exports").iterdir()) == ["x"]  # no partial folder left
+
+
+def test_the_summary_counts_the_children_whose_timing_stayed_disturbed(tmp_path: Path) -> None:
+    from nasforge.compose import disturbed_latency_note
+
+    store, spec, job_id, archs, ids = _job(tmp_path / "store.db")
+    assert disturbed_latency_note(store, job_id, spec) is None
+    job = store.create_job(spec.model_dump(mode="json"), name="busy", seed=0)
+    store.add_candidates(job.id, archs, generation=0)
+    store.record_results(job.id, [EvalResult(a.key(), {"accuracy": 0.9, "latency_ms": 40.0,
+                                                       "latency_disturbed": float(i in (3, 4))})
+                                  for i, a in enumerate(archs)])
+    note = disturbed_latency_note(store, job.id, spec)
+    assert note is not None and note.startswith("latency warning: other load on this machine disturbed the timing "
+                                                "of 2 children even after 2 retries")
+    assert "evaluation.latency.statistic: min" in note and "\n" not in note
