@@ -84,8 +84,8 @@ def _bank_favouring_global_window(space, sampler, n=64):
 
 
 def test_performance_aware_trains_the_estimated_best_candidate(space):
-    sampler = ComplexityAwareSampler(space, 1, performance=True,
-                                     options={"buckets": 6, "max_flops_ratio": 2.0, "candidates": 6, "min_bank": 8})
+    sampler = ComplexityAwareSampler(space, 1, performance=True, options={
+        "buckets": 6, "max_flops_ratio": 2.0, "candidates": 6, "min_bank": 8, "exploit": 1.0})
     # before the bank is filled, the first (random) candidate is taken
     first = sampler.sample_step(0, np.random.default_rng(0))[0]
     assert sampler.last_estimate is None
