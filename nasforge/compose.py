@@ -540,13 +540,17 @@ def jobs_depending_on(job_id: str, store: Store) -> list[str]:
 def disturbed_latency_note(store: Store, job_id: str, spec: JobSpec) -> str | None:
     """The line a job's summary prints when other load disturbed the timing of some of its children
     even after ``evaluation.latency.retries`` (``latency_disturbed`` = 1); None when none was."""
-    n = sum(c.metrics.get("latency_disturbed") == 1.0 for c in store.get_candidates(job_id, status=CandidateStatus.DONE))
+    from nasforge.workers.latency import DISTURBED_SPREAD
+    from nasforge.workers.latency_cache import DISTURBED_FLAG
+
+    n = sum(c.metrics.get(DISTURBED_FLAG) == 1.0 for c in store.get_candidates(job_id, status=CandidateStatus.DONE))
     if not n:
         return None
     return (f"latency warning: other load on this machine disturbed the timing of {n} "
             f"{'child' if n == 1 else 'children'} even after {spec.evaluation.latency.retries} retries (the median "
-            "call took over 2x the fastest; latency_disturbed=1, not cached), so their latency_ms reads high; run "
-            "the job on a quieter machine, or set evaluation.latency.statistic: min, which such load disturbs far less")
+            f"call took over {DISTURBED_SPREAD:g}x the fastest; {DISTURBED_FLAG}=1, not cached), so their latency_ms "
+            "reads high; run the job on a quieter machine, or set evaluation.latency.statistic: min, which reads "
+            "through such load")
 
 
 def check_deletable(job_id: str, store: Store, along: Collection[str] = ()) -> Job:

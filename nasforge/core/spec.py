@@ -260,8 +260,8 @@ class LatencySpec(_Strict):
     threads: int = Field(default=1, ge=1, le=256, description="torch threads on CPU workers")
     retries: int = Field(
         default=2, ge=0, le=20,
-        description="times a child is timed again when other load disturbed its timing (the median call took "
-        "over 2x the fastest); the calmest timing is kept, and one still disturbed is flagged "
+        description="times a child is timed again when other load disturbed its timing (statistic median: the "
+        "median call took over 2x the fastest); the calmest timing is kept, and one still disturbed is flagged "
         "latency_disturbed=1 and not cached",
     )
     cache: bool = Field(

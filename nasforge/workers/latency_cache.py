@@ -50,7 +50,6 @@ class LatencyCache:
         self.fingerprint = network_fingerprint(spec)
         self.hits = 0
         self.puts = 0
-        self.disturbed = 0
 
     def _key(self, arch_key: str) -> str:
         return f"{arch_key}:{self.fingerprint}"
@@ -64,7 +63,6 @@ class LatencyCache:
     def put(self, arch_key: str, device_id: str, metrics: Mapping[str, float]) -> None:
         timing = latency_metrics(metrics)
         if timing.get(DISTURBED_FLAG) == 1.0:  # timed while other load took the cores: a later job times it again
-            self.disturbed += 1
             return
         if "latency_ms" in timing:
             self.store.put_cached_metrics(self._key(arch_key), device_id, timing)

@@ -53,3 +53,9 @@ def test_no_retries_times_once_and_a_steady_timing_is_not_repeated() -> None:
     assert steady["latency_attempts"] == 1 and steady["latency_disturbed"] == 0.0
     with pytest.raises(ValueError, match="retries"):
         measure_latency(_Stalls(lambda n: False), X, retries=-1)
+
+
+def test_the_minimum_is_taken_once_and_never_flagged() -> None:
+    out = measure_latency(_Stalls(lambda n: n != 2), X, warmup=1, repeats=9, retries=2, statistic="min", pause_s=0.0)
+    assert out["latency_attempts"] == 1 and out["latency_disturbed"] == 0.0
+    assert out["latency_ms"] == out["latency_min_ms"] < 2.0  # the one calm call
