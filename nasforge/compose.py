@@ -543,7 +543,10 @@ def disturbed_latency_note(store: Store, job_id: str, spec: JobSpec) -> str | No
     from nasforge.workers.latency import DISTURBED_SPREAD
     from nasforge.workers.latency_cache import DISTURBED_FLAG
 
-    n = sum(c.metrics.get(DISTURBED_FLAG) == 1.0 for c in store.get_candidates(job_id, status=CandidateStatus.DONE))
+    def disturbed(metrics: dict[str, float]) -> bool:  # on the job's workers or on a device class (NAME@CLASS)
+        return any(v == 1.0 and k.split("@", 1)[0] == DISTURBED_FLAG for k, v in metrics.items())
+
+    n = sum(disturbed(c.metrics) for c in store.get_candidates(job_id, status=CandidateStatus.DONE))
     if not n:
         return None
     return (f"latency warning: other load on this machine disturbed the timing of {n} "

@@ -106,6 +106,9 @@ class Workload(ABC):
 
     #: the metrics ``measure_latency`` returns; a device class adds ``NAME@CLASS`` columns of these
     LATENCY_METRICS: tuple[str, ...] = ("latency_ms", "latency_p90_ms")
+    #: how a timing went (``workers.latency.measure_latency``); a latency-only path passes them on
+    #: beside ``LATENCY_METRICS`` so a disturbed timing on a device class is flagged and not cached
+    LATENCY_FLAGS: tuple[str, ...] = ("latency_attempts", "latency_disturbed")
 
     #: ``evaluate(arch, latency=FIGURES)`` takes latency figures recorded earlier for this child on
     #: this device (the store's latency cache) and returns them in place of timing it again
@@ -116,7 +119,7 @@ class Workload(ABC):
         calls only this). The default runs ``evaluate`` and keeps ``LATENCY_METRICS``; a workload
         whose accuracy evaluation is costly overrides it with a latency-only path."""
         metrics = self.evaluate(arch)
-        return {k: float(metrics[k]) for k in self.LATENCY_METRICS if k in metrics}
+        return {k: float(metrics[k]) for k in self.LATENCY_METRICS + self.LATENCY_FLAGS if k in metrics}
 
     @abstractmethod
     def device_profile(self) -> dict[str, Any]:

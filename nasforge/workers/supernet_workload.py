@@ -408,7 +408,7 @@ class SupernetWorkload(Workload):
         if latency:
             return {**{k: float(latency[k]) for k in self.LATENCY_METRICS if k in latency}, "latency_cached": 1.0}
         timing = self._time(self.child(arch), arch)
-        return {k: float(timing[k]) for k in self.LATENCY_METRICS}
+        return {k: float(timing[k]) for k in self.LATENCY_METRICS + self.LATENCY_FLAGS if k in timing}
 
     def _time(self, model: Any, arch: Arch) -> dict[str, float]:
         """``evaluation.latency`` applied to one child; with ``reference``, normalised by the

@@ -365,9 +365,11 @@ def test_the_summary_counts_the_children_whose_timing_stayed_disturbed(tmp_path:
     job = store.create_job(spec.model_dump(mode="json"), name="busy", seed=0)
     store.add_candidates(job.id, archs, generation=0)
     store.record_results(job.id, [EvalResult(a.key(), {"accuracy": 0.9, "latency_ms": 40.0,
-                                                       "latency_disturbed": float(i in (3, 4))})
+                                                       "latency_disturbed": float(i in (3, 4)),
+                                                       # a child disturbed only on a device class counts too
+                                                       "latency_disturbed@edge": float(i in (2, 4))})
                                   for i, a in enumerate(archs)])
     note = disturbed_latency_note(store, job.id, spec)
     assert note is not None and note.startswith("latency warning: other load on this machine disturbed the timing "
-                                                "of 2 children even after 2 retries")
+                                                "of 3 children even after 2 retries")
     assert "evaluation.latency.statistic: min" in note and "\n" not in note
