@@ -219,6 +219,9 @@ class DatasetSpec(_Strict):
         "timm models are trained), custom (the mean and std given here). Set it to how a model you compress "
         "was trained",
     )
+    pixel_max: float | None = Field(default=None, gt=0, description=(
+        "arrays: the raw value of full intensity, which becomes 1.0 (255 for 8-bit images, 65535 for 16-bit, 16 for "
+        "scikit-learn's digits, 1 for floats already 0..1); default: 255 when any value is above 1.5, else 1"))
     mean: list[float] | None = Field(default=None, description="normalize: custom: per-channel mean (one value, or one per channel)")
     std: list[float] | None = Field(default=None, description="normalize: custom: per-channel std, each > 0")
 
@@ -227,6 +230,8 @@ class DatasetSpec(_Strict):
         if self.path is not None and self.name in ("mnist5k", "digits", "pystdlib"):  # it was ignored
             raise ValueError(f"path: dataset {self.name} ships inside an installed package and reads no path; "
                              "remove it, or name your files with name: folder, arrays or text")
+        if self.pixel_max is not None and self.name != "arrays":  # the others know their pixel range
+            raise ValueError(f"pixel_max: applies to dataset arrays (.npz / .parquet pixels) only; remove it for {self.name}")
         given = self.mean is not None or self.std is not None
         if self.normalize == "custom" and (self.mean is None or self.std is None):
             raise ValueError("normalize: custom needs both mean and std (lists, one value or one per channel)")

@@ -11,7 +11,8 @@
 - ``arrays``: a NumPy ``.npz`` or a ``.parquet`` file.
     * ``.npz`` holds ``X`` and ``y``. ``X`` is (N, H, W) grayscale, (N, C, H, W) channels-first,
       (N, H, W, C) channels-last with C in {1, 3}, or (N, D) flat pixels with D a perfect square
-      (1 channel). Values are 0..255 (any integer dtype, or floats above 1.5) or already 0..1.
+      (1 channel). Values are 0..255 (any integer dtype, or floats above 1.5) or already 0..1, or
+      0..``pixel_max`` when the dataset spec gives it (16-bit images, scikit-learn's 0..16 digits).
       ``y`` holds N labels of any sortable type (ints or strings).
     * ``.parquet`` has a label column named ``label`` (or ``y``) and either an image column
       ``image`` (encoded PNG/JPEG bytes, or a struct with a ``bytes`` field as Hugging Face
@@ -145,7 +146,7 @@ def load_dataset(spec: DatasetSpec, *, image_size: tuple[int, int] | None = None
         if spec.normalize != "standardize":
             raise DatasetError(f"evaluation.dataset.normalize: applies to images; remove it for {spec.name} (text)")
         return _load_text(spec)
-    key = (spec.name, spec.path, spec.seed, spec.val_fraction, spec.test_fraction, spec.normalize,
+    key = (spec.name, spec.path, spec.pixel_max, spec.seed, spec.val_fraction, spec.test_fraction, spec.normalize,
            tuple(spec.mean or ()), tuple(spec.std or ()), tuple(image_size) if image_size else None)
     with _LOCK:
         arrays = _CACHE.get(key)
@@ -249,7 +250,7 @@ def _read(spec: DatasetSpec, image_size: tuple[int, int] | None
         return (*_read_folder(path, image_size), 255.0, None)
     if spec.name.startswith(TORCHVISION_PREFIX):
         return _read_torchvision(spec.name[len(TORCHVISION_PREFIX):], path)
-    return (*_read_arrays(path), None)
+    return (*_read_arrays(path, spec.pixel_max), None)
 
 
 def _read_torchvision(name: str, root: Path) -> tuple[np.ndarray, np.ndarray, float, list[str] | None]:
@@ -354,7 +355,7 @@ def _read_folder(root: Path, image_size: tuple[int, int] | None) -> tuple[np.nda
     return X / 255.0, np.array([c for _, c in files])
 
 
-def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
+def _read_arrays(path: Path, pixel_max: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     suffix = path.suffix.lower()
     if suffix == ".npz":
         try:
@@ -372,7 +373,7 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
         )
     if len(X) != len(y):
         raise DatasetError(f"evaluation.dataset.path: {path}: X has {len(X)} rows but y has {len(y)}")
-    X, pixel_max = _to_nchw(np.asarray(X), path)
+    X, pixel_max = _to_nchw(np.asarray(X), path, pixel_max)
     return X, np.asarray(y).reshape(-1), pixel_max
 
 
@@ -435,8 +436,10 @@ def _read_parquet(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _to_nchw(X: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
-    """(N, C, H, W) floats scaled to 0..1, and the raw value that became 1.0 (255, or 1: already 0..1)."""
+def _to_nchw(X: np.ndarray, path: Path, pixel_max: float | None = None) -> tuple[np.ndarray, float]:
+    """(N, C, H, W) floats scaled to 0..1, and the raw value that became 1.0: ``pixel_max`` when
+    given, else 255 (8-bit) when a value is above 1.5 and 1 (already 0..1) otherwise; values above
+    255 without ``pixel_max`` are not 8-bit pixels and raise, as do values above a given one."""
     if not np.issubdtype(X.dtype, np.number):
         raise DatasetError(f"evaluation.dataset.path: {path}: X must be numeric, got dtype {X.dtype}")
     X = X.astype(np.float64)
@@ -455,7 +458,17 @@ def _to_nchw(X: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
             X = X.transpose(0, 3, 1, 2)
     else:
         raise DatasetError(f"evaluation.dataset.path: {path}: X must have 2, 3 or 4 dimensions, got shape {X.shape}")
-    if X.size and X.max() > 1.5:
+    top = float(X.max()) if X.size else 0.0
+    if pixel_max is not None:
+        if top > pixel_max * (1 + 1e-6):
+            raise DatasetError(f"evaluation.dataset.pixel_max: {path} holds values up to {top:g}, above pixel_max "
+                               f"{pixel_max:g}; set pixel_max to the raw value of full intensity")
+        return X / pixel_max, float(pixel_max)
+    if top > 255 * (1 + 1e-6):
+        raise DatasetError(f"evaluation.dataset.pixel_max: {path} holds values up to {top:g}, so they are not 8-bit "
+                           "(0..255) or 0..1 pixels; set pixel_max to the raw value of full intensity (65535 for "
+                           "16-bit images)")
+    if top > 1.5:
         return X / 255.0, 255.0
     return X, 1.0
 

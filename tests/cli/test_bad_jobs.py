@@ -64,6 +64,8 @@ EXPECTED = {
     "dataset_path_for_a_shipped_dataset": "evaluation.dataset.path: dataset mnist5k ships inside an installed "
                                           "package and reads no path; remove it, or name your files with name: "
                                           "folder, arrays or text",
+    "dataset_pixel_max_for_a_shipped_dataset": "evaluation.dataset.pixel_max: applies to dataset arrays (.npz / "
+                                               ".parquet pixels) only; remove it for digits",
     "bad_split": "evaluation.split",
     "zero_latency_repeats": "evaluation.latency.repeats",
     "bad_latency_statistic": "evaluation.latency.statistic",

@@ -140,6 +140,32 @@ def test_npz_and_parquet_arrays(tmp_path):
     assert d.input_shape == (3, 5, 5) and d.classes == ("a", "b", "c")
 
 
+def test_pixel_max_says_what_full_intensity_is(tmp_path):
+    """scikit-learn's digits (raw values 0..16) saved as an .npz: with pixel_max 16 they load as the
+    shipped 'digits' dataset does; without it the 8-bit guess makes them 0..16/255. Values that
+    cannot be 8-bit, or that exceed a given pixel_max, are refused with the key to set."""
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    np.savez(tmp_path / "digits.npz", X=raw.images.astype(np.uint8), y=raw.target)
+    shipped = load_dataset(DatasetSpec(name="digits", normalize="unit"))
+    mine = load_dataset(DatasetSpec(name="arrays", path=str(tmp_path / "digits.npz"), pixel_max=16, normalize="unit"))
+    assert mine.pixel_max == shipped.pixel_max == 16.0
+    assert torch.equal(mine.train[0], shipped.train[0]) and torch.equal(mine.test[1], shipped.test[1])
+    guessed = load_dataset(DatasetSpec(name="arrays", path=str(tmp_path / "digits.npz"), normalize="unit"))
+    assert guessed.pixel_max == 255.0 and float(guessed.train[0].max()) == pytest.approx(16 / 255)
+
+    np.savez(tmp_path / "deep.npz", X=raw.images.astype(np.uint16) * 4095, y=raw.target)  # 16-bit range
+    with pytest.raises(NasforgeError, match=r"evaluation.dataset.pixel_max: .*values up to 65520, so they are not 8-bit"):
+        load_dataset(DatasetSpec(name="arrays", path=str(tmp_path / "deep.npz")))
+    deep = load_dataset(DatasetSpec(name="arrays", path=str(tmp_path / "deep.npz"), pixel_max=65535, normalize="unit"))
+    assert float(deep.train[0].max()) == pytest.approx(65520 / 65535)
+    with pytest.raises(NasforgeError, match=r"evaluation.dataset.pixel_max: .*values up to 16, above pixel_max 15"):
+        load_dataset(DatasetSpec(name="arrays", path=str(tmp_path / "digits.npz"), pixel_max=15))
+    with pytest.raises(ValueError, match="pixel_max: applies to dataset arrays"):
+        DatasetSpec(name="mnist5k", pixel_max=255)
+
+
 @pytest.mark.parametrize(
     "name,path,needle",
     [
