@@ -14,6 +14,7 @@ import signal
 import socket
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -388,6 +389,9 @@ def run_job(
     elif job.started_at is None:  # `submit --detach` created it; its driver starts it now
         say(f"job {job.id} started")
     else:
+        if job.state in (JobState.TRAINING, JobState.RUNNING):  # its driver ended without recording it
+            store.set_job_state(job.id, JobState.INTERRUPTED, error="its driver ended without recording the job's end",
+                                at=last_activity(store, job))
         counts = store.counts(job.id)
         say(f"job {job.id} resumed: {counts.get('done', 0)} done and {counts.get('failed', 0)} failed candidates "
             "are kept" + ("; training continues from its last checkpoint" if kind == "supernet" else ""))
@@ -455,6 +459,24 @@ def run_job(
         if state == JobState.INTERRUPTED:  # the job id scrolled away long ago; say how to go on
             say(f"job {job.id} interrupted; its progress is kept; continue with: nasforge resume {job.id}")
     return RunResult(store.get_job(job.id), summary, pareto, store.counts(job.id), artifacts)
+
+
+def last_activity(store: Store, job: Job, max_files: int = 10_000) -> datetime:
+    """When a job whose driver ended unrecorded (killed -9, out of memory, a reboot) last did
+    something: its newest candidate result or file in its folder (checkpoints, logs), not before
+    its run began. A resume closes the dead run there, so the time in between is not run time."""
+    seen = [t for t in (job.active_since, job.started_at, job.created_at) if t is not None][:1]
+    seen += [t for c in store.get_candidates(job.id) for t in (c.finished_at,) if t is not None]
+    folder = home() / "jobs" / job.id
+    if folder.is_dir():
+        for i, path in enumerate(folder.rglob("*")):
+            if i >= max_files:
+                break
+            try:
+                seen.append(datetime.fromtimestamp(path.stat().st_mtime, timezone.utc))
+            except OSError:  # removed meanwhile
+                continue
+    return max(seen)
 
 
 def write_driver_pid(job_id: str, pid: int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,11 @@ class Store(ABC):
     def list_jobs(self) -> list[Job]: ...
 
     @abstractmethod
-    def set_job_state(self, job_id: str, state: JobState, error: str | None = None) -> None: ...
+    def set_job_state(self, job_id: str, state: JobState, error: str | None = None, *,
+                      at: datetime | None = None) -> None:
+        """Enter ``state`` at ``at`` (default now; an earlier time closes a run that ended without
+        recording it, e.g. a driver killed with -9). The job's run time counts its active spans
+        (training / running) only, not the time between runs."""
 
     @abstractmethod
     def set_job_spec(self, job_id: str, spec: Mapping[str, Any]) -> None:

@@ -277,10 +277,21 @@ class Job:
     finished_at: datetime | None = None
     error: str | None = None
     counts: Mapping[str, int] = field(default_factory=dict)
+    #: seconds of the job's ended runs (None: a store row from before run time was kept)
+    run_s: float | None = None
+    #: when the current run began (None: the job is not training or running)
+    active_since: datetime | None = None
 
     @property
     def duration_s(self) -> float | None:
+        """Seconds the job has been training or running, over all its runs: the time between an
+        interrupted run and its resume does not count."""
         if self.started_at is None:
             return None
-        end = self.finished_at or datetime.now(self.started_at.tzinfo)
-        return (end - self.started_at).total_seconds()
+        if self.run_s is None:  # a row from before run time was kept: first start to last end
+            end = self.finished_at or datetime.now(self.started_at.tzinfo)
+            return (end - self.started_at).total_seconds()
+        current = 0.0
+        if self.active_since is not None:
+            current = max(0.0, (datetime.now(self.active_since.tzinfo) - self.active_since).total_seconds())
+        return self.run_s + current

@@ -71,6 +71,9 @@ class JobRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: seconds of the job's ended runs; with active_since, the job's run time without the gaps
+    run_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    active_since: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class CandidateRow(Base):

@@ -270,6 +270,8 @@ class SqlStore(Store):
             finished_at=_aware(row.finished_at),
             error=row.error,
             counts=dict(counts) if counts is not None else {s.value: 0 for s in CandidateStatus},
+            run_s=None if row.run_s is None else float(row.run_s),
+            active_since=_aware(row.active_since),
         )
 
     @staticmethod
@@ -372,27 +374,38 @@ class SqlStore(Store):
 
         return self._run(read, write=False)
 
-    def set_job_state(self, job_id: str, state: JobState, error: str | None = None) -> None:
-        """Set the state. Entering training/running stamps ``started_at`` (first time) and clears
-        ``finished_at`` and the error; entering a final state stamps ``finished_at``. ``error``
-        given is stored; ``None`` keeps an earlier note on a final state."""
+    def set_job_state(self, job_id: str, state: JobState, error: str | None = None, *,
+                      at: datetime | None = None) -> None:
+        """Set the state, as of ``at`` (default now). Entering training/running stamps
+        ``started_at`` (first time), begins a run (``active_since``) unless one is on, and clears
+        ``finished_at`` and the error; entering a final state stamps ``finished_at`` and adds the
+        run's seconds to ``run_s``. ``error`` given is stored; ``None`` keeps an earlier note on a
+        final state."""
         state = JobState(state)
 
         def write(conn: Connection) -> None:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
             if row is None:
                 raise self._missing_job(job_id)
-            now = _now()
+            now = _now() if at is None else at.astimezone(timezone.utc).replace(tzinfo=None)
             values: dict[str, Any] = {"state": state.value}
             if state in _ACTIVE_JOB_STATES:
                 if row.started_at is None:
                     values["started_at"] = now
+                if row.active_since is None:  # a run begins (training -> running goes on in the same run)
+                    values["active_since"] = now
+                    if row.run_s is None:  # first run, or a row kept from before run time: what it ran
+                        ended = row.started_at is not None and row.finished_at is not None
+                        values["run_s"] = (row.finished_at - row.started_at).total_seconds() if ended else 0.0
                 values["finished_at"] = None
                 values["error"] = error
             elif state in _TERMINAL_JOB_STATES:
                 values["finished_at"] = now
                 if row.started_at is None:
                     values["started_at"] = now
+                if row.active_since is not None:  # the run ends
+                    values["run_s"] = float(row.run_s or 0.0) + max(0.0, (now - row.active_since).total_seconds())
+                    values["active_since"] = None
                 if error is not None:
                     values["error"] = error
             elif error is not None:

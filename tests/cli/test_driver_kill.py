@@ -95,9 +95,17 @@ def test_sigkill_driver_then_resume_matches_uninterrupted_run(tmp_path: Path) ->
         driver.wait(timeout=60)
         assert job_id is not None
         recorded = {c.key for c in store.get_candidates(job_id) if c.status.value in ("done", "failed")}
-        time.sleep(1)  # workers orphaned by the kill notice their raylet is gone and exit
+        killed_at = time.monotonic()
+        time.sleep(1 if trial else 4)  # workers orphaned by the kill notice their raylet is gone and exit
+        resumed_at = time.monotonic()
         res = _cli(home, "resume", job_id, "--json")
         assert res.returncode == 0, res.stderr[-3000:]
+        # the job's run time counts its two runs, not the time it lay dead in between
+        ended = store.get_job(job_id)
+        assert ended.started_at is not None and ended.finished_at is not None and ended.duration_s is not None
+        first_start_to_end = (ended.finished_at - ended.started_at).total_seconds()
+        assert ended.duration_s <= first_start_to_end - (resumed_at - killed_at) + 0.5, \
+            (ended.duration_s, first_start_to_end, resumed_at - killed_at)
         assert json.loads(res.stdout.strip().splitlines()[-1])["state"] == "done"
         cands = store.get_candidates(job_id)
         keys = [c.key for c in cands]

@@ -71,6 +71,29 @@ def test_job_state_timestamps(store: SqlStore) -> None:
         store.set_job_state("nope", JobState.DONE)
 
 
+def test_run_time_counts_the_runs_not_the_time_between_them(store: SqlStore) -> None:
+    """A job trained 5 s and ran 10 s, stopped, and was resumed an hour later for 20 s more: its
+    duration is 35 s, not an hour; a run that ended unrecorded is closed at the time given."""
+    from datetime import datetime, timedelta
+
+    t0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+    job = store.create_job({}, name="runs", seed=0)
+    store.set_job_state(job.id, JobState.TRAINING, at=t0)
+    store.set_job_state(job.id, JobState.RUNNING, at=t0 + timedelta(seconds=5))  # the same run goes on
+    store.set_job_state(job.id, JobState.INTERRUPTED, error="interrupted", at=t0 + timedelta(seconds=15))
+    assert store.get_job(job.id).duration_s == pytest.approx(15)
+    store.set_job_state(job.id, JobState.RUNNING, at=t0 + timedelta(hours=1))
+    running = store.get_job(job.id)
+    assert running.active_since == t0 + timedelta(hours=1) and running.started_at == t0
+    assert running.duration_s is not None and running.duration_s > 15  # the current run counts on
+    store.set_job_state(job.id, JobState.DONE, at=t0 + timedelta(hours=1, seconds=20))
+    done = store.get_job(job.id)
+    assert done.duration_s == pytest.approx(35) and done.run_s == pytest.approx(35) and done.active_since is None
+    assert done.finished_at == t0 + timedelta(hours=1, seconds=20)
+    store.set_job_state(job.id, JobState.CANCELLED)  # a final state after a final state adds nothing
+    assert store.get_job(job.id).duration_s == pytest.approx(35)
+
+
 # ---- candidates ------------------------------------------------------------------------------
 def test_add_candidates_is_ordered_and_idempotent(store: SqlStore) -> None:
     job = store.create_job({}, name="add", seed=0)
@@ -283,7 +306,43 @@ def test_schema_comes_from_migrations_and_matches_models(store: SqlStore) -> Non
     with store._engine.connect() as conn:
         from sqlalchemy import text
 
-        assert conn.execute(text("SELECT version_num FROM nf_alembic_version")).scalar() == "0001_initial"
+        assert conn.execute(text("SELECT version_num FROM nf_alembic_version")).scalar() == "0002_job_run_time"
+
+
+def test_a_store_written_before_run_time_is_upgraded_and_keeps_its_jobs(tmp_path) -> None:
+    """A SQLite store at the first schema revision, with a finished job in it: opening it adds the
+    run-time columns; the old job's duration is first start to end, as it was shown before, and
+    a resume of it counts from there."""
+    from datetime import datetime, timedelta
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    from nasforge.store.sql import MIGRATIONS_DIR, VERSION_TABLE
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001_initial")
+        conn.execute(text("INSERT INTO nf_jobs (id, name, spec, state, seed, created_at, started_at, finished_at) "
+                          "VALUES ('old', 'old', '{}', 'done', 0, '2026-01-01 11:59:00', '2026-01-01 12:00:00', "
+                          "'2026-01-01 12:01:40')"))
+        assert conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == "0001_initial"
+    engine.dispose()
+    store = open_store(url)
+    try:
+        old = store.get_job("old")
+        assert old.run_s is None and old.duration_s == pytest.approx(100)
+        t = datetime(2026, 2, 1, tzinfo=timezone.utc)
+        store.set_job_state("old", JobState.RUNNING, at=t)
+        store.set_job_state("old", JobState.DONE, at=t + timedelta(seconds=30))
+        assert store.get_job("old").duration_s == pytest.approx(130)
+    finally:
+        store.close()
 
 
 def test_a_newer_schema_is_refused_with_a_clear_error(store: SqlStore, store_url: str) -> None:
@@ -296,7 +355,7 @@ def test_a_newer_schema_is_refused_with_a_clear_error(store: SqlStore, store_url
             open_store(store_url)
     finally:
         with store._engine.begin() as conn:
-            conn.execute(text("UPDATE nf_alembic_version SET version_num = '0001_initial'"))
+            conn.execute(text("UPDATE nf_alembic_version SET version_num = '0002_job_run_time'"))
 
 
 def test_bad_urls_raise_store_error() -> None:
