@@ -458,6 +458,10 @@ def _to_nchw(X: np.ndarray, path: Path, pixel_max: float | None = None) -> tuple
             X = X.transpose(0, 3, 1, 2)
     else:
         raise DatasetError(f"evaluation.dataset.path: {path}: X must have 2, 3 or 4 dimensions, got shape {X.shape}")
+    bad = int(X.size - np.count_nonzero(np.isfinite(X)))
+    if bad:
+        raise DatasetError(f"evaluation.dataset.path: {path}: {bad} input values are NaN or infinite; "
+                           "replace them (e.g. with 0) before training on the file")
     top = float(X.max()) if X.size else 0.0
     if pixel_max is not None:
         if top > pixel_max * (1 + 1e-6):
@@ -514,6 +518,11 @@ def _split_and_normalize(X: np.ndarray, y_raw: np.ndarray, spec: DatasetSpec) ->
     n = len(y)
     n_test = max(len(classes), round(spec.test_fraction * n))
     n_val = max(len(classes), round(spec.val_fraction * n))
+    if len(classes) > n // 2 and np.issubdtype(y_raw.dtype, np.floating) and not np.all(classes == np.round(classes)):
+        raise DatasetError(  # e.g. a regression target saved as y
+            f"evaluation.dataset: the labels hold {len(classes)} distinct fractional values for {n} samples, so "
+            "they are not class labels; save the class of each sample (an integer or a name) as y"
+        )
     if counts.min() < 3 or n - n_test - n_val < len(classes):
         raise DatasetError(
             f"evaluation.dataset: too few samples ({n}, smallest class {counts.min()}) to split "

@@ -175,6 +175,9 @@ def test_pixel_max_says_what_full_intensity_is(tmp_path):
         ("arrays", "__NO_Y__", "the labels as y / labels / label; found ['X']"),
         ("arrays", "__KERAS__", "it holds splits (x_test, x_train, y_test, y_train): join them into one X and one y"),
         ("folder", "__EMPTY__", "at least two class folders"),
+        ("arrays", "__NAN__", "12 input values are NaN or infinite; replace them"),
+        ("arrays", "__REGRESSION__", "the labels hold 60 distinct fractional values for 60 samples, so they are "
+                                     "not class labels"),
         ("imagenet", None, "evaluation.dataset.name: unknown dataset"),
     ],
 )
@@ -190,6 +193,15 @@ def test_bad_inputs_raise_nasforge_error(tmp_path, name, path, needle):
         np.savez(path, x_train=np.zeros((4, 2, 2)), y_train=np.zeros(4), x_test=np.zeros((2, 2, 2)), y_test=np.zeros(2))
     elif path == "__EMPTY__":
         path = str(tmp_path)
+    elif path == "__NAN__":  # missing pixels as NaN: the job would train on NaN and score chance
+        path = str(tmp_path / "nan.npz")
+        X = np.random.default_rng(0).random((60, 4, 4))
+        X[:3, 0, :] = np.nan
+        np.savez(path, X=X, y=np.arange(60) % 2)
+    elif path == "__REGRESSION__":  # a continuous target is not a class label
+        path = str(tmp_path / "regression.npz")
+        rng = np.random.default_rng(0)
+        np.savez(path, X=rng.random((60, 4, 4)), y=rng.random(60))
     with pytest.raises(NasforgeError, match="evaluation.dataset") as e:
         load_dataset(DatasetSpec(name=name, path=path))
     assert needle in str(e.value)
