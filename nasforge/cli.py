@@ -352,8 +352,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _run(args, spec, store, job=job)
 
 
-def _job_row(job: Any) -> dict[str, Any]:
-    from nasforge.compose import driver_process
+def _job_row(job: Any, store: Any) -> dict[str, Any]:
+    from nasforge.compose import driver_process, last_activity
 
     counts = dict(job.counts)
     budget = (job.spec.get("budget") or {}).get("evaluations")
@@ -365,7 +365,9 @@ def _job_row(job: Any) -> dict[str, Any]:
             state = "interrupted"
             error = (f"its driver (process {pid} on this machine) ended without recording the job's end; "
                      f"continue with: nasforge resume {job.id}")
-            duration = None  # the row says running, so its duration would count on; when it ended is unknown
+            # the row says running, so its duration would count on: the dead run ends at its last activity
+            duration = None if job.run_s is None or job.active_since is None else \
+                job.run_s + max(0.0, (last_activity(store, job) - job.active_since).total_seconds())
     return {
         "job_id": job.id, "name": job.name, "state": state, "error": error,
         "evaluated": evaluated, "budget": budget, "counts": counts,
@@ -433,7 +435,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from nasforge.compose import open_store_for
 
     store = open_store_for(url=args.store, job_id=getattr(args, "job_id", None))
-    rows = [_job_row(j) for j in store.list_jobs()]
+    rows = [_job_row(j, store) for j in store.list_jobs()]
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -480,7 +482,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     store = open_store_for(url=args.store, job_id=getattr(args, "job_id", None))
     job = store.get_job(args.job_id)
-    row = _job_row(job)
+    row = _job_row(job, store)
     ckpt = store.load_checkpoint(job.id)
     row["round"] = ckpt[0] if ckpt else 0
     done = store.get_candidates(job.id, status=CandidateStatus.DONE)

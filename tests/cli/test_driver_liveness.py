@@ -102,7 +102,13 @@ def test_status_and_list_show_a_killed_driver_as_interrupted(home: Path, capsys:
     assert main(["list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["state"] for r in rows] == ["interrupted"]
-    assert rows[0]["duration_s"] is None  # not a duration that counts on while nothing runs
+    # not a duration that counts on while nothing runs: the dead run ends at its last activity (here
+    # the driver.pid file written just after the job started)
+    ran = rows[0]["duration_s"]
+    assert ran is not None and 0 <= ran < 30
+    time.sleep(1.5)
+    assert main(["list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["duration_s"] == pytest.approx(ran, abs=0.01)
     # what the store says is left as it is: resume sets it when it runs
     assert open_store(f"sqlite:///{home / 'nasforge.db'}").get_job(job.id).state == JobState.RUNNING
 
