@@ -14,7 +14,7 @@ downsampling with channel doubling: C(6, 2) = 15 layouts) on MNIST-5k. Per seed:
    Ablation ``fixed``: K = ``K_MIXTURE`` models with the initial random balanced routing kept
    (no exploration, no re-assignment), to separate "more models" from "learned routing".
 3. *Standalone* accuracy: each layout trained alone from scratch, once per standalone seed, for
-   the same number of steps with the same recipe, scored the same way; averaged over standalone
+   the same number of steps as the supernets (or ``standalone_epochs``) with the same recipe, scored the same way; averaged over standalone
    seeds (three). These runs are shared by all supernets. The taus between the standalone seeds'
    own rankings (``pooling_standalone_seed_tau``, ``_loss``) say how far the reference repeats.
 
@@ -87,8 +87,13 @@ def _train_supernet(space: PoolingLayoutSpace, data: Any, spec: TrainingSpec, nu
     return net, trainer, wall
 
 
-def run_part(quick: bool = False) -> dict:
+def run_part(quick: bool = False, *, epochs: float | None = None, standalone_epochs: float | None = None) -> dict:
+    """``epochs``: the supernets' training (default ``POOLING_EPOCHS``, 15); ``standalone_epochs``:
+    the standalone reference's (default: the same)."""
     cfg = _config(quick)
+    if epochs is not None:
+        cfg["epochs"] = float(epochs)
+    cfg["standalone_epochs"] = float(standalone_epochs) if standalone_epochs is not None else cfg["epochs"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -96,6 +101,7 @@ def run_part(quick: bool = False) -> dict:
         space = PoolingLayoutSpace(SPACE)
         layouts = _layouts(space, cfg["layouts"])
         spec = _spec(cfg["epochs"])
+        alone_spec = _spec(cfg["standalone_epochs"])
         # ablation: the same K models with the initial random balanced routing kept (nothing learned)
         fixed_spec = spec.model_copy(update={"options": {**spec.options, "reassign_every": 0,
                                                          "explore_fraction": 0.0}})
@@ -108,7 +114,7 @@ def run_part(quick: bool = False) -> dict:
                            "calib_images": TRAINER["calib_images"], "threads": 1}
         for s in cfg["standalone_seeds"]:
             for arch in layouts:
-                r = train_standalone(space, arch, data, TrainingSpec(**{**spec.model_dump(), "options": standalone_opts}),
+                r = train_standalone(space, arch, data, TrainingSpec(**{**alone_spec.model_dump(), "options": standalone_opts}),
                                      s, supernet_name="pooling_mixture", supernet_options={"num_models": 1},
                                      calib_images=CALIB)
                 alone[arch.key()].append(r)
@@ -169,14 +175,17 @@ def run_part(quick: bool = False) -> dict:
             "pooling_layouts": len(layouts),
             "pooling_num_models": K_MIXTURE,
             "pooling_steps": per_seed[0]["steps"],
+            "pooling_epochs": cfg["epochs"],
+            "pooling_standalone_epochs": cfg["standalone_epochs"],
             "pooling_standalone_s": standalone_s,
             "pooling_per_seed": per_seed,
             "rows": rows,
             "seeds": {"supernet": cfg["seeds"], "standalone": cfg["standalone_seeds"]},
             "notes": (
                 f"pooling_layout (mnist preset: 6 basic blocks, 2 downsamplings) on MNIST-5k, {len(layouts)} "
-                f"layouts, {per_seed[0]['steps']} steps x {LAYOUTS_PER_STEP} layouts/step (batch {BATCH}, lr {LR}) "
-                f"for every supernet and every standalone layout. balanced: K={K_MIXTURE} weight models, learned "
+                f"layouts, {per_seed[0]['steps']} steps ({cfg['epochs']:g} epochs) x {LAYOUTS_PER_STEP} layouts/step "
+                f"(batch {BATCH}, lr {LR}) for every supernet; every standalone layout trained "
+                f"{cfg['standalone_epochs']:g} epochs with the same recipe. balanced: K={K_MIXTURE} weight models, learned "
                 f"balanced routing; single: K=1; fixed (ablation): K={K_MIXTURE} with the initial random balanced "
                 "routing kept (no exploration, no re-assignment). Kendall tau-b between inherited (routed model, BN recalibrated) "
                 "and standalone test accuracy (mean of standalone seeds), averaged over supernet seeds "
