@@ -116,7 +116,7 @@ class Workload(ABC):
 
     def measure_latency(self, arch: Arch) -> dict[str, float]:
         """Latency metrics of one arch measured on this worker's device (a device-class worker
-        calls only this). The default runs ``evaluate`` and keeps ``LATENCY_METRICS``; a workload
+        calls only this). The default runs ``evaluate`` and keeps ``LATENCY_METRICS`` and ``LATENCY_FLAGS``; a workload
         whose accuracy evaluation is costly overrides it with a latency-only path."""
         metrics = self.evaluate(arch)
         return {k: float(metrics[k]) for k in self.LATENCY_METRICS + self.LATENCY_FLAGS if k in metrics}
