@@ -466,7 +466,7 @@ def last_activity(store: Store, job: Job, max_files: int = 10_000) -> datetime:
     something: its newest candidate result or file in its folder (checkpoints, logs), not before
     its run began. A resume closes the dead run there, so the time in between is not run time."""
     seen = [t for t in (job.active_since, job.started_at, job.created_at) if t is not None][:1]
-    seen += [t for c in store.get_candidates(job.id) for t in (c.finished_at,) if t is not None]
+    seen += [c.finished_at for c in store.get_candidates(job.id) if c.finished_at is not None]
     folder = home() / "jobs" / job.id
     if folder.is_dir():
         for i, path in enumerate(folder.rglob("*")):
@@ -566,7 +566,7 @@ def disturbed_latency_note(store: Store, job_id: str, spec: JobSpec) -> str | No
     from nasforge.workers.latency_cache import DISTURBED_FLAG
 
     def disturbed(metrics: dict[str, float]) -> bool:  # on the job's workers or on a device class (NAME@CLASS)
-        return any(v == 1.0 and k.split("@", 1)[0] == DISTURBED_FLAG for k, v in metrics.items())
+        return any(v == 1.0 and k.partition("@")[0] == DISTURBED_FLAG for k, v in metrics.items())
 
     n = sum(disturbed(c.metrics) for c in store.get_candidates(job_id, status=CandidateStatus.DONE))
     if not n:
