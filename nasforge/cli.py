@@ -150,20 +150,75 @@ def _yaml_dump(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
+#: set in the environment of a --detach driver, whose output already goes to driver.log
+DRIVER_LOG_ENV = "NASFORGE_OUTPUT_IS_DRIVER_LOG"
+
+
+class _DriverLog:
+    """A foreground run's lines (progress, notes, the Pareto table, the end line) also go to the
+    job's ``driver.log``, appended, so ``nasforge logs JOB`` shows them later as it does for a
+    --detach job (whose output is that file already: then this writes nothing)."""
+
+    def __init__(self) -> None:
+        self.file: Any = None
+
+    def open(self, job: Any) -> None:
+        from nasforge.core.paths import job_dir
+
+        if os.environ.get(DRIVER_LOG_ENV) != "1" and self.file is None:
+            self.file = open(job_dir(job.id) / "driver.log", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def line(self, text: str) -> None:
+        if self.file is not None:
+            self.file.write(text + "\n")
+            self.file.flush()
+
+    def render(self, *renderables: Any) -> None:
+        """Rich renderables (the Pareto table) as plain text."""
+        if self.file is not None:
+            from rich.console import Console
+
+            console = Console(file=self.file, width=160, color_system=None, highlight=False)
+            for r in renderables:
+                console.print(r)
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
 def _run(args: argparse.Namespace, spec: Any, store: Any, job: Any = None) -> int:
+    log = _DriverLog()
+    try:
+        return _run_logged(args, spec, store, job, log)
+    finally:
+        log.close()
+
+
+def _run_logged(args: argparse.Namespace, spec: Any, store: Any, job: Any, log: _DriverLog) -> int:
     from nasforge.compose import run_job
     from nasforge.search.driver import summary_dict
 
     quiet = args.json or args.quiet
-    say = (lambda s: print(s, file=sys.stderr)) if quiet else print
+    shown = (lambda s: print(s, file=sys.stderr)) if quiet else print
+
+    def say(text: str) -> None:
+        shown(text)
+        log.line(text)
+
     show_bar = not quiet and sys.stdout.isatty()
     with ProgressBar(spec.budget.evaluations, show_bar) as bar:
         tens_shown = 0
         latest: list[Any] = [None, None]  # the last progress, the last one printed
 
-        def line(p: Any) -> None:
+        def line(p: Any) -> None:  # printed where no bar shows it; the log gets every one
             of = f"/{p.budget}" if p.budget else ""
-            print(f"evaluated {p.evaluated}{of} (failed {p.failed}) {_best_text(p.best)}", flush=True)
+            text = f"evaluated {p.evaluated}{of} (failed {p.failed}) {_best_text(p.best)}"
+            if not show_bar and not quiet:
+                print(text, flush=True)
+            log.line(text)
             latest[1] = p
 
         def progress(p: Any) -> None:
@@ -174,38 +229,42 @@ def _run(args: argparse.Namespace, spec: Any, store: Any, job: Any = None) -> in
             # count is reported again when only pending/failed change)
             # and the last count of the budget (48/48 after 40/48), once
             step = p.evaluated // 10 if not (p.budget and p.evaluated >= p.budget) else 1 << 62
-            if not show_bar and not quiet and step > tens_shown:
+            if step > tens_shown:
                 tens_shown = step
                 line(p)
 
         try:
-            result = run_job(spec, store, job=job, address=args.address, on_progress=progress, say=say)
+            result = run_job(spec, store, job=job, address=args.address, on_progress=progress, say=say, on_job=log.open)
         finally:  # where the search stopped short of a multiple of 10 (a wall-time budget, Ctrl-C)
             last, printed = latest
-            if not show_bar and not quiet and last is not None and (printed is None or printed.evaluated != last.evaluated):
+            if last is not None and (printed is None or printed.evaluated != last.evaluated):
                 line(last)
     summary = summary_dict(result.summary, result.counts, [c.id for c in result.pareto])
+    ending: list[Any] = []  # what a person reads at the end: the terminal's, and the log's
+    if result.pareto:
+        ending.append(_candidate_table(sorted(result.pareto, key=lambda c: c.id), f"Pareto front of {result.job.id}"))
+    elif result.counts.get("done", 0):
+        ending.append(_no_feasible_note(spec, store, result.job.id))
+    if spec.space.name == "compression":
+        from nasforge.core.types import CandidateStatus
+
+        note = _uniform_note(spec, store.get_candidates(result.job.id, status=CandidateStatus.DONE))
+        if note:
+            ending.append(note)
+    if result.summary.strategy_note:
+        ending.append(result.summary.strategy_note)
+    ending.append(f"job {result.job.id}: {result.summary.state.value} ({result.summary.stop_reason}); "
+                  f"{result.counts.get('done', 0)} done, {result.counts.get('failed', 0)} failed; "
+                  f"artifacts in {next(iter(result.artifacts.values())).parent if result.artifacts else '-'}")
+    if result.summary.error:
+        ending.append(f"nasforge: {result.summary.error}")
+    log.render(*ending)
     if args.json:
         print(json.dumps(summary))
     elif not args.quiet:
         console = _console()
-        if result.pareto:
-            console.print(_candidate_table(sorted(result.pareto, key=lambda c: c.id), f"Pareto front of {result.job.id}"))
-        elif result.counts.get("done", 0):
-            console.print(_no_feasible_note(spec, store, result.job.id))
-        if spec.space.name == "compression":
-            from nasforge.core.types import CandidateStatus
-
-            note = _uniform_note(spec, store.get_candidates(result.job.id, status=CandidateStatus.DONE))
-            if note:
-                console.print(note, highlight=False)
-        if result.summary.strategy_note:
-            console.print(result.summary.strategy_note, highlight=False)
-        console.print(f"job {result.job.id}: {result.summary.state.value} ({result.summary.stop_reason}); "
-                      f"{result.counts.get('done', 0)} done, {result.counts.get('failed', 0)} failed; "
-                      f"artifacts in {next(iter(result.artifacts.values())).parent if result.artifacts else '-'}")
-        if result.summary.error:
-            console.print(f"nasforge: {result.summary.error}", highlight=False)
+        for r in ending:
+            console.print(r)
     return 0 if result.summary.state.value in ("done", "cancelled") else 1
 
 
@@ -299,7 +358,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         cmd = [sys.executable, "-m", "nasforge.cli", "resume", job.id]
         if args.address:
             cmd += ["--address", args.address]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", DRIVER_LOG_ENV: "1"}
         if spec.store.url:
             env["NASFORGE_STORE_URL"] = spec.store.url
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -662,7 +721,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
     log = home() / "jobs" / args.job_id / "driver.log"
     if not log.exists():
-        raise NasforgeError(f"job {args.job_id}: no driver.log (only --detach jobs log to a file; "
+        raise NasforgeError(f"job {args.job_id}: no driver.log here (the job has not run on this machine; "
                             "for a cluster job give --address http://HEAD:8265)")
     if not args.follow:
         sys.stdout.write(log.read_text(errors="replace"))

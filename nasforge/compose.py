@@ -371,8 +371,10 @@ def run_job(
     address: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     say: Callable[[str], None] = print,
+    on_job: Callable[[Job], None] | None = None,
 ) -> RunResult:
-    """Run (or resume, when ``job`` is given) a job to its end. The store is the source of truth."""
+    """Run (or resume, when ``job`` is given) a job to its end. The store is the source of truth.
+    ``on_job`` is called with the job once it exists (before the first ``say``)."""
     from nasforge.workers.pool import RayPoolEvaluator
 
     if job is not None:  # resuming: never two drivers on one job
@@ -383,8 +385,12 @@ def run_job(
     space = validate(spec, address=address)
     kind = workload_kind(spec)
     workload_cls = WORKLOADS.get(kind)
+    created = job is None
     if job is None:
         job = store.create_job(spec.to_dict(), name=spec.name, seed=spec.seed)
+    if on_job is not None:
+        on_job(job)
+    if created:
         say(f"job {job.id} created")
     elif job.started_at is None:  # `submit --detach` created it; its driver starts it now
         say(f"job {job.id} started")

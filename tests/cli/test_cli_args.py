@@ -143,7 +143,7 @@ def test_progress_lines_once_per_ten_and_the_last_count_of_the_budget(monkeypatc
     class Stop(Exception):
         pass
 
-    def fake_run_job(spec, store, *, job, address, on_progress, say):  # noqa: ANN001, ANN202
+    def fake_run_job(spec, store, *, job, address, on_progress, say, on_job=None):  # noqa: ANN001, ANN202
         for n in (3, 9, 10, 10, 14, 27, 40, 44, 48, 48):
             on_progress(Progress(evaluated=n, budget=48, failed=0, round=0, best={"accuracy": 0.9}, elapsed_s=1.0))
         raise Stop
@@ -154,7 +154,7 @@ def test_progress_lines_once_per_ten_and_the_last_count_of_the_budget(monkeypatc
     shown = [line.split(" (")[0] for line in capsys.readouterr().out.splitlines()]
     assert shown == ["evaluated 10/48", "evaluated 27/48", "evaluated 40/48", "evaluated 48/48"]
 
-    def wall_time_run_job(spec, store, *, job, address, on_progress, say):  # noqa: ANN001, ANN202
+    def wall_time_run_job(spec, store, *, job, address, on_progress, say, on_job=None):  # noqa: ANN001, ANN202
         for n in (3, 9, 14, 27, 38, 41, 43):  # a wall-time budget ends wherever it ends
             on_progress(Progress(evaluated=n, budget=None, failed=0, round=0, best={"accuracy": 0.9}, elapsed_s=1.0))
         raise Stop

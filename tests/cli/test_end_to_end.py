@@ -66,6 +66,19 @@ def test_submit_json_summary(trained: dict) -> None:
     assert "Token authentication is enabled" not in trained["stderr"]
 
 
+def test_a_foreground_job_keeps_its_output_for_logs(trained: dict) -> None:
+    """`nasforge logs` reads a job run in the foreground too (here with --json, so the terminal got
+    only the summary): its notes, progress lines, the Pareto table and the end line, once each."""
+    home, job_id = trained["home"], trained["summary"]["job_id"]
+    proc = _cli(home, "logs", job_id)
+    assert proc.returncode == 0, proc.stderr
+    log = proc.stdout
+    assert log.count(f"job {job_id} created") == 1
+    assert re.search(r"^supernet epoch 1: ", log, re.M) and re.search(r"^evaluated 12/12 \(failed 0\) ", log, re.M)
+    assert f"Pareto front of {job_id}" in log and "\x1b[" not in log  # the table, as plain text
+    assert log.rstrip().splitlines()[-1].startswith(f"job {job_id}: done (")
+
+
 def test_results_json_lists_every_candidate_with_metrics(trained: dict) -> None:
     home, job_id = trained["home"], trained["summary"]["job_id"]
     proc = _cli(home, "results", job_id, "--format", "json")
