@@ -25,6 +25,7 @@ from typing import Any
 from nasforge.core.spec import JobSpec
 from nasforge.core.types import Arch
 from nasforge.spaces.base import SearchSpace
+from nasforge.workers.latency_cache import DISTURBED_FLAG
 
 LogFn = Callable[[str], None]
 
@@ -108,7 +109,7 @@ class Workload(ABC):
     LATENCY_METRICS: tuple[str, ...] = ("latency_ms", "latency_p90_ms")
     #: how a timing went (``workers.latency.measure_latency``); a latency-only path passes them on
     #: beside ``LATENCY_METRICS`` so a disturbed timing on a device class is flagged and not cached
-    LATENCY_FLAGS: tuple[str, ...] = ("latency_attempts", "latency_disturbed")
+    LATENCY_FLAGS: tuple[str, ...] = ("latency_attempts", DISTURBED_FLAG)
 
     #: ``evaluate(arch, latency=FIGURES)`` takes latency figures recorded earlier for this child on
     #: this device (the store's latency cache) and returns them in place of timing it again
