@@ -87,12 +87,25 @@ def _train_supernet(space: PoolingLayoutSpace, data: Any, spec: TrainingSpec, nu
     return net, trainer, wall
 
 
-def run_part(quick: bool = False, *, epochs: float | None = None, standalone_epochs: float | None = None) -> dict:
+ARMS: tuple[tuple[str, int, dict[str, Any]], ...] = (
+    ("balanced", K_MIXTURE, {}),
+    ("single", 1, {}),
+    # ablation: the same K models with the initial random balanced routing kept (nothing learned)
+    ("fixed", K_MIXTURE, {"reassign_every": 0, "explore_fraction": 0.0}),
+)
+
+
+def run_part(quick: bool = False, *, epochs: float | None = None, standalone_epochs: float | None = None,
+             seeds: list[int] | None = None,
+             arms: tuple[tuple[str, int, dict[str, Any]], ...] = ARMS) -> dict:
     """``epochs``: the supernets' training (default ``POOLING_EPOCHS``, 15); ``standalone_epochs``:
-    the standalone reference's (default: the same)."""
+    the standalone reference's (default: the same); ``seeds``: the supernet seeds (default 0-2);
+    ``arms``: (label, K, trainer options over ``TRAINER``) per supernet, trained per seed."""
     cfg = _config(quick)
     if epochs is not None:
         cfg["epochs"] = float(epochs)
+    if seeds is not None:
+        cfg["seeds"] = list(seeds)
     cfg["standalone_epochs"] = float(standalone_epochs) if standalone_epochs is not None else cfg["epochs"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -102,9 +115,6 @@ def run_part(quick: bool = False, *, epochs: float | None = None, standalone_epo
         layouts = _layouts(space, cfg["layouts"])
         spec = _spec(cfg["epochs"])
         alone_spec = _spec(cfg["standalone_epochs"])
-        # ablation: the same K models with the initial random balanced routing kept (nothing learned)
-        fixed_spec = spec.model_copy(update={"options": {**spec.options, "reassign_every": 0,
-                                                         "explore_fraction": 0.0}})
         t0 = time.perf_counter()
 
         # standalone: every layout alone, per standalone seed (shared by both supernets)
@@ -136,8 +146,8 @@ def run_part(quick: bool = False, *, epochs: float | None = None, standalone_epo
                 for i, a in enumerate(layouts)]
         per_seed: list[dict[str, Any]] = []
         for seed in cfg["seeds"]:
-            for label, k, arm_spec in (("balanced", K_MIXTURE, spec), ("single", 1, spec),
-                                       ("fixed", K_MIXTURE, fixed_spec)):
+            for label, k, overrides in arms:
+                arm_spec = spec.model_copy(update={"options": {**spec.options, **overrides}})
                 net, trainer, wall = _train_supernet(space, data, arm_spec, k, seed)
                 scores = [score_child(net, a, data, CALIB) for a in layouts]
                 acc = np.array([sc["accuracy"] for sc in scores])
@@ -159,16 +169,16 @@ def run_part(quick: bool = False, *, epochs: float | None = None, standalone_epo
         def mean_of(label: str, key: str) -> float:
             return float(np.mean([r[key] for r in per_seed if r["supernet"] == label]))
 
+        labels = [label for label, _, _ in arms]
+        by_arm: dict[str, float] = {}
+        for label in labels:
+            tau_key = f"{label}_tau" if label in ("balanced", "single") else f"pooling_{label}_tau"
+            by_arm[tau_key] = mean_of(label, "tau_acc")
+            by_arm[f"pooling_{label}_tau_loss"] = mean_of(label, "tau_loss")
+            by_arm[f"pooling_{label}_mean_acc"] = mean_of(label, "mean_inherited_acc")
         return {
-            "balanced_tau": mean_of("balanced", "tau_acc"),
-            "single_tau": mean_of("single", "tau_acc"),
-            "pooling_balanced_tau_loss": mean_of("balanced", "tau_loss"),
-            "pooling_single_tau_loss": mean_of("single", "tau_loss"),
-            "pooling_balanced_mean_acc": mean_of("balanced", "mean_inherited_acc"),
-            "pooling_single_mean_acc": mean_of("single", "mean_inherited_acc"),
-            "pooling_fixed_tau": mean_of("fixed", "tau_acc"),
-            "pooling_fixed_tau_loss": mean_of("fixed", "tau_loss"),
-            "pooling_fixed_mean_acc": mean_of("fixed", "mean_inherited_acc"),
+            **by_arm,
+            "pooling_arms": {label: {"num_models": k, "trainer_options": dict(o)} for label, k, o in arms},
             "pooling_standalone_mean_acc": float(alone_acc.mean()),
             "pooling_standalone_seed_tau": seed_tau["accuracy"],
             "pooling_standalone_seed_tau_loss": seed_tau["loss"],
@@ -185,9 +195,11 @@ def run_part(quick: bool = False, *, epochs: float | None = None, standalone_epo
                 f"pooling_layout (mnist preset: 6 basic blocks, 2 downsamplings) on MNIST-5k, {len(layouts)} "
                 f"layouts, {per_seed[0]['steps']} steps ({cfg['epochs']:g} epochs) x {LAYOUTS_PER_STEP} layouts/step "
                 f"(batch {BATCH}, lr {LR}) for every supernet; every standalone layout trained "
-                f"{cfg['standalone_epochs']:g} epochs with the same recipe. balanced: K={K_MIXTURE} weight models, learned "
-                f"balanced routing; single: K=1; fixed (ablation): K={K_MIXTURE} with the initial random balanced "
-                "routing kept (no exploration, no re-assignment). Kendall tau-b between inherited (routed model, BN recalibrated) "
+                f"{cfg['standalone_epochs']:g} epochs with the same recipe. Arms: "
+                + "; ".join(f"{label} (K={k}{', ' if o else ''}{', '.join(f'{n}={v}' for n, v in o.items())})"
+                            for label, k, o in arms)
+                + " (balanced: learned balanced routing; single: K=1; fixed: the initial random balanced routing "
+                "kept, no exploration, no re-assignment). Kendall tau-b between inherited (routed model, BN recalibrated) "
                 "and standalone test accuracy (mean of standalone seeds), averaged over supernet seeds "
                 f"{cfg['seeds']}; standalone seeds {cfg['standalone_seeds']}. Test split {n_test} images, so "
                 f"accuracies move in steps of {1 / n_test:.3f}; standalone accuracies span "

@@ -16,6 +16,9 @@ The routing table is learned and balanced:
   layout on every model on fixed training images, keeps a running (EMA) loss matrix, and
   re-solves :func:`balanced_assignment`: the assignment of least total loss among those whose
   model sizes differ by at most one (an exact min-cost assignment, ties keep the current model).
+  With ``move_margin`` z > 0, moving a layout costs z standard errors of its paired per-image
+  loss difference (:func:`paired_standard_error`), so a layout moves only on a gain the probe
+  images agree on rather than on the noise of one measurement.
 
 The table is a buffer (``assignment``), so it is saved with the weights: a loaded supernet routes
 exactly as the trained one did, and ``forward(x, arch)`` equals ``extract(arch)(x)``.
@@ -53,13 +56,17 @@ from nasforge.supernets.trainer import SandwichOptions, SandwichTrainer, _seed_o
 # Balanced assignment
 
 
-def balanced_assignment(loss: np.ndarray, current: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+def balanced_assignment(loss: np.ndarray, current: Sequence[int] | np.ndarray | None = None,
+                        move_cost: np.ndarray | None = None) -> np.ndarray:
     """Assign each of L rows (layouts) to one of K columns (models), balanced, at least total loss.
 
     Every model receives floor(L/K) or ceil(L/K) layouts; among such assignments the one with the
     smallest sum of ``loss[l, model(l)]`` is returned (exact: a min-cost assignment over model
     slots). Ties are broken in favour of ``current`` (layouts stay where they are). Non-finite
-    losses count as larger than every finite one. Returns an int64 array of length L.
+    losses count as larger than every finite one. ``move_cost`` (L, K, non-negative; needs
+    ``current``) is added to every entry but a layout's current model: a layout then moves only
+    where its loss gain is larger than that cost (or where balance forces it). Returns an int64
+    array of length L.
     """
     loss = np.asarray(loss, dtype=np.float64)
     if loss.ndim != 2 or loss.shape[1] < 1:
@@ -74,6 +81,16 @@ def balanced_assignment(loss: np.ndarray, current: Sequence[int] | np.ndarray | 
         cur = np.asarray(current, dtype=np.int64)
         cost = cost.copy()
         cost[np.arange(L), cur] -= 1e-9 * scale
+    if move_cost is not None:
+        if current is None:
+            raise ValueError("move_cost needs the current assignment")
+        extra_cost = np.asarray(move_cost, dtype=np.float64)
+        if extra_cost.shape != (L, K) or not np.isfinite(extra_cost).all() or (extra_cost < 0).any():
+            raise ValueError(f"move_cost must be a finite, non-negative {L}x{K} matrix")
+        extra_cost = extra_cost.copy()
+        extra_cost[np.arange(L), cur] = 0.0
+        cost = cost + extra_cost
+        scale = max(scale, float(np.abs(cost).max()))
     base, extra = divmod(L, K)
     # Columns: ``base`` mandatory slots per model (made very cheap, so all are filled), plus one
     # optional slot per model when L is not a multiple of K (exactly ``extra`` of them get used).
@@ -89,6 +106,22 @@ def balanced_assignment(loss: np.ndarray, current: Sequence[int] | np.ndarray | 
     out = np.empty(L, dtype=np.int64)
     out[rows] = col_model[picked]
     return out
+
+
+def paired_standard_error(samples: np.ndarray, current: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Standard error of each layout's mean loss difference between every model and its current one.
+
+    ``samples``: (L, K, N) per-image losses. Entry (l, k) is std_i(loss[l, k, i] - loss[l, c(l), i])
+    / sqrt(N) (sample std; the images are paired, so what the images share cancels); 0 on the
+    current model and when N < 2.
+    """
+    samples = np.asarray(samples, dtype=np.float64)
+    L, _, n = samples.shape
+    if n < 2:
+        return np.zeros(samples.shape[:2])
+    cur = np.asarray(current, dtype=np.int64)
+    diff = samples - samples[np.arange(L), cur][:, None, :]
+    return diff.std(axis=2, ddof=1) / math.sqrt(n)
 
 
 def initial_assignment(num_layouts: int, num_models: int, seed: int) -> np.ndarray:
@@ -293,32 +326,40 @@ class PoolingMixtureSupernet(Supernet):
             raise ValueError(f"routing is not balanced: model sizes {sizes.tolist()}")
         self.assignment.copy_(torch.from_numpy(a))
 
-    def reassign(self, loss: np.ndarray) -> np.ndarray:
-        """Re-solve the routing from an (L, K) loss matrix (:func:`balanced_assignment`); returns it."""
-        new = balanced_assignment(loss, current=self.routing())
+    def reassign(self, loss: np.ndarray, move_cost: np.ndarray | None = None) -> np.ndarray:
+        """Re-solve the routing from an (L, K) loss matrix (:func:`balanced_assignment`, with an
+        optional (L, K) cost of moving); returns it."""
+        new = balanced_assignment(loss, current=self.routing(), move_cost=move_cost)
         self.set_routing(new)
         return new
 
-    @torch.no_grad()
     def loss_matrix(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> np.ndarray:
         """Mean cross-entropy of every layout (rows, ``space.layouts()`` order) on every model (columns).
 
         BN normalizes with batch statistics (as in training) but no running statistic changes:
         measuring leaves the supernet exactly as it was.
         """
+        return self.loss_samples(x, y, batch_size).mean(axis=2)
+
+    @torch.no_grad()
+    def loss_samples(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """Cross-entropy of every layout on every model for every image: an (L, K, N) array.
+
+        Measured as :meth:`loss_matrix` (its mean over images); the per-image values let a caller
+        tell a real difference between two models from the spread of the images.
+        """
         saved = {k: v.clone() for k, v in self.named_buffers() if k != "assignment"}
         was_training = self.training
         self.train()
         try:
-            out = np.zeros((self.space.num_layouts, self.num_models))
+            out = np.zeros((self.space.num_layouts, self.num_models, x.shape[0]))
             for i, arch in enumerate(self.space.layouts()):
                 plan = self.plan(arch)
                 for k, model in enumerate(self.models):
-                    total = 0.0
                     for s in range(0, x.shape[0], batch_size):
                         logits = model(x[s:s + batch_size], plan)
-                        total += float(F.cross_entropy(logits, y[s:s + batch_size], reduction="sum"))
-                    out[i, k] = total / max(1, x.shape[0])
+                        out[i, k, s:s + batch_size] = F.cross_entropy(
+                            logits, y[s:s + batch_size], reduction="none").double().cpu().numpy()
         finally:
             buffers = dict(self.named_buffers())
             for name, value in saved.items():
@@ -367,6 +408,10 @@ class PoolingMixtureTrainerOptions(BaseModel):
     freeze_fraction: float = Field(default=0.8, ge=0, le=1, description="no re-assignment after this share of training")
     probe_images: int = Field(default=256, ge=1, description="training images whose losses drive the assignment")
     loss_ema: float = Field(default=0.5, gt=0, le=1, description="weight of the newest probe loss in the running matrix")
+    move_margin: float = Field(
+        default=0.0, ge=0,
+        description="a layout moves to another model only if its running probe loss there is lower by more than this "
+                    "many standard errors of the per-image loss difference (0: any gain moves it)")
     label_smoothing: float = Field(default=0.1, ge=0, lt=1, description="label smoothing")
     dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout before the classifier while training")
     final_lr_fraction: float = Field(default=0.05, gt=0, le=1, description="constant LR at the end, as a fraction of lr")
@@ -407,9 +452,9 @@ class PoolingMixtureTrainer(SandwichTrainer):
     decay, one SGD (Nesterov) update. Every ``reassign_every`` steps (until ``freeze_fraction`` of
     training) the loss of every layout on every model is measured on ``probe_images`` training
     images, folded into the running matrix (EMA ``loss_ema``) and the routing is re-solved with
-    :func:`balanced_assignment`; ``sampler.history`` records each re-assignment (step, layouts
-    moved, total probe loss of the old and new routing). Schedule, seeding, checkpoints and resume
-    are the sandwich trainer's.
+    :func:`balanced_assignment` (each move charged ``move_margin`` paired standard errors);
+    ``sampler.history`` records each re-assignment (step, layouts moved, total probe loss of the
+    old and new routing). Schedule, seeding, checkpoints and resume are the sandwich trainer's.
     """
 
     Options = PoolingMixtureTrainerOptions  # type: ignore[assignment]
@@ -443,21 +488,29 @@ class PoolingMixtureTrainer(SandwichTrainer):
         span = self.mixture_options.explore_fraction * self.total_steps
         return 0.0 if span <= 0 else max(0.0, 1.0 - step / span)
 
-    def probe(self) -> np.ndarray:
-        """The (L, K) loss matrix on the probe images (the supernet is left unchanged)."""
+    def probe_samples(self) -> np.ndarray:
+        """The (L, K, N) per-image losses on the N probe images (the supernet is left unchanged)."""
         n = self.mixture_options.probe_images
         X, y = self.data.train[0][:n].to(self.device), self.data.train[1][:n].to(self.device)
-        return self.net.loss_matrix(X, y)
+        return self.net.loss_samples(X, y)
+
+    def probe(self) -> np.ndarray:
+        """The (L, K) loss matrix on the probe images (the supernet is left unchanged)."""
+        return self.probe_samples().mean(axis=2)
 
     def reassign(self) -> dict[str, float]:
         """Measure, fold into the running loss matrix, re-solve the routing; returns the history row."""
-        measured = self.probe()
+        samples = self.probe_samples()
+        measured = samples.mean(axis=2)
         old = self.net.routing()
+        rows = np.arange(len(old))
         run = self.layout_sampler.loss
         a = self.mixture_options.loss_ema
         self.layout_sampler.loss = np.where(np.isfinite(run), (1 - a) * run + a * measured, measured)
-        new = self.net.reassign(self.layout_sampler.loss)
-        rows = np.arange(len(old))
+        move_cost = None
+        if self.mixture_options.move_margin > 0:
+            move_cost = self.mixture_options.move_margin * paired_standard_error(samples, old)
+        new = self.net.reassign(self.layout_sampler.loss, move_cost=move_cost)
         row = {"step": float(self.step), "moved": float((old != new).sum()),
                "probe_loss_before": float(measured[rows, old].mean()),
                "probe_loss_after": float(measured[rows, new].mean())}

@@ -19,6 +19,7 @@ from nasforge.supernets.pooling_mixture import (
     PoolingMixtureSupernet,
     PoolingMixtureTrainer,
     balanced_assignment,
+    paired_standard_error,
 )
 
 torch.set_num_threads(1)
@@ -169,3 +170,76 @@ def test_trains_on_digits_loss_falls_and_routing_is_learned_balanced(tmp_path):
     assert again.fit() == final
     assert fresh.routing().tolist() == net.routing().tolist()
     np.testing.assert_allclose(again.layout_sampler.loss, trainer.layout_sampler.loss)
+
+
+def test_a_move_cost_keeps_layouts_whose_gain_is_smaller_than_it():
+    current = np.array([0, 0, 1, 1])
+    # layouts 0 and 2 gain 0.05 by swapping, layouts 1 and 3 gain 0.5
+    loss = np.array([[0.50, 0.45], [1.0, 0.5], [0.45, 0.50], [0.5, 1.0]])
+    assert balanced_assignment(loss, current).tolist() == [1, 1, 0, 0]  # no cost: every gain moves
+    cost = np.full((4, 2), 0.1)
+    assert balanced_assignment(loss, current, move_cost=cost).tolist() == [0, 1, 1, 0]  # only the clear gains
+    assert balanced_assignment(loss, current, move_cost=np.full((4, 2), 1.0)).tolist() == current.tolist()
+    # balance still wins over any cost: with every layout on model 0, two must move
+    forced = balanced_assignment(loss, np.zeros(4, dtype=np.int64), move_cost=np.full((4, 2), 5.0))
+    assert _sizes(forced, 2).tolist() == [2, 2]
+    with pytest.raises(ValueError, match="current"):
+        balanced_assignment(loss, move_cost=cost)
+    with pytest.raises(ValueError, match="non-negative"):
+        balanced_assignment(loss, current, move_cost=-cost)
+
+
+def test_paired_standard_error_is_that_of_the_per_image_difference():
+    rng = np.random.default_rng(0)
+    samples = rng.random((3, 2, 50))
+    current = np.array([0, 1, 0])
+    se = paired_standard_error(samples, current)
+    assert se.shape == (3, 2)
+    assert se[np.arange(3), current].tolist() == [0.0, 0.0, 0.0]
+    diff = samples[1, 0] - samples[1, 1]
+    assert se[1, 0] == pytest.approx(diff.std(ddof=1) / np.sqrt(50))
+    # a shared per-image offset (an image hard for every model) cancels in the pairing
+    shifted = samples + rng.random(50)[None, None, :] * 10
+    np.testing.assert_allclose(paired_standard_error(shifted, current), se)
+    assert paired_standard_error(samples[:, :, :1], current).tolist() == [[0.0, 0.0]] * 3
+
+
+def test_loss_matrix_is_the_mean_of_the_per_image_losses():
+    space = PoolingLayoutSpace(TINY)
+    torch.manual_seed(0)
+    net = PoolingMixtureSupernet(space, {"num_models": 2}).eval()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(12, 1, 8, 8, generator=g), torch.randint(0, 10, (12,), generator=g)
+    samples = net.loss_samples(x, y)
+    assert samples.shape == (6, 2, 12) and (samples > 0).all()
+    np.testing.assert_allclose(net.loss_matrix(x, y), samples.mean(axis=2), rtol=1e-6)
+    with torch.no_grad():
+        net.train()
+        arch = space.layouts()[3]
+        direct = torch.nn.functional.cross_entropy(net(x, arch, model=1), y, reduction="none")
+    np.testing.assert_allclose(samples[3, 1], direct.numpy(), rtol=1e-5)
+    # BN normalizes with each batch's statistics, so uneven batches are scored batch by batch
+    split = net.loss_samples(x, y, batch_size=5)
+    with torch.no_grad():
+        first = torch.nn.functional.cross_entropy(net(x[:5], arch, model=1), y[:5], reduction="none")
+        last = torch.nn.functional.cross_entropy(net(x[10:], arch, model=1), y[10:], reduction="none")
+    np.testing.assert_allclose(split[3, 1, :5], first.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(split[3, 1, 10:], last.numpy(), rtol=1e-5)
+
+
+def test_a_large_move_margin_keeps_the_initial_routing(tmp_path):
+    data = load_dataset(DatasetSpec(name="digits", seed=0))
+    space = PoolingLayoutSpace(TINY)
+    torch.manual_seed(0)
+    net = PoolingMixtureSupernet(space, {"num_models": 2})
+    start = net.routing()
+    spec = TrainingSpec(epochs=1, batch_size=64, lr=0.1, warmup_epochs=0.2)
+    options = {"reassign_every": 4, "loss_ema": 1.0, "probe_images": 64, "explore_fraction": 0.3,
+               "freeze_fraction": 1.0, "eval_images": 100, "calib_images": 64, "move_margin": 1e6}
+    trainer = PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path, options=options)
+    trainer.fit()
+    hist = trainer.layout_sampler.history
+    assert len(hist) >= 3 and all(h["moved"] == 0 for h in hist)
+    assert net.routing().tolist() == start.tolist()
+    with pytest.raises(JobSpecError, match="training.options.move_margin"):
+        PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path, options={"move_margin": -1})
