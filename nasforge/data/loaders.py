@@ -193,6 +193,25 @@ def describe_inputs(data: DataSplits) -> str:
             "the model was trained")
 
 
+#: an evaluation split smaller than this scores accuracy in steps of more than one point
+COARSE_SPLIT_IMAGES = 100
+
+
+def coarse_split_warning(data: DataSplits, split: str, max_images: int | None = None) -> str | None:
+    """A warning when the images candidates are scored on (``split``, at most ``max_images``) are
+    so few that one image moves accuracy by more than a point; None otherwise (and for text)."""
+    if len(data.input_shape) != 3:
+        return None
+    held = int((data.val if split == "val" else data.test)[1].shape[0])
+    n = held if max_images is None else min(held, max_images)
+    if n >= COARSE_SPLIT_IMAGES:
+        return None
+    fix = (f"raise evaluation.max_images (the {split} split holds {held})" if n < held else
+           f"add data or raise evaluation.dataset.{split}_fraction")
+    return (f"evaluation.split: candidates are scored on {n} {split} images, so one image moves accuracy by "
+            f"{100 / n:.1f} points and close candidates tie or swap by chance; {fix}")
+
+
 def clear_cache() -> None:
     """Forget every loaded dataset (tests; a changed file on disk)."""
     with _LOCK:

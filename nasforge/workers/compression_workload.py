@@ -299,6 +299,7 @@ class CompressionWorkload(Workload):
         from nasforge.compress.levels import LevelDatabase
         from nasforge.compress.metrics import accuracy, logits_of
         from nasforge.data import describe_inputs, load_dataset
+        from nasforge.data.loaders import coarse_split_warning
 
         root = cls.root(job_dir)
         ready = root / "ready.json"
@@ -316,6 +317,8 @@ class CompressionWorkload(Workload):
         data = load_dataset(spec.evaluation.dataset)
         calib = data.train[0][: space.opts.calibration_images]
         X, y = cls._heldout(spec, data)
+        if (coarse := coarse_split_warning(data, spec.evaluation.split, spec.evaluation.max_images)) is not None:
+            log(f"warning: {coarse}")
         torch.manual_seed(spec.seed)
         ref_calib = logits_of(model, calib, spec.evaluation.batch_size)
         ref_eval = logits_of(model, X, spec.evaluation.batch_size)

@@ -28,7 +28,7 @@ from nasforge.core.paths import SUPERNET_DIR, TRAINING_PROGRESS_FILE
 from nasforge.core.spec import JobSpec
 from nasforge.core.spec_docs import model_of
 from nasforge.core.types import ARCH_SCHEMA_VERSION, Arch
-from nasforge.data.loaders import dataset_name_error
+from nasforge.data.loaders import coarse_split_warning, dataset_name_error
 from nasforge.data.text import TEXT_DATASET_NAMES
 from nasforge.spaces import SPACES
 from nasforge.spaces.base import SearchSpace
@@ -229,7 +229,10 @@ class SupernetWorkload(Workload):
         from nasforge.data import load_dataset
         from nasforge.supernets.trainer import check_data_fits
 
-        check_data_fits(space, load_dataset(ds))
+        data = load_dataset(ds)
+        check_data_fits(space, data)
+        if (coarse := coarse_split_warning(data, spec.evaluation.split, spec.evaluation.max_images)) is not None:
+            _warn_once(coarse)
 
     @classmethod
     def metrics(cls, spec: JobSpec) -> tuple[frozenset[str], str] | None:

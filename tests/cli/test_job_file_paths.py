@@ -67,3 +67,16 @@ def test_a_latency_table_beside_the_job_file(tmp_path: Path, monkeypatch: pytest
     assert spec.strategy.options["latency_table"] == str(project / "t.json")
     (home / "t.json").write_text("{}")  # NASFORGE_HOME's comes first
     assert _absolute_paths(load_job_file(job), job).strategy.options["latency_table"] == "t.json"
+
+
+def test_validating_a_job_on_a_handful_of_images_warns_that_accuracy_is_coarse(tmp_path: Path) -> None:
+    from nasforge.core.errors import NasforgeWarning
+
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "few.npz", X=rng.random((150, 28, 28), dtype=np.float32), y=np.arange(150) % 10)
+    job = tmp_path / "job.yaml"
+    job.write_text(JOB.replace("DATA", str(tmp_path / "few.npz")))
+    # (each message is given once per process: a size no other test uses)
+    with pytest.warns(NasforgeWarning, match=r"evaluation.split: candidates are scored on 15 val images, so one "
+                                             r"image moves accuracy by 6.7 points.*raise evaluation.dataset.val_fraction"):
+        load_and_validate(job)

@@ -360,3 +360,21 @@ def test_torchvision_dataset_errors_name_the_key_and_the_fix(tmp_path, name, pat
     with pytest.raises(NasforgeError, match=None) as e:
         load_dataset(DatasetSpec(name=name, path=str(tmp_path / path) if path else None))
     assert needle in str(e.value) and "download=True" not in str(e.value), str(e.value)
+
+
+def test_a_split_too_small_to_rank_by_accuracy_is_named():
+    from nasforge.data.loaders import coarse_split_warning
+
+    digits = load_dataset(DatasetSpec(name="digits", seed=0))
+    held = len(digits.val[1])
+    assert held >= 100 and coarse_split_warning(digits, "val") is None
+    few = coarse_split_warning(digits, "val", max_images=40)
+    assert few == ("evaluation.split: candidates are scored on 40 val images, so one image moves accuracy by "
+                   f"2.5 points and close candidates tie or swap by chance; raise evaluation.max_images (the val "
+                   f"split holds {held})")
+    small = load_dataset(DatasetSpec(name="digits", seed=0, test_fraction=0.04))
+    n_test = len(small.test[1])
+    assert n_test < 100
+    assert coarse_split_warning(small, "test").endswith("add data or raise evaluation.dataset.test_fraction")
+    assert f"scored on {n_test} test images" in coarse_split_warning(small, "test")
+    assert coarse_split_warning(small, "val") is None
