@@ -654,7 +654,7 @@ def _where(args: argparse.Namespace) -> list[Any]:
     limits = []
     for text in args.where or []:
         try:
-            limits.append(ConstraintSpec.model_validate(text).to_constraint())
+            limits.append(ConstraintSpec.model_validate(text, context={"flags": True}).to_constraint())
         except ValidationError as e:
             why = e.errors()[0]["msg"].removeprefix("Value error, ")
             if why.endswith("write one per constraint"):
@@ -889,7 +889,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default: from the -o file's suffix, else a table on the terminal")
     sp.add_argument("-o", "--output", default=None, help="write to this file instead of the terminal")
     sp.add_argument("--where", action="append", metavar="LIMIT", help="only done candidates within this limit, "
-                    "e.g. --where 'latency_ms <= 0.8' (repeatable; the job file's constraint grammar)")
+                    "e.g. --where 'latency_ms <= 0.8' (repeatable; the job file's constraint grammar); "
+                    "--where 'latency_disturbed < 1' drops the children whose timing other load disturbed")
     sp.add_argument("--sort", metavar="METRIC", default=None, help="best first by METRIC (its objective's "
                     "direction; else costs and losses ascending, accuracy descending); default: by id")
     with_store(sp)

@@ -580,8 +580,8 @@ def disturbed_latency_note(store: Store, job_id: str, spec: JobSpec) -> str | No
     return (f"latency warning: other load on this machine disturbed the timing of {n} "
             f"{'child' if n == 1 else 'children'} even after {spec.evaluation.latency.retries} retries (the median "
             f"call took over {DISTURBED_SPREAD:g}x the fastest; {DISTURBED_FLAG}=1, not cached), so their latency_ms "
-            "reads high; run the job on a quieter machine, or set evaluation.latency.statistic: min, which reads "
-            "through such load")
+            f"reads high (nasforge results {job_id} --where '{DISTURBED_FLAG} < 1' lists the others); run the job on "
+            "a quieter machine, or set evaluation.latency.statistic: min, which reads through such load")
 
 
 def check_deletable(job_id: str, store: Store, along: Collection[str] = ()) -> Job:

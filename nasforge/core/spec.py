@@ -41,6 +41,12 @@ KNOWN_METRICS: dict[str, str] = {
     "avg_bits": "parameter-weighted average weight bit-width (compression jobs)",
     "sparsity": "fraction of prunable weights set to zero (compression jobs)",
 }
+#: Figures every timed candidate also records: not searched on, but ``--where`` may filter by them
+#: (``--where 'latency_disturbed < 1'`` keeps the candidates whose timing was undisturbed).
+TIMING_FLAGS: dict[str, str] = {
+    "latency_attempts": "timings made of this candidate (more than 1: a disturbed timing was retried)",
+    "latency_disturbed": "1 when the timing stayed disturbed by other load after its retries, else 0",
+}
 _METRIC_RE = re.compile(r"^(?P<base>[a-z_0-9]+)(@(?P<cls>[A-Za-z0-9_.:-]+))?$")
 
 
@@ -56,12 +62,18 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean {names[close[0]]!r}?)" if close else ""
 
 
-def check_metric(name: str) -> str:
+def check_metric(name: str, *, flags: bool = False) -> str:
+    """``name`` when it is a metric a job may name (``flags``: or one of :data:`TIMING_FLAGS`, which
+    only filters such as ``--where`` may name); else a ValueError with the closest name."""
+    known = {**KNOWN_METRICS, **TIMING_FLAGS} if flags else KNOWN_METRICS
     m = _METRIC_RE.match(name)
-    if not m or m.group("base") not in KNOWN_METRICS:
-        hint = did_you_mean(m.group("base") if m else name, KNOWN_METRICS)
-        raise ValueError(f"unknown metric {name!r}{hint}; known metrics: {', '.join(KNOWN_METRICS)}")
-    if m.group("cls") and m.group("base") not in ("latency_ms", "latency_p90_ms"):
+    if m and not flags and m.group("base") in TIMING_FLAGS:
+        raise ValueError(f"{name!r} records how a timing went and is not searched on; filter the results by it with "
+                         f"nasforge results JOB --where '{name} < 1'")
+    if not m or m.group("base") not in known:
+        hint = did_you_mean(m.group("base") if m else name, known)
+        raise ValueError(f"unknown metric {name!r}{hint}; known metrics: {', '.join(known)}")
+    if m.group("cls") and m.group("base") not in ("latency_ms", "latency_p90_ms", *TIMING_FLAGS):
         raise ValueError(f"only latency metrics take a device class suffix, got {name!r}")
     return name
 
@@ -164,7 +176,8 @@ class ConstraintSpec(_Strict):
     op: Literal["<=", "<", ">=", ">"] = Field(description="comparison")
     bound: float = Field(description="the limit")
 
-    _check = field_validator("metric")(lambda cls, v: check_metric(v))
+    # validated with context {"flags": True} (``--where``), the timing flags are names too
+    _check = field_validator("metric")(lambda cls, v, info: check_metric(v, flags=bool((info.context or {}).get("flags"))))
 
     @model_validator(mode="before")
     @classmethod

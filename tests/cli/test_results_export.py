@@ -3,6 +3,8 @@ best-so-far of ``nasforge status``, on a real SQLite store."""
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -373,3 +375,30 @@ def test_the_summary_counts_the_children_whose_timing_stayed_disturbed(tmp_path:
     assert note is not None and note.startswith("latency warning: other load on this machine disturbed the timing "
                                                 "of 3 children even after 2 retries")
     assert "evaluation.latency.statistic: min" in note and "\n" not in note
+    assert f"nasforge results {job.id} --where 'latency_disturbed < 1' lists the others" in note
+
+
+def test_where_filters_by_the_timing_flags_that_a_job_file_may_not_name(tmp_path: Path, monkeypatch: Any,
+                                                                        capsys: Any) -> None:
+    from nasforge.cli import _where
+    from nasforge.core.errors import NasforgeError
+    from nasforge.core.spec import ConstraintSpec
+
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
+    store, spec, _, archs, _ = _job(tmp_path / "store.db")
+    job = store.create_job(spec.model_dump(mode="json"), name="busy", seed=0)
+    store.add_candidates(job.id, archs, generation=0)
+    store.record_results(job.id, [EvalResult(a.key(), {"accuracy": 0.9, "latency_ms": 40.0 + i,
+                                                       "latency_disturbed": float(i in (3, 4))})
+                                  for i, a in enumerate(archs)])
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    capsys.readouterr()
+    assert main(["results", job.id, "--store", url, "--format", "json", "--where", "latency_disturbed < 1"]) == 0
+    kept = json.loads(capsys.readouterr().out)
+    assert sorted(c["metrics"]["latency_ms"] - 40.0 for c in kept) == [i for i in range(len(archs)) if i not in (3, 4)]
+    # in a job file it is no objective or constraint: the error says where it belongs
+    with pytest.raises(ValueError, match=r"records how a timing went and is not searched on; filter the results by "
+                                         r"it with nasforge results JOB --where 'latency_disturbed < 1'"):
+        ConstraintSpec.model_validate("latency_disturbed < 1")
+    with pytest.raises(NasforgeError, match="did you mean 'latency_disturbed'"):  # a misspelling is still refused
+        _where(argparse.Namespace(where=["latency_disturbd < 1"]))
