@@ -30,6 +30,8 @@ EXPECTED = {
     "unknown_supernet": "supernet.name: unknown supernet",
     "unknown_trainer": "training.trainer: unknown trainer",
     "constraint_unknown_metric": "unknown metric 'acuracy'",
+    "constraint_timing_flag": "constraints.0.metric: 'latency_disturbed' records how a timing went and is not searched "
+                              "on; filter the results by it with nasforge results JOB --where 'latency_disturbed < 1'",
     "constraint_bad_syntax": "must look like 'latency_ms <= 5'",
     "constraint_two_limits": "constraints.0: constraint 'accuracy >= 0.5 and latency_ms <= 5' holds 2 limits "
                              "('accuracy >= 0.5', 'latency_ms <= 5'); write one per constraint",
