@@ -217,6 +217,7 @@ class _ProbingAllocator(Strategy):
     """Probe phase, then one solved allocation, then done (see the module docstring)."""
 
     Options = AllocatorOptions
+    options: AllocatorOptions
     name = "allocator"
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -225,7 +226,7 @@ class _ProbingAllocator(Strategy):
             raise JobSpecError(f"strategy.name: {self.name!r} needs the 'compression' space, not {self.space.id!r}")
         self.table: LevelTable = self.space.level_table()  # type: ignore[attr-defined]
         self.budgets = budgets_of(self.table, self.constraints, self.name)
-        metric = self.options.metric or self.objectives[0].metric  # type: ignore[attr-defined]
+        metric = self.options.metric or self.objectives[0].metric
         self.metric = metric
         self.sign = next((o.sign() for o in self.objectives if o.metric == metric), 1.0)
         G = len(self.table.groups)
@@ -246,12 +247,12 @@ class _ProbingAllocator(Strategy):
         return bool(cls.Options.model_validate(dict(options)).reference)  # type: ignore[attr-defined]
 
     def finished_why(self) -> str:
-        reference = " and the uniform reference" if self.options.reference else ""  # type: ignore[attr-defined]
+        reference = " and the uniform reference" if self.options.reference else ""
         return f"its probes, its solution{reference} are evaluated"
 
     def evaluations_needed(self) -> tuple[int, str] | None:
         probes = len(self.probes)
-        reference = bool(self.options.reference)  # type: ignore[attr-defined]
+        reference = bool(self.options.reference)
         what = (f"the base allocation and {probes - 1} probes (one per group and level it measures), then its "
                 "solution" + (" and the uniform allocation it is compared with" if reference else ""))
         return probes + 1 + int(reference), what
@@ -300,14 +301,14 @@ class _ProbingAllocator(Strategy):
         if not self.done:  # the solution, then (option reference) the uniform allocation it is compared with
             self.done = True
             finals = [self.solution]
-            uniform = best_uniform(self.space, self.table, self.budgets) if self.options.reference else None  # type: ignore[attr-defined]
+            uniform = best_uniform(self.space, self.table, self.budgets) if self.options.reference else None
             if uniform is not None:
                 finals.append([int(i) for i in uniform])
-            for idx in finals:
-                key = self.space.arch_from_levels(self.table, idx).key()  # type: ignore[attr-defined]
-                if key not in self.values and idx not in self.finals:
-                    self.finals.append(idx)
-        out = [self.space.arch_from_levels(self.table, idx) for idx in self.finals[:n]]  # type: ignore[attr-defined]
+            for levels in finals:
+                key = self.space.arch_from_levels(self.table, levels).key()  # type: ignore[attr-defined]
+                if key not in self.values and levels not in self.finals:
+                    self.finals.append(levels)
+        out = [self.space.arch_from_levels(self.table, levels) for levels in self.finals[:n]]  # type: ignore[attr-defined]
         self.finals = self.finals[n:]
         return out
 
@@ -351,7 +352,7 @@ class DPAllocator(_ProbingAllocator):
 
     def solve(self, dist: np.ndarray) -> np.ndarray:
         R, cap, _ = self.budgets[0]
-        idx, _, exact = solve_dp(dist, R, cap, max_states=self.options.max_states)  # type: ignore[attr-defined]
+        idx, _, exact = solve_dp(dist, R, cap, max_states=self.options.max_states)
         self.exact = exact
         return idx
 
@@ -374,6 +375,7 @@ class ClosedFormAllocator(_ProbingAllocator):
     """BAQ-style closed-form bit allocation, rounded to the allowed set under the budget."""
 
     Options = ClosedFormOptions
+    options: ClosedFormOptions
     name = "closed_form"
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -386,7 +388,7 @@ class ClosedFormAllocator(_ProbingAllocator):
         self.bits = np.array([[float(next(iter(c.values()))) for c in lv] for lv in self.table.levels])
 
     def probe_plan(self) -> list[tuple[int, int]]:
-        want = self.options.probe_bits  # type: ignore[attr-defined]
+        want = self.options.probe_bits
         out = []
         for g, lv in enumerate(self.table.levels):
             vals = [int(next(iter(c.values()))) for c in lv]

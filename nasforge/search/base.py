@@ -30,6 +30,8 @@ class StrategyOptions(BaseModel):
 
 class Strategy(ABC):
     Options: ClassVar[type[StrategyOptions]] = StrategyOptions
+    #: ``Options`` validated (a subclass narrows the annotation to its own options model)
+    options: StrategyOptions
 
     def __init__(
         self,
@@ -40,13 +42,11 @@ class Strategy(ABC):
         seed: int = 0,
         options: StrategyOptions | Mapping[str, Any] | None = None,
     ):
-        if options is None or isinstance(options, Mapping):
-            options = self.Options.model_validate(dict(options or {}))
+        self.options = options if isinstance(options, StrategyOptions) else self.Options.model_validate(dict(options or {}))
         self.space = space
         self.objectives = list(objectives)
         self.constraints = list(constraints)
         self.seed = seed
-        self.options = options
         self.rng = np.random.default_rng(seed)
 
     @abstractmethod

@@ -97,6 +97,7 @@ class EvoPress(Strategy):
     """(1 + lambda) evolution with level-switch mutation and multi-step selection."""
 
     Options = EvoPressOptions
+    options: EvoPressOptions
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -134,7 +135,7 @@ class EvoPress(Strategy):
         """``count`` new, distinct mutants of the parent (fewer if the neighbourhood is exhausted)."""
         out: list[np.ndarray] = []
         tries = 0
-        while len(out) < count and tries < self.options.max_tries * max(count, 1):  # type: ignore[attr-defined]
+        while len(out) < count and tries < self.options.max_tries * max(count, 1):
             tries += 1
             child = self.mutation(self.parent, self.rng)
             key = self.arch_of(child).key()
@@ -147,7 +148,7 @@ class EvoPress(Strategy):
     # ---- ask / tell (through the job driver) -------------------------------------------------
     def ask(self, n: int) -> list[Arch]:
         if not self.pending and not self.asked:
-            lam = self.options.selection[0][0]  # type: ignore[attr-defined]
+            lam = self.options.selection[0][0]
             kids = self.offspring(lam, set(self.values))
             self.pending = [list(map(int, k)) for k in kids]
         take, self.pending = self.pending[:n], self.pending[n:]
@@ -189,7 +190,7 @@ class EvoPress(Strategy):
         ``on_candidate`` sees every candidate made (tests check the budget invariant).
         Returns (best level indices, its final-stage fitness).
         """
-        stages = self.options.selection  # type: ignore[attr-defined]
+        stages = self.options.selection
         final = stages[-1][1]
         if on_candidate is not None:
             on_candidate(self.parent)

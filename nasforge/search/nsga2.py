@@ -104,6 +104,7 @@ class NSGA2(Strategy):
     """NSGA-II with constrained domination; see the module docstring for the ask/tell protocol."""
 
     Options = NSGA2Options
+    options: NSGA2Options
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

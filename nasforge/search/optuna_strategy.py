@@ -74,6 +74,7 @@ class OptunaStrategy(Strategy):
     """Optuna samplers through ask/tell; see the module docstring for constraints and resume."""
 
     Options = OptunaOptions
+    options: OptunaOptions
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -19,6 +19,7 @@ class RandomSearch(Strategy):
     """Uniform random search. ``ask`` returns fewer archs only when the space looks exhausted."""
 
     Options = RandomSearchOptions
+    options: RandomSearchOptions
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -27,7 +28,7 @@ class RandomSearch(Strategy):
     def ask(self, n: int) -> list[Arch]:
         out: list[Arch] = []
         tries = 0
-        while len(out) < n and tries < self.options.max_tries * max(n, 1):  # type: ignore[attr-defined]
+        while len(out) < n and tries < self.options.max_tries * max(n, 1):
             tries += 1
             arch = self.space.sample(self.rng)
             key = arch.key()
@@ -41,7 +42,7 @@ class RandomSearch(Strategy):
         pass
 
     def finished_why(self) -> str:
-        tries = self.options.max_tries  # type: ignore[attr-defined]
+        tries = self.options.max_tries
         return f"the space looks exhausted: {len(self.seen)} architectures asked, none new in {tries} samples each"
 
     def extra_state(self) -> dict[str, Any]:

@@ -49,17 +49,20 @@ class SearchSpace(ABC):
     id: ClassVar[str]
     version: ClassVar[int] = 1
     Options: ClassVar[type[SpaceOptions]] = SpaceOptions
+    #: ``Options`` validated (a subclass narrows the annotation to its own options model)
+    options: SpaceOptions
 
     def __init__(self, options: SpaceOptions | Mapping[str, Any] | None = None):
-        if options is None or isinstance(options, Mapping):
+        if isinstance(options, SpaceOptions):
+            self.options = options
+        else:
             try:
-                options = self.Options.model_validate(dict(options or {}))
+                self.options = self.Options.model_validate(dict(options or {}))
             except ValidationError as e:  # one line naming the key, as for every job-file error
                 first = e.errors()[0]
                 where = ".".join(["space.options", *map(str, first["loc"])])
                 msg = "unknown option" if first["type"] == "extra_forbidden" else first["msg"]
                 raise JobSpecError(f"{where}: {msg}") from None
-        self.options = options
         self._choices: dict[str, tuple[Scalar, ...]] | None = None
 
     # ---- to define ------------------------------------------------------------------------
