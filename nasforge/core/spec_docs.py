@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from nasforge.core.spec import KNOWN_METRICS, JobSpec
+from nasforge.core.spec import KNOWN_METRICS, TIMING_FLAGS, JobSpec
 
 
 def _type_name(tp: Any) -> str:
@@ -111,6 +111,10 @@ def job_file_reference() -> str:
               "`'latency_ms <= 5'`; `latency_ms@CLASS` names latency on device class CLASS):", "",
               "| metric | meaning |", "| --- | --- |"]
     lines += [f"| `{k}` | {v} |" for k, v in KNOWN_METRICS.items()]
+    lines += ["", "Every timed candidate also records how its timing went. These are no objectives or constraints;",
+              "`nasforge results JOB --where 'latency_disturbed < 1'` (or `export --best ... --where`) filters by them:",
+              "", "| figure | meaning |", "| --- | --- |"]
+    lines += [f"| `{k}` | {v} |" for k, v in TIMING_FLAGS.items()]
     return "\n".join(lines) + "\n"
 
 
