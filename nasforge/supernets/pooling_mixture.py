@@ -18,7 +18,9 @@ The routing table is learned and balanced:
   model sizes differ by at most one (an exact min-cost assignment, ties keep the current model).
   With ``move_margin`` z > 0, moving a layout costs z standard errors of its paired per-image
   loss difference (:func:`paired_standard_error`), so a layout moves only on a gain the probe
-  images agree on rather than on the noise of one measurement.
+  images agree on rather than on the noise of one measurement. Measured on MNIST-5k
+  (``python -m benchmarks pooling_margin``, held-out seeds): z = 2 halves the layouts moved but
+  leaves ranking and inherited accuracy where z = 0 has them, so 0 stays the default.
 
 The table is a buffer (``assignment``), so it is saved with the weights: a loaded supernet routes
 exactly as the trained one did, and ``forward(x, arch)`` equals ``extract(arch)(x)``.
