@@ -68,8 +68,9 @@ def check_metric(name: str, *, flags: bool = False) -> str:
     known = {**KNOWN_METRICS, **TIMING_FLAGS} if flags else KNOWN_METRICS
     m = _METRIC_RE.match(name)
     if m and not flags and m.group("base") in TIMING_FLAGS:
+        bound = "<= 1" if m.group("base") == "latency_attempts" else "< 1"  # timed once / undisturbed
         raise ValueError(f"{name!r} records how a timing went and is not searched on; filter the results by it with "
-                         f"nasforge results JOB --where '{name} < 1'")
+                         f"nasforge results JOB --where '{name} {bound}'")
     if not m or m.group("base") not in known:
         hint = did_you_mean(m.group("base") if m else name, known)
         raise ValueError(f"unknown metric {name!r}{hint}; known metrics: {', '.join(known)}")
