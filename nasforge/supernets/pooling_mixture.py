@@ -21,6 +21,11 @@ The routing table is learned and balanced:
   images agree on rather than on the noise of one measurement. Measured on MNIST-5k
   (``python -m benchmarks pooling_margin``, held-out seeds): z = 2 halves the layouts moved but
   leaves ranking and inherited accuracy where z = 0 has them, so 0 stays the default.
+- With ``shared_warmup_fraction`` f > 0 every layout first trains weight model 0 for a share f of
+  training; model 0 (weights, BN statistics, optimizer state) is then copied into every model,
+  and from there each layout trains on the model it is routed to. Each model so starts from
+  features learned at the single supernet's full update rate, instead of from its own
+  initialization with a 1/K share of the updates.
 
 The table is a buffer (``assignment``), so it is saved with the weights: a loaded supernet routes
 exactly as the trained one did, and ``forward(x, arch)`` equals ``extract(arch)(x)``.
@@ -410,6 +415,11 @@ class PoolingMixtureTrainerOptions(BaseModel):
     freeze_fraction: float = Field(default=0.8, ge=0, le=1, description="no re-assignment after this share of training")
     probe_images: int = Field(default=256, ge=1, description="training images whose losses drive the assignment")
     loss_ema: float = Field(default=0.5, gt=0, le=1, description="weight of the newest probe loss in the running matrix")
+    shared_warmup_fraction: float = Field(
+        default=0.0, ge=0, lt=1,
+        description="train one shared weight model on every layout for this share of training, then copy its weights "
+                    "and optimizer state into all K models before layouts train on their routed ones (0: the K "
+                    "models train from their own initializations)")
     move_margin: float = Field(
         default=0.0, ge=0,
         description="a layout moves to another model only if its running probe loss there is lower by more than this "
@@ -519,9 +529,34 @@ class PoolingMixtureTrainer(SandwichTrainer):
         self.layout_sampler.history.append(row)
         return row
 
+    @property
+    def shared_steps(self) -> int:
+        """Steps during which every layout trains weight model 0 (``shared_warmup_fraction``)."""
+        if self.net.num_models == 1:
+            return 0
+        return int(round(self.mixture_options.shared_warmup_fraction * self.total_steps))
+
+    @torch.no_grad()
+    def split_shared_model(self) -> None:
+        """Copy weight model 0 (weights, BN statistics, optimizer state) into every other model."""
+        source = self.net.models[0]
+        params = list(source.parameters())
+        state = source.state_dict()
+        for model in self.net.models[1:]:
+            model.load_state_dict(state)
+            for p_src, p_dst in zip(params, model.parameters(), strict=True):
+                moments = self.optimizer.state.get(p_src)
+                if moments:
+                    self.optimizer.state[p_dst] = {k: v.clone() if torch.is_tensor(v) else v for k, v in moments.items()}
+                else:
+                    self.optimizer.state.pop(p_dst, None)
+
     def _train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
         o = self.mixture_options
-        if (o.reassign_every and self.step > 0 and self.step % o.reassign_every == 0
+        shared = self.shared_steps
+        if shared and self.step == shared:
+            self.split_shared_model()
+        if (o.reassign_every and self.step > shared and self.step % o.reassign_every == 0
                 and self.step < o.freeze_fraction * self.total_steps and self.net.num_models > 1):
             self.reassign()
         for group in self.optimizer.param_groups:
@@ -533,6 +568,8 @@ class PoolingMixtureTrainer(SandwichTrainer):
         for arch in self.layout_sampler.sample_step(self.step, rng):
             go_random = rng.random() < explore
             model = int(rng.integers(self.net.num_models)) if go_random else None
+            if self.step < shared:
+                model = 0
             logits = self.net(xb, arch, model=model, dropout=o.dropout)
             loss = F.cross_entropy(logits, yb, label_smoothing=o.label_smoothing)
             loss.backward()

@@ -243,3 +243,62 @@ def test_a_large_move_margin_keeps_the_initial_routing(tmp_path):
     assert net.routing().tolist() == start.tolist()
     with pytest.raises(JobSpecError, match="training.options.move_margin"):
         PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path, options={"move_margin": -1})
+
+
+def test_a_shared_warmup_trains_model_0_alone_then_copies_it_into_every_model(tmp_path):
+    data = load_dataset(DatasetSpec(name="digits", seed=0))
+    space = PoolingLayoutSpace(TINY)
+    torch.manual_seed(0)
+    net = PoolingMixtureSupernet(space, {"num_models": 3})
+    spec = TrainingSpec(epochs=1, batch_size=64, lr=0.1, warmup_epochs=0.2)
+    options = {"shared_warmup_fraction": 0.25, "explore_fraction": 0.3, "reassign_every": 2, "probe_images": 32,
+               "eval_images": 50, "calib_images": 32}
+    trainer = PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path, options=options)
+    shared = trainer.shared_steps
+    assert shared == round(0.25 * trainer.total_steps) and shared >= 2
+    start = [{k: v.clone() for k, v in m.state_dict().items()} for m in net.models]
+    X, y = data.train
+    for step in range(shared):  # every layout on model 0, exploration or not; no re-assignment yet
+        trainer.step = step
+        trainer._train_step(X[:64], y[:64])
+    assert trainer.layout_sampler.history == []
+    for k in (1, 2):
+        for name, value in net.models[k].state_dict().items():
+            assert torch.equal(value, start[k][name]), name
+    assert not torch.equal(net.models[0].stem_conv.weight, start[0]["stem_conv.weight"])
+    trainer.split_shared_model()
+    p0 = list(net.models[0].parameters())
+    for k in (1, 2):
+        for name, value in net.models[k].state_dict().items():
+            assert torch.equal(value, net.models[0].state_dict()[name]), name
+        for a, b in zip(p0, net.models[k].parameters(), strict=True):
+            if a in trainer.optimizer.state:  # the momentum too, as a copy of its own
+                m_a, m_b = trainer.optimizer.state[a]["momentum_buffer"], trainer.optimizer.state[b]["momentum_buffer"]
+                assert torch.equal(m_a, m_b) and m_a.data_ptr() != m_b.data_ptr()
+    # from here each layout trains its routed model, and the models part ways
+    trainer.step = shared + 1
+    trainer._train_step(X[:64], y[:64])
+    weights = [m.stem_conv.weight for m in net.models]
+    assert sum(not torch.equal(weights[0], w) for w in weights[1:]) >= 1
+    with pytest.raises(JobSpecError, match="training.options.shared_warmup_fraction"):
+        PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path, options={"shared_warmup_fraction": 1})
+    single = PoolingMixtureTrainer(PoolingMixtureSupernet(space, {"num_models": 1}), data, spec, seed=0,
+                                   checkpoint_dir=tmp_path / "one", options={"shared_warmup_fraction": 0.5})
+    assert single.shared_steps == 0  # one model: nothing to share
+
+
+def test_a_shared_warmup_run_trains_resumes_and_scores(tmp_path):
+    data = load_dataset(DatasetSpec(name="digits", seed=0))
+    space = PoolingLayoutSpace(TINY)
+    torch.manual_seed(0)
+    net = PoolingMixtureSupernet(space, {"num_models": 2})
+    spec = TrainingSpec(epochs=2, batch_size=64, lr=0.1, warmup_epochs=0.2)
+    options = {"shared_warmup_fraction": 0.4, "explore_fraction": 0.0, "reassign_every": 5, "move_margin": 2.0,
+               "probe_images": 64, "eval_images": 100, "calib_images": 64}
+    trainer = PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path, options=options)
+    final = trainer.fit()
+    assert final["largest_test_acc"] > 0.3
+    assert all(h["step"] > trainer.shared_steps for h in trainer.layout_sampler.history)
+    fresh = PoolingMixtureSupernet(space, {"num_models": 2, "assign_seed": 4})
+    again = PoolingMixtureTrainer(fresh, data, spec, seed=0, checkpoint_dir=tmp_path, options=options)
+    assert again.fit() == final and fresh.routing().tolist() == net.routing().tolist()
