@@ -32,6 +32,15 @@ def _sizes(a: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(a, minlength=k)
 
 
+def _digits_trainer(tmp_path, num_models: int, epochs: float, options: dict):
+    """A seeded mixture over the TINY space and its trainer on digits (batch 64, lr 0.1)."""
+    data = load_dataset(DatasetSpec(name="digits", seed=0))
+    torch.manual_seed(0)
+    net = PoolingMixtureSupernet(PoolingLayoutSpace(TINY), {"num_models": num_models})
+    spec = TrainingSpec(epochs=epochs, batch_size=64, lr=0.1, warmup_epochs=0.2)
+    return data, net, spec, PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path, options=options)
+
+
 @pytest.mark.parametrize(("L", "K"), [(6, 1), (6, 2), (7, 3), (10, 4), (15, 15), (36, 5)])
 def test_balanced_assignment_is_balanced(L, K):
     rng = np.random.default_rng(L * 10 + K)
@@ -228,15 +237,10 @@ def test_loss_matrix_is_the_mean_of_the_per_image_losses():
 
 
 def test_a_large_move_margin_keeps_the_initial_routing(tmp_path):
-    data = load_dataset(DatasetSpec(name="digits", seed=0))
-    space = PoolingLayoutSpace(TINY)
-    torch.manual_seed(0)
-    net = PoolingMixtureSupernet(space, {"num_models": 2})
-    start = net.routing()
-    spec = TrainingSpec(epochs=1, batch_size=64, lr=0.1, warmup_epochs=0.2)
     options = {"reassign_every": 4, "loss_ema": 1.0, "probe_images": 64, "explore_fraction": 0.3,
                "freeze_fraction": 1.0, "eval_images": 100, "calib_images": 64, "move_margin": 1e6}
-    trainer = PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path, options=options)
+    data, net, spec, trainer = _digits_trainer(tmp_path, 2, 1, options)
+    start = net.routing()
     trainer.fit()
     hist = trainer.layout_sampler.history
     assert len(hist) >= 3 and all(h["moved"] == 0 for h in hist)
@@ -246,14 +250,9 @@ def test_a_large_move_margin_keeps_the_initial_routing(tmp_path):
 
 
 def test_a_shared_warmup_trains_model_0_alone_then_copies_it_into_every_model(tmp_path):
-    data = load_dataset(DatasetSpec(name="digits", seed=0))
-    space = PoolingLayoutSpace(TINY)
-    torch.manual_seed(0)
-    net = PoolingMixtureSupernet(space, {"num_models": 3})
-    spec = TrainingSpec(epochs=1, batch_size=64, lr=0.1, warmup_epochs=0.2)
     options = {"shared_warmup_fraction": 0.25, "explore_fraction": 0.3, "reassign_every": 2, "probe_images": 32,
                "eval_images": 50, "calib_images": 32}
-    trainer = PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path, options=options)
+    data, net, spec, trainer = _digits_trainer(tmp_path, 3, 1, options)
     shared = trainer.shared_steps
     assert shared == round(0.25 * trainer.total_steps) and shared >= 2
     start = [{k: v.clone() for k, v in m.state_dict().items()} for m in net.models]
@@ -282,20 +281,16 @@ def test_a_shared_warmup_trains_model_0_alone_then_copies_it_into_every_model(tm
     assert sum(not torch.equal(weights[0], w) for w in weights[1:]) >= 1
     with pytest.raises(JobSpecError, match="training.options.shared_warmup_fraction"):
         PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path, options={"shared_warmup_fraction": 1})
-    single = PoolingMixtureTrainer(PoolingMixtureSupernet(space, {"num_models": 1}), data, spec, seed=0,
+    single = PoolingMixtureTrainer(PoolingMixtureSupernet(net.space, {"num_models": 1}), data, spec, seed=0,
                                    checkpoint_dir=tmp_path / "one", options={"shared_warmup_fraction": 0.5})
     assert single.shared_steps == 0  # one model: nothing to share
 
 
 def test_a_shared_warmup_run_trains_resumes_and_scores(tmp_path):
-    data = load_dataset(DatasetSpec(name="digits", seed=0))
-    space = PoolingLayoutSpace(TINY)
-    torch.manual_seed(0)
-    net = PoolingMixtureSupernet(space, {"num_models": 2})
-    spec = TrainingSpec(epochs=2, batch_size=64, lr=0.1, warmup_epochs=0.2)
     options = {"shared_warmup_fraction": 0.4, "explore_fraction": 0.0, "reassign_every": 5, "move_margin": 2.0,
                "probe_images": 64, "eval_images": 100, "calib_images": 64}
-    trainer = PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path, options=options)
+    data, net, spec, trainer = _digits_trainer(tmp_path, 2, 2, options)
+    space = net.space
     final = trainer.fit()
     assert final["largest_test_acc"] > 0.3
     assert all(h["step"] > trainer.shared_steps for h in trainer.layout_sampler.history)
