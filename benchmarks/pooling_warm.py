@@ -32,15 +32,17 @@ MARGIN_Z = 2.0
 EPOCHS = 15.0
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, *, seeds: list[int] | None = None, with_fixed: bool = True) -> dict[str, Any]:
+    """``seeds``: the supernet seeds (default part (c)'s 0-2); ``with_fixed``: also the warm_fixed arm."""
     balanced, single, _fixed = ARMS
     warm = {"shared_warmup_fraction": SHARED_FRACTION, "explore_fraction": 0.0}
-    arms = (balanced, single, ("warm", K_MIXTURE, {**warm, "move_margin": MARGIN_Z}),
-            ("warm_fixed", K_MIXTURE, {**warm, "reassign_every": 0}))
+    arms = (balanced, single, ("warm", K_MIXTURE, {**warm, "move_margin": MARGIN_Z}))
+    if with_fixed:
+        arms += (("warm_fixed", K_MIXTURE, {**warm, "reassign_every": 0}),)
     if quick:
         out = run_part(quick=True, epochs=2.0, standalone_epochs=1.0, arms=arms)
     else:
-        out = run_part(epochs=EPOCHS, standalone_epochs=EPOCHS, seeds=[0, 1, 2], arms=arms)
+        out = run_part(epochs=EPOCHS, standalone_epochs=EPOCHS, seeds=seeds or [0, 1, 2], arms=arms)
     out["notes"] = (f"Shared warm start: weight model 0 trains every layout for the first {SHARED_FRACTION:g} of "
                     "training, then is copied into all K models (warm: learned routing with move_margin "
                     f"{MARGIN_Z:g}; warm_fixed: initial random routing kept). " + out["notes"])
