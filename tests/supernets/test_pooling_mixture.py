@@ -155,8 +155,10 @@ def test_trains_on_digits_loss_falls_and_routing_is_learned_balanced(tmp_path):
     torch.manual_seed(0)
     net = PoolingMixtureSupernet(space, {"num_models": 2})
     spec = TrainingSpec(epochs=3, batch_size=64, lr=0.1, warmup_epochs=0.2)
+    # the learned routing itself: K initializations, exploration, every gain moves a layout
     options = {"layouts_per_step": 2, "reassign_every": 10, "loss_ema": 1.0, "probe_images": 128,
-               "explore_fraction": 0.3, "freeze_fraction": 1.0, "eval_images": 200, "calib_images": 128}
+               "explore_fraction": 0.3, "freeze_fraction": 1.0, "eval_images": 200, "calib_images": 128,
+               "shared_warmup_fraction": 0.0, "move_margin": 0.0}
     trainer = PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path, options=options)
     probe_start = trainer.probe()
     final = trainer.fit()
@@ -238,7 +240,8 @@ def test_loss_matrix_is_the_mean_of_the_per_image_losses():
 
 def test_a_large_move_margin_keeps_the_initial_routing(tmp_path):
     options = {"reassign_every": 4, "loss_ema": 1.0, "probe_images": 64, "explore_fraction": 0.3,
-               "freeze_fraction": 1.0, "eval_images": 100, "calib_images": 64, "move_margin": 1e6}
+               "freeze_fraction": 1.0, "eval_images": 100, "calib_images": 64, "move_margin": 1e6,
+               "shared_warmup_fraction": 0.0}
     data, net, spec, trainer = _digits_trainer(tmp_path, 2, 1, options)
     start = net.routing()
     trainer.fit()
