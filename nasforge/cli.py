@@ -1016,14 +1016,17 @@ def quiet_omp_threads() -> None:
 
 
 def _one_line_warnings() -> None:
-    """nasforge's own warnings print as one line (``nasforge: warning: ...``), not as Python's
-    file:line report with a source line; other libraries' warnings keep their form."""
+    """nasforge's own warnings (:class:`NasforgeWarning`) print as one line (``nasforge: warning:
+    ...``), not as Python's file:line report with a source line; other libraries' warnings keep
+    their form, also where they point at nasforge code (torch's tracer warnings during export)."""
     import warnings
+
+    from nasforge.core.errors import NasforgeWarning
 
     default = warnings.formatwarning
 
     def fmt(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
-        if f"{os.sep}nasforge{os.sep}" in filename:
+        if issubclass(category, NasforgeWarning):
             return f"nasforge: warning: {message}\n"
         return default(message, category, filename, lineno, line)
 

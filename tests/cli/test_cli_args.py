@@ -167,20 +167,27 @@ def test_progress_lines_once_per_ten_and_the_last_count_of_the_budget(monkeypatc
 
 
 def test_nasforge_warnings_print_as_one_line(monkeypatch) -> None:
-    """A warning raised in nasforge code reads `nasforge: warning: ...`, not a file:line report with
-    a source line; other libraries' warnings keep Python's form."""
+    """A warning nasforge raises reads `nasforge: warning: ...`, not a file:line report with a
+    source line; other libraries' warnings keep Python's form, also where they point at nasforge
+    code (torch's tracer warns about a line of ours while exporting)."""
     import warnings
 
     import nasforge.compress.discovery as discovery
     from nasforge.cli import _one_line_warnings
+    from nasforge.core.errors import NasforgeWarning
 
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
     _one_line_warnings()
-    ours = warnings.formatwarning("compression: left as they are: emb (Embedding)", UserWarning,
+    ours = warnings.formatwarning("compression: left as they are: emb (Embedding)", NasforgeWarning,
                                   discovery.__file__, 85)
     assert ours == "nasforge: warning: compression: left as they are: emb (Embedding)\n"
     theirs = warnings.formatwarning("deprecated", DeprecationWarning, pytest.__file__, 1)
     assert theirs.startswith(pytest.__file__) and "DeprecationWarning: deprecated" in theirs
+    import torch
+
+    traced = warnings.formatwarning("Converting a tensor to a Python boolean", torch.jit.TracerWarning,
+                                    discovery.__file__, 85)
+    assert traced.startswith(discovery.__file__) and "TracerWarning: Converting a tensor" in traced
 
 
 def test_worker_lines_carry_no_colour_codes_into_a_log_file(tmp_path, monkeypatch, capsys) -> None:
