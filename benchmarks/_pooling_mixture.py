@@ -41,7 +41,11 @@ from nasforge.core.spec import DatasetSpec, TrainingSpec
 from nasforge.data import load_dataset
 from nasforge.predictors.metrics import kendall_tau
 from nasforge.spaces.pooling_layout import PoolingLayoutSpace
-from nasforge.supernets.pooling_mixture import PoolingMixtureSupernet, PoolingMixtureTrainer
+from nasforge.supernets.pooling_mixture import (
+    PoolingMixtureSupernet,
+    PoolingMixtureTrainer,
+    PoolingMixtureTrainerOptions,
+)
 from nasforge.workers.tune import score_child, train_standalone
 
 SPACE = {"preset": "mnist"}
@@ -89,17 +93,39 @@ def _train_supernet(space: PoolingLayoutSpace, data: Any, spec: TrainingSpec, nu
     return net, trainer, wall
 
 
-ARMS: tuple[tuple[str, int, dict[str, Any]], ...] = (
-    ("balanced", K_MIXTURE, {}),
-    ("single", 1, {}),
-    # ablation: the same K models with the initial random balanced routing kept (nothing learned)
-    ("fixed", K_MIXTURE, {"reassign_every": 0, "explore_fraction": 0.0}),
-)
+# the pooling_mixture trainer's own defaults for the options TRAINER pins to the earlier configuration
+# (the shared warm start and the move margin, e86f811): what a job file that leaves them out trains
+SHIPPED = {name: PoolingMixtureTrainerOptions.model_fields[name].default
+           for name in ("shared_warmup_fraction", "move_margin")}
+
+Arm = tuple[str, int, dict[str, Any]]
+SINGLE: Arm = ("single", 1, {})
+# the balanced mixture as part (c) measured it before e86f811 (TRAINER): exploration and learned
+# routing from K separate initializations, any probe-loss gain moves a layout; pooling_margin and
+# pooling_warm(_heldout) ran it under the label "balanced"
+COLD: Arm = ("cold", K_MIXTURE, {})
+# ablation: the same K models with the initial random balanced routing kept (nothing learned)
+FIXED: Arm = ("fixed", K_MIXTURE, {"reassign_every": 0, "explore_fraction": 0.0})
+def describe_arm(k: int, overrides: dict[str, Any]) -> str:
+    """What an arm trains, in words, from its effective options (``TRAINER`` with ``overrides``)."""
+    o = {**TRAINER, **overrides}
+    if k == 1:
+        return "one weight model"
+    start = (f"a shared warm start (model 0 on every layout for {o['shared_warmup_fraction']:g} of training, "
+             "then copied into all K)" if o["shared_warmup_fraction"] > 0 else "K separate initializations")
+    if not o["reassign_every"]:
+        return f"{start}, the initial random balanced routing kept"
+    margin = (f"a move needing a probe-loss gain of {o['move_margin']:g} paired standard errors"
+              if o["move_margin"] > 0 else "any probe-loss gain moving a layout")
+    return f"{start}, then learned balanced routing, {margin}"
+
+
+ARMS: tuple[Arm, ...] = (("balanced", K_MIXTURE, dict(SHIPPED)), SINGLE, COLD, FIXED)
 
 
 def run_part(quick: bool = False, *, epochs: float | None = None, standalone_epochs: float | None = None,
              seeds: list[int] | None = None,
-             arms: tuple[tuple[str, int, dict[str, Any]], ...] = ARMS) -> dict:
+             arms: tuple[Arm, ...] = ARMS) -> dict:
     """``epochs``: the supernets' training (default ``POOLING_EPOCHS``, 15); ``standalone_epochs``:
     the standalone reference's (default: the same); ``seeds``: the supernet seeds (default 0-2);
     ``arms``: (label, K, trainer options over ``TRAINER``) per supernet, trained per seed."""
@@ -200,8 +226,9 @@ def run_part(quick: bool = False, *, epochs: float | None = None, standalone_epo
                 f"{cfg['standalone_epochs']:g} epochs with the same recipe. Arms: "
                 + "; ".join(f"{label} (K={k}{', ' if o else ''}{', '.join(f'{n}={v}' for n, v in o.items())})"
                             for label, k, o in arms)
-                + " (balanced: learned balanced routing; single: K=1; fixed: the initial random balanced routing "
-                "kept, no exploration, no re-assignment). Kendall tau-b between inherited (routed model, BN recalibrated) "
+                + f", each over the base options {TRAINER}"
+                + "".join(f"; {label}: {describe_arm(k, o)}" for label, k, o in arms)
+                + ". Kendall tau-b between inherited (routed model, BN recalibrated) "
                 "and standalone test accuracy (mean of standalone seeds), averaged over supernet seeds "
                 f"{cfg['seeds']}; standalone seeds {cfg['standalone_seeds']}. Test split {n_test} images, so "
                 f"accuracies move in steps of {1 / n_test:.3f}; standalone accuracies span "

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._pooling_mixture import ARMS, K_MIXTURE, run_part
+from benchmarks._pooling_mixture import COLD, FIXED, K_MIXTURE, SINGLE, run_part
 
 MARGIN_Z = 2.0
 HELD_OUT_SEEDS = [3, 4, 5]
@@ -38,7 +38,7 @@ EPOCHS = 15.0
 def run(quick: bool = False) -> dict[str, Any]:
     z = float(os.environ.get("POOLING_MARGIN_Z", MARGIN_Z))
     seeds = [int(s) for s in os.environ.get("POOLING_MARGIN_SEEDS", ",".join(map(str, HELD_OUT_SEEDS))).split(",")]
-    balanced, single, fixed = ARMS
+    balanced, single, fixed = ("balanced", *COLD[1:]), SINGLE, FIXED
     arms = (balanced, ("margin", K_MIXTURE, {"move_margin": z}), single, fixed)
     if quick:
         out = run_part(quick=True, epochs=2.0, standalone_epochs=1.0, seeds=seeds[:1], arms=arms)

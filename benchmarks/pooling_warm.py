@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks._pooling_mixture import ARMS, K_MIXTURE, run_part
+from benchmarks._pooling_mixture import COLD, K_MIXTURE, SINGLE, run_part
 
 SHARED_FRACTION = 0.3
 MARGIN_Z = 2.0
@@ -34,7 +34,7 @@ EPOCHS = 15.0
 
 def run(quick: bool = False, *, seeds: list[int] | None = None, with_fixed: bool = True) -> dict[str, Any]:
     """``seeds``: the supernet seeds (default part (c)'s 0-2); ``with_fixed``: also the warm_fixed arm."""
-    balanced, single, _fixed = ARMS
+    balanced, single = ("balanced", *COLD[1:]), SINGLE
     warm = {"shared_warmup_fraction": SHARED_FRACTION, "explore_fraction": 0.0}
     arms = (balanced, single, ("warm", K_MIXTURE, {**warm, "move_margin": MARGIN_Z}))
     if with_fixed:
