@@ -65,7 +65,13 @@ from nasforge.supernets.base import Supernet, SupernetOptions
 from nasforge.supernets.bignas import ConvBNReLU, PoolLinear, _init_plain
 from nasforge.supernets.bignas import build_op as build_cnn_op
 from nasforge.supernets.layers import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear
-from nasforge.supernets.trainer import SandwichOptions, SandwichTrainer, _seed_of
+from nasforge.supernets.trainer import (
+    SandwichOptions,
+    SandwichTrainer,
+    _seed_of,
+    checkpointed_options,
+    newest_checkpoint,
+)
 
 # ------------------------------------------------------------------------------------------------
 # Balanced assignment
@@ -492,6 +498,15 @@ class PoolingMixtureTrainer(SandwichTrainer):
             except ValidationError as e:
                 first = e.errors()[0]
                 raise JobSpecError(f"training.options.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        options, note = checkpointed_options(checkpoint_dir, options, "mixture_options")
+        self.resume_notes = [note] if note else []
+        newest = newest_checkpoint(checkpoint_dir)
+        if newest is not None and "mixture_options" not in newest[1] and newest[1]["step"] < newest[1]["total_steps"]:
+            self.resume_notes.append(
+                "training.options: the checkpoint does not record the pooling_mixture trainer's options (written "
+                "before nasforge kept them); resuming with this nasforge's defaults, shared_warmup_fraction="
+                f"{options.shared_warmup_fraction:g} and move_margin={options.move_margin:g}, where a job started on "
+                "an earlier version trained with 0 and 0; delete the job and submit it anew for one recipe throughout")
         o = options
         sandwich = SandwichOptions(
             sampling="sandwich", num_random=0, inplace_distill=False, dropout=o.dropout,
@@ -504,6 +519,9 @@ class PoolingMixtureTrainer(SandwichTrainer):
                          arch_sampler=sampler, device=device)
         self.net: PoolingMixtureSupernet = supernet
         self.layout_sampler = sampler
+
+    def checkpoint_options(self) -> dict[str, Any]:
+        return {**super().checkpoint_options(), "mixture_options": self.mixture_options.model_dump(mode="json")}
 
     def explore_probability(self, step: int) -> float:
         span = self.mixture_options.explore_fraction * self.total_steps

@@ -43,7 +43,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -250,8 +250,11 @@ class SandwichTrainer:
                 first = e.errors()[0]
                 raise JobSpecError(f"training.options.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
         self.supernet, self.data, self.spec, self.seed = supernet, data, spec, int(seed)
-        self.options: SandwichOptions = options
         self.checkpoint_dir = Path(checkpoint_dir)
+        self.resume_notes: list[str] = getattr(self, "resume_notes", [])  # a subclass may have noted its own
+        options, note = checkpointed_options(self.checkpoint_dir, options, "options")
+        self.resume_notes += [note] if note else []
+        self.options: SandwichOptions = options
         self.space = supernet.space
         self.largest = largest if largest is not None else self.space.largest()
         self.device = torch.device(device) if device is not None else next(supernet.parameters()).device
@@ -429,7 +432,7 @@ class SandwichTrainer:
         state = {
             "step": self.step, "epoch": self.epoch, "total_steps": self.total_steps, "seed": self.seed,
             "optimizer": opt_meta, "sampler": sampler_state, "history": self.history,
-            "final": final_metrics, "options": self.options.model_dump(mode="json"),
+            "final": final_metrics, **self.checkpoint_options(),
             "training": self.spec.model_dump(mode="json"),
         }
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
@@ -437,6 +440,11 @@ class SandwichTrainer:
         for old in _checkpoint_dirs(self.checkpoint_dir)[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old, ignore_errors=True)
         return target
+
+    def checkpoint_options(self) -> dict[str, Any]:
+        """The resolved options a checkpoint records (``state.json``), so that a resumed run goes on
+        with them even where a later nasforge changed a default (see :func:`checkpointed_options`)."""
+        return {"options": self.options.model_dump(mode="json")}
 
     def resume(self) -> dict[str, float] | None:
         """Load the newest checkpoint if there is one; return its final metrics when training was done."""
@@ -455,6 +463,52 @@ class SandwichTrainer:
             self.supernet.eval()
             return {k: float(v) for k, v in state["final"].items()}
         return None
+
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+def checkpointed_options(checkpoint_dir: Path | str, current: OptionsT, key: str) -> tuple[OptionsT, str | None]:
+    """The options to go on with where ``checkpoint_dir`` holds a checkpoint: the ones it recorded
+    under ``key`` where they differ from ``current``, and a one-line note naming each difference.
+
+    A job's file cannot change between its start and a resume, so a difference means a later
+    nasforge changed a default; the resumed run keeps training as it began. Options the checkpoint
+    predates keep ``current``'s value; ones this nasforge no longer knows are dropped. Returns
+    ``(current, None)`` when there is no checkpoint, it recorded nothing under ``key``, or nothing
+    differs.
+    """
+    newest = newest_checkpoint(checkpoint_dir)
+    if newest is None:
+        return current, None
+    name, state = newest
+    stored = state.get(key)
+    now = current.model_dump(mode="json")
+    if not isinstance(stored, dict) or stored == now:
+        return current, None
+    merged = {**now, **{name: value for name, value in stored.items() if name in now}}
+    try:
+        resumed = type(current).model_validate(merged)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise JobSpecError(
+            f"training.options.{where}: the checkpoint {name} was trained with {where}="
+            f"{merged.get(str(first['loc'][0]))!r}, which this nasforge refuses ({first['msg']}); "
+            "delete the job and submit it anew") from None
+    again = resumed.model_dump(mode="json")
+    changed = [name for name in now if again[name] != now[name]]
+    if not changed:
+        return current, None
+    listed = ", ".join(f"{name}={again[name]!r} (default now {now[name]!r})" for name in changed)
+    return resumed, (f"training.options: resuming {Path(name).name} with the options it was trained with: {listed}; "
+                     "delete the job and submit it anew to train with the current defaults")
+
+
+def newest_checkpoint(checkpoint_dir: Path | str) -> tuple[str, dict[str, Any]] | None:
+    """(folder, parsed ``state.json``) of the newest checkpoint in ``checkpoint_dir``, or None."""
+    dirs = _checkpoint_dirs(Path(checkpoint_dir))
+    return (str(dirs[-1]), json.loads((dirs[-1] / "state.json").read_text())) if dirs else None
 
 
 def _checkpoint_dirs(root: Path) -> list[Path]:

@@ -283,6 +283,8 @@ class SupernetWorkload(Workload):
         trainer_cls = TRAINERS.get(spec.training.trainer)
         trainer = trainer_cls(net, data, spec.training, seed=spec.seed, checkpoint_dir=ckpt_dir,
                               options=spec.training.options)
+        for note in getattr(trainer, "resume_notes", []):
+            log(note)
 
         per_epoch = getattr(trainer, "steps_per_epoch", None)
         total = getattr(trainer, "total_steps", None)

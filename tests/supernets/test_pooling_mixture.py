@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import shutil
 
 import numpy as np
 import pytest
@@ -300,3 +302,47 @@ def test_a_shared_warmup_run_trains_resumes_and_scores(tmp_path):
     fresh = PoolingMixtureSupernet(space, {"num_models": 2, "assign_seed": 4})
     again = PoolingMixtureTrainer(fresh, data, spec, seed=0, checkpoint_dir=tmp_path, options=options)
     assert again.fit() == final and fresh.routing().tolist() == net.routing().tolist()
+
+
+def test_a_resumed_run_keeps_the_options_it_was_trained_with(tmp_path):
+    """A job started under other trainer defaults resumes with the options its checkpoint records
+    (and says so), so it ends where the uninterrupted run does; a checkpoint from before they were
+    recorded resumes with a note that says what it cannot know."""
+    began = {"shared_warmup_fraction": 0.4, "explore_fraction": 0.0, "reassign_every": 5, "move_margin": 2.0,
+             "probe_images": 64, "eval_images": 50, "calib_images": 64}
+    _, full_net, _, full = _digits_trainer(tmp_path / "full", 2, 2, began)
+    full.fit()
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch, metrics):
+        raise Killed
+
+    _, _, _, first = _digits_trainer(tmp_path / "cut", 2, 2, began)
+    with pytest.raises(Killed):
+        first.fit(on_epoch=kill)
+    state_file = tmp_path / "cut" / "epoch-0001" / "state.json"
+    legacy = json.loads(state_file.read_text())
+    assert legacy["mixture_options"]["shared_warmup_fraction"] == 0.4
+    # what a later nasforge's defaults would hand the same job file
+    later = {**began, "shared_warmup_fraction": 0.0, "move_margin": 0.0}
+    _, net, _, resumed = _digits_trainer(tmp_path / "cut", 2, 2, later)
+    assert resumed.mixture_options.shared_warmup_fraction == 0.4 and resumed.mixture_options.move_margin == 2.0
+    (note,) = resumed.resume_notes
+    assert "shared_warmup_fraction=0.4 (default now 0.0)" in note and "move_margin=2.0 (default now 0.0)" in note
+    resumed.fit()
+    for (name, a), b in zip(full_net.state_dict().items(), net.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+    # nothing differs, nothing noted; a checkpoint without the record gets the note that it lacks it
+    assert _digits_trainer(tmp_path / "cut", 2, 2, began)[3].resume_notes == []
+    shutil.rmtree(tmp_path / "cut" / "epoch-0002")
+    del legacy["mixture_options"]
+    state_file.write_text(json.dumps(legacy))
+    (note,) = _digits_trainer(tmp_path / "cut", 2, 2, later)[3].resume_notes
+    assert "does not record the pooling_mixture trainer's options" in note and "shared_warmup_fraction=0" in note
+    # a recorded value this nasforge refuses: the key and the way out, not a crash mid-training
+    legacy["mixture_options"] = {**began, "move_margin": -1.0}
+    state_file.write_text(json.dumps(legacy))
+    with pytest.raises(JobSpecError, match=r"training.options.move_margin: the checkpoint .* move_margin=-1.0"):
+        _digits_trainer(tmp_path / "cut", 2, 2, began)

@@ -175,3 +175,18 @@ def test_a_checkpoint_scored_on_other_data_or_another_split_is_warned_about(tmp_
         spec = JobSpec.model_validate({**base, "evaluation": {"dataset": dataset}})
         with pytest.warns(NasforgeWarning, match=f"trained by job trainer-job on other data or another split \\({says}\\)"):
             _warn_other_data(spec, weights)
+
+
+def test_a_resume_keeps_the_recorded_options_over_changed_defaults(tmp_path, digits):
+    began = _trainer(tmp_path, digits, {"label_smoothing": 0.2, "sampler": "complexity"})
+    began.save_checkpoint()
+    state = json.loads((tmp_path / "epoch-0000" / "state.json").read_text())
+    state["options"]["retired_option"] = 1  # an option a later nasforge dropped is ignored
+    (tmp_path / "epoch-0000" / "state.json").write_text(json.dumps(state))
+    later = _trainer(tmp_path, digits, {"label_smoothing": 0.0})
+    assert later.options.label_smoothing == 0.2 and later.options.sampler == "complexity"
+    assert type(later.sampler).__name__ == "ComplexityAwareSampler"  # built from the recorded options
+    (note,) = later.resume_notes
+    assert note.startswith("training.options: resuming epoch-0000 with the options it was trained with: ")
+    assert "label_smoothing=0.2 (default now 0.0)" in note and "sampler='complexity' (default now 'uniform')" in note
+    assert _trainer(tmp_path / "fresh", digits, {"label_smoothing": 0.0}).resume_notes == []
