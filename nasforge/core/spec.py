@@ -132,7 +132,8 @@ class ModelSpec(_Strict):
 class TrainingSpec(_Strict):
     """How the supernet is trained before the search (supernet jobs only)."""
 
-    trainer: str = Field(default="sandwich", description="registered trainer")
+    trainer: str = Field(default="sandwich", description="registered trainer: sandwich (bignas, elastic_vit, "
+                                                         "lm_transformer) or pooling_mixture (the pooling_mixture supernet)")
     epochs: float = Field(default=8, gt=0, le=10_000, description="passes over the training split")
     batch_size: int = Field(default=128, ge=1, le=65_536, description="training batch size")
     lr: float = Field(default=0.05, gt=0, le=10, description="peak learning rate (after warm-up)")

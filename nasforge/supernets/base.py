@@ -37,6 +37,13 @@ class Supernet(nn.Module, ABC):
     Options: ClassVar[type[SupernetOptions]] = SupernetOptions
     #: space ids this supernet family can serve
     spaces: ClassVar[tuple[str, ...]] = ()
+    #: the ``training.trainer`` names that train this family (the first is the one to suggest)
+    trainers: ClassVar[tuple[str, ...]] = ("sandwich",)
+
+    @classmethod
+    def check_space(cls, space: SearchSpace, options: SupernetOptions) -> None:
+        """What ``nasforge validate`` can check of ``options`` against ``space`` before anything is
+        built (a JobSpecError naming the key); the constructor checks the same."""
 
     def __init__(self, space: SearchSpace, options: SupernetOptions | Mapping[str, Any] | None = None):
         super().__init__()

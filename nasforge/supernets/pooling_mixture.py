@@ -289,6 +289,7 @@ class PoolingMixtureSupernet(Supernet):
 
     Options = PoolingMixtureOptions
     spaces = ("pooling_layout",)
+    trainers = ("pooling_mixture",)
     space: PoolingLayoutSpace
     options: PoolingMixtureOptions
     assignment: torch.Tensor
@@ -297,13 +298,18 @@ class PoolingMixtureSupernet(Supernet):
         if not isinstance(space, PoolingLayoutSpace):
             raise TypeError(f"PoolingMixtureSupernet serves the pooling_layout space, got {type(space).__name__}")
         super().__init__(space, options)
+        self.check_space(space, self.options)
         K, L = self.options.num_models, space.num_layouts
-        if K > L:
-            raise JobSpecError(f"supernet.options.num_models: {K} models but the space has only {L} layouts; "
-                               f"use at most {L}")
         self.models = nn.ModuleList([LayoutSupernet(space) for _ in range(K)])
         self.register_buffer("assignment", torch.from_numpy(initial_assignment(L, K, self.options.assign_seed)))
         self._plans: dict[Arch, LayoutPlan] = {}
+
+    @classmethod
+    def check_space(cls, space: SearchSpace, options: SupernetOptions) -> None:
+        K, L = getattr(options, "num_models", 1), getattr(space, "num_layouts", 0)
+        if K > L:
+            raise JobSpecError(f"supernet.options.num_models: {K} models but the space has only {L} layouts; "
+                               f"use at most {L}")
 
     @classmethod
     def contract_config(cls) -> tuple[dict[str, Any], dict[str, Any]]:

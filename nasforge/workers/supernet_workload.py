@@ -184,6 +184,7 @@ class SupernetWorkload(Workload):
                 f"not {space.id!r}"
             )
         _validate_options(net_cls, spec.supernet.options, "supernet.options")
+        net_cls.check_space(space, net_cls.Options.model_validate(dict(spec.supernet.options)))
         training = spec.training
         if spec.supernet.checkpoint is None:
             if training is None:
@@ -194,6 +195,12 @@ class SupernetWorkload(Workload):
                            f"training.epochs ({training.epochs:g}): the learning rate rises all through training "
                            "and never reaches training.lr; lower warmup_epochs")
             trainer_cls = TRAINERS.get(training.trainer, "training.trainer")
+            fits = getattr(net_cls, "trainers", ())
+            if fits and training.trainer not in fits:
+                default = "" if "trainer" in training.model_fields_set else " (the default)"
+                raise JobSpecError(
+                    f"training.trainer: supernet {spec.supernet.name!r} is trained by trainer "
+                    f"{' or '.join(map(repr, fits))}, not {training.trainer!r}{default}; set training.trainer: {fits[0]}")
             _validate_options(trainer_cls, training.options, "training.options")
             check_space = getattr(trainer_cls, "check_space", None)
             if callable(check_space):

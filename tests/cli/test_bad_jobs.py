@@ -29,6 +29,13 @@ EXPECTED = {
     "unknown_strategy": "strategy.name: unknown strategy",
     "unknown_supernet": "supernet.name: unknown supernet",
     "unknown_trainer": "training.trainer: unknown trainer",
+    "pooling_mixture_default_trainer": "training.trainer: supernet 'pooling_mixture' is trained by trainer "
+                                       "'pooling_mixture', not 'sandwich' (the default); set training.trainer: "
+                                       "pooling_mixture",
+    "pooling_trainer_for_bignas": "training.trainer: supernet 'bignas' is trained by trainer 'sandwich', not "
+                                  "'pooling_mixture'; set training.trainer: sandwich",
+    "pooling_more_models_than_layouts": "supernet.options.num_models: 20 models but the space has only 15 layouts; "
+                                        "use at most 15",
     "constraint_unknown_metric": "unknown metric 'acuracy'",
     "constraint_timing_flag": "constraints.0.metric: 'latency_disturbed' records how a timing went and is not searched "
                               "on; filter the results by it with nasforge results JOB --where 'latency_disturbed < 1'",
