@@ -6,7 +6,9 @@ spent, the strategy has nothing more to ask, or the job is cancelled.
 Exactly-once and resume: candidates are keyed by ``Arch.key()`` per job. A strategy that asks an
 arch already done (after a resume, or a duplicate proposal) gets the stored result back without a
 new evaluation. The strategy is checkpointed after every round, so ``resume`` restores it and
-re-asks the same round; its done candidates are reused and only the rest is evaluated. With
+re-asks the same round; its done candidates are reused and only the rest is evaluated. Results
+are stored while a round runs (every ``RESULT_FLUSH_S``, and all of them when it is interrupted),
+so a resume re-evaluates little of an unfinished round. With
 deterministic objectives the resumed job ends with the same Pareto front as an uninterrupted one.
 """
 
@@ -48,6 +50,9 @@ FAILED_BEFORE_ANY_DONE = 10
 NOT_EVALUATED = "; not evaluated"
 #: seconds between checks of the store for a cancellation
 CANCEL_CHECK_S = 1.0
+#: results of a round are handed to the store at least this often while the round runs (and all of
+#: them when it is interrupted), so a driver killed mid-round loses at most this much finished work
+RESULT_FLUSH_S = 1.0
 
 
 class _StoreWriter:
@@ -145,6 +150,38 @@ def pareto_front(
     mask = constrained_pareto_mask(F[feasible], viol[feasible])
     chosen = [c for c, keep in zip([c for c, f in zip(done, feasible, strict=True) if f], mask, strict=True) if keep]
     return chosen
+
+
+class _ResultBatch:
+    """A round's results on their way to the store: handed over as they arrive, at most every
+    ``RESULT_FLUSH_S`` (one write per hand-over, not per result), and the rest on :meth:`flush`."""
+
+    def __init__(self, submit: Callable[[list[EvalResult]], None]):
+        self._submit = submit
+        self._arrived: list[EvalResult] = []
+        self._handed: set[str] = set()
+        self._last = time.monotonic()
+
+    def add(self, result: EvalResult) -> None:
+        self._arrived.append(result)
+        if time.monotonic() - self._last >= RESULT_FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last = time.monotonic()
+        if self._arrived:
+            self._handed.update(r.arch_key for r in self._arrived)
+            self._submit(list(self._arrived))
+            self._arrived.clear()
+
+    def hand(self, results: Sequence[EvalResult]) -> None:
+        """The round's results as the evaluator returned them: those not handed over yet (an
+        evaluator need not report each one as it finishes)."""
+        self.flush()
+        rest = [r for r in results if r.arch_key not in self._handed]
+        if rest:
+            self._handed.update(r.arch_key for r in rest)
+            self._submit(rest)
 
 
 class SearchDriver:
@@ -291,16 +328,22 @@ class SearchDriver:
                     idle_rounds = 0
                     writer.submit(self.store.mark_running, job_id, [a.key() for a in todo])
 
-                    def progress(res: EvalResult, _step: int = step) -> None:
+                    batch = _ResultBatch(lambda rs: writer.submit(record, rs))
+
+                    def progress(res: EvalResult, _step: int = step, _batch: _ResultBatch = batch) -> None:
                         nonlocal evaluated, failed
                         evaluated += 1
                         failed += 0 if res.ok else 1
                         self._best([res], best)
+                        _batch.add(res)
                         if self.on_progress is not None:
                             self.on_progress(Progress(evaluated, self.max_evaluations, failed, _step, dict(best), elapsed()))
 
-                    results = self.evaluator.evaluate(todo, on_result=progress)
-                    writer.submit(record, results)
+                    try:
+                        results = self.evaluator.evaluate(todo, on_result=progress)
+                    finally:  # Ctrl-C, SIGTERM, a worker error: what finished is stored all the same
+                        batch.flush()
+                    batch.hand(results)
                     known.update((r.arch_key, r) for r in results)
                 elif not skipped:
                     idle_rounds += 1

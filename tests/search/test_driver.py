@@ -188,6 +188,8 @@ def test_resume_reaches_the_same_front_without_reevaluating(store, tmp_path: Pat
     with pytest.raises(KeyboardInterrupt):
         drv.run()
     done_before = {c.key: c.finished_at for c in store.get_candidates(drv.job.id, status=CandidateStatus.DONE)}
+    # every evaluation that finished before the interrupt is stored, also those of the unfinished round
+    assert len(done_before) == stop_at - 1
     second = LocalEvaluator(toy_metrics)
     resumed = _driver(store, _strategy("nsga2", seed=7, population=8), second, budget=48, job=drv.job).run()
 
@@ -198,6 +200,36 @@ def test_resume_reaches_the_same_front_without_reevaluating(store, tmp_path: Pat
     after = {c.key: c.finished_at for c in store.get_candidates(resumed.job_id)}
     assert all(after[k] == t for k, t in done_before.items())  # done ones were not evaluated again
     assert len(done_before) + second.calls == 48
+
+
+def test_results_reach_the_store_while_their_round_runs(store, monkeypatch) -> None:
+    """A round's finished results are stored before the round ends (a kill -9 then loses at most
+    RESULT_FLUSH_S of work), each once, and the job's counts are those of an unhurried run."""
+    import time
+
+    import nasforge.search.driver as driver_module
+
+    monkeypatch.setattr(driver_module, "RESULT_FLUSH_S", 0.0)
+    seen: list[int] = []
+
+    class Peeking(LocalEvaluator):
+        def evaluate(self, archs, on_result=None) -> list[EvalResult]:
+            out, earlier = [], self.calls  # earlier rounds' results are all stored by the time we wait
+            for i, a in enumerate(archs):
+                out.extend(super().evaluate([a], on_result))
+                if i == 2:  # three finished in this round: wait for the store to show them
+                    deadline = time.monotonic() + 10
+                    while len(store.get_candidates(drv.job.id, status=CandidateStatus.DONE)) < earlier + 3:
+                        assert time.monotonic() < deadline, "results of the running round never reached the store"
+                        time.sleep(0.01)
+                    seen.append(i)
+            return out
+
+    drv = _driver(store, _strategy("random", seed=3), Peeking(toy_metrics), budget=16, batch=8)
+    summary = drv.run()
+    assert seen == [2, 2] and summary.evaluated == 16
+    cands = store.get_candidates(drv.job.id)
+    assert len(cands) == 16 and all(c.status == CandidateStatus.DONE for c in cands)
 
 
 def test_random_search_that_exhausts_a_small_space_says_so() -> None:
