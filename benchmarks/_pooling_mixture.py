@@ -113,6 +113,8 @@ def describe_arm(k: int, overrides: dict[str, Any]) -> str:
         return "one weight model"
     start = (f"a shared warm start (model 0 on every layout for {o['shared_warmup_fraction']:g} of training, "
              "then copied into all K)" if o["shared_warmup_fraction"] > 0 else "K separate initializations")
+    if o.get("split") == "gradient":
+        start += ", the layouts regrouped at the copy by the similarity of their loss gradients on the shared model"
     if not o["reassign_every"]:
         return f"{start}, the initial random balanced routing kept"
     margin = (f"a move needing a probe-loss gain of {o['move_margin']:g} paired standard errors"

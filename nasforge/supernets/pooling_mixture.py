@@ -47,12 +47,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
@@ -71,6 +71,7 @@ from nasforge.supernets.trainer import (
     _seed_of,
     checkpointed_options,
     newest_checkpoint,
+    options_error,
 )
 
 # ------------------------------------------------------------------------------------------------
@@ -151,6 +152,39 @@ def initial_assignment(num_layouts: int, num_models: int, seed: int) -> np.ndarr
     out = np.empty(num_layouts, dtype=np.int64)
     out[perm] = np.arange(num_layouts) % num_models
     return out
+
+
+def similar_groups(similarity: np.ndarray, start: Sequence[int] | np.ndarray) -> np.ndarray:
+    """A balanced grouping of L items with a large within-group similarity, from ``start``.
+
+    ``similarity``: a symmetric (L, L) matrix (the diagonal is ignored); ``start``: a group per
+    item. Swaps two items of different groups, the swap of largest gain first, until no swap raises
+    the sum of similarities within groups: a local optimum that keeps ``start``'s group sizes
+    (deterministic; ties keep the earlier pair).
+    """
+    S = np.array(similarity, dtype=np.float64)
+    L = S.shape[0]
+    if S.shape != (L, L) or not np.isfinite(S).all():
+        raise ValueError(f"similarity must be a finite {L}x{L} matrix")
+    S = (S + S.T) / 2
+    np.fill_diagonal(S, 0.0)
+    groups = np.array(start, dtype=np.int64)
+    if groups.shape != (L,):
+        raise ValueError(f"start must give a group for each of the {L} items")
+    K = int(groups.max()) + 1 if L else 0
+    scale = max(1.0, float(np.abs(S).max()))
+    for _ in range(L * L):  # each swap raises the objective, so this bound is never the one that stops it
+        onehot = np.eye(K)[groups]  # (L, K)
+        G = S @ onehot  # G[i, g]: similarity of item i to the members of group g
+        own = G[np.arange(L), groups]
+        # gain of swapping i (group a) and j (group b): i joins b without j, j joins a without i
+        gain = (G[:, groups] - own[:, None] - S) + (G[:, groups].T - own[None, :] - S)
+        gain[groups[:, None] == groups[None, :]] = -np.inf
+        i, j = np.unravel_index(int(np.argmax(gain)), gain.shape)
+        if not gain[i, j] > 1e-12 * scale:
+            break
+        groups[i], groups[j] = groups[j], groups[i]
+    return groups
 
 
 # ------------------------------------------------------------------------------------------------
@@ -394,6 +428,34 @@ class PoolingMixtureSupernet(Supernet):
             self.train(was_training)
         return out
 
+    def gradient_similarity(self, x: torch.Tensor, y: torch.Tensor, model: int = 0) -> np.ndarray:
+        """Cosine similarity of the layouts' loss gradients on weight model ``model``: an (L, L) array.
+
+        Each layout's mean cross-entropy on ``x, y`` is differentiated with respect to every weight
+        of the model (BN with batch statistics, as in training); the supernet, its BN statistics
+        and any ``.grad`` are left as they were.
+        """
+        net = self.models[model]
+        params = [p for p in net.parameters() if p.requires_grad]
+        saved = {k: v.clone() for k, v in self.named_buffers() if k != "assignment"}
+        was_training = self.training
+        self.train()
+        try:
+            rows = []
+            for arch in self.space.layouts():
+                loss = F.cross_entropy(net(x, self.plan(arch)), y)
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+                flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                  for g, p in zip(grads, params, strict=True)])
+                rows.append(flat / flat.norm().clamp_min(1e-12))
+        finally:
+            buffers = dict(self.named_buffers())
+            for name, value in saved.items():
+                buffers[name].copy_(value)
+            self.train(was_training)
+        g = torch.stack(rows).double()
+        return (g @ g.T).cpu().numpy()
+
     # ---- contract -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, arch: Arch, *, model: int | None = None, dropout: float = 0.0) -> torch.Tensor:
         """Logits of layout ``arch`` on its routed model (or on weight model ``model`` when given).
@@ -441,6 +503,11 @@ class PoolingMixtureTrainerOptions(BaseModel):
         description="train one shared weight model on every layout for this share of training, then copy its weights "
                     "and optimizer state into all K models before layouts train on their routed ones (0: the K "
                     "models train from their own initializations)")
+    split: Literal["random", "gradient"] = Field(
+        default="random",
+        description="which layouts share a model when the shared warm start ends: random (the seeded random balanced "
+                    "assignment) or gradient (layouts whose loss gradients on the shared model point the same way, "
+                    "after few-shot NAS by gradient matching); needs shared_warmup_fraction > 0")
     move_margin: float = Field(
         default=2.0, ge=0,
         description="a layout moves to another model only if its running probe loss there is lower by more than this "
@@ -453,6 +520,13 @@ class PoolingMixtureTrainerOptions(BaseModel):
     eval_images: int = Field(default=500, ge=1, description="validation images scored after each epoch")
     calib_images: int = Field(default=256, ge=1, description="training images for BN recalibration before scoring")
     threads: int | None = Field(default=None, ge=1, le=256, description="torch CPU threads while training")
+
+    @model_validator(mode="after")
+    def _split_needs_a_shared_start(self) -> PoolingMixtureTrainerOptions:
+        if self.split == "gradient" and self.shared_warmup_fraction <= 0:
+            raise ValueError("split: 'gradient' groups layouts by their gradients on the shared model, which only "
+                             "a shared warm start trains; set shared_warmup_fraction > 0 (e.g. 0.3) or split: random")
+        return self
 
 
 class LayoutSampler:
@@ -502,8 +576,7 @@ class PoolingMixtureTrainer(SandwichTrainer):
             try:
                 options = PoolingMixtureTrainerOptions.model_validate(dict(options or {}))
             except ValidationError as e:
-                first = e.errors()[0]
-                raise JobSpecError(f"training.options.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+                raise options_error(e) from None
         options, note = checkpointed_options(checkpoint_dir, options, "mixture_options")
         self.resume_notes = [note] if note else []
         newest = newest_checkpoint(checkpoint_dir)
@@ -569,6 +642,25 @@ class PoolingMixtureTrainer(SandwichTrainer):
             return 0
         return int(round(self.mixture_options.shared_warmup_fraction * self.total_steps))
 
+    def gradient_split(self) -> dict[str, float]:
+        """Route layouts whose loss gradients on the shared model 0 agree to the same model
+        (:func:`similar_groups` on :meth:`PoolingMixtureSupernet.gradient_similarity` over the probe
+        images, from the current routing); returns the history row it records."""
+        n = self.mixture_options.probe_images
+        X, y = self.data.train[0][:n].to(self.device), self.data.train[1][:n].to(self.device)
+        similarity = self.net.gradient_similarity(X, y, model=0)
+        old = self.net.routing()
+        new = similar_groups(similarity, old)
+        self.net.set_routing(new)
+        within = (new[:, None] == new[None, :]) & ~np.eye(len(new), dtype=bool)
+        before = (old[:, None] == old[None, :]) & ~np.eye(len(old), dtype=bool)
+        row = {"step": float(self.step), "moved": float((old != new).sum()), "split": 1.0,
+               "similarity_within_before": float(similarity[before].mean()) if before.any() else float("nan"),
+               "similarity_within_after": float(similarity[within].mean()) if within.any() else float("nan"),
+               "similarity_mean": float(similarity[~np.eye(len(new), dtype=bool)].mean())}
+        self.layout_sampler.history.append(row)
+        return row
+
     @torch.no_grad()
     def split_shared_model(self) -> None:
         """Copy weight model 0 (weights, BN statistics, optimizer state) into every other model."""
@@ -588,6 +680,8 @@ class PoolingMixtureTrainer(SandwichTrainer):
         o = self.mixture_options
         shared = self.shared_steps
         if shared and self.step == shared:
+            if o.split == "gradient":
+                self.gradient_split()
             self.split_shared_model()
         if (o.reassign_every and self.step > shared and self.step % o.reassign_every == 0
                 and self.step < o.freeze_fraction * self.total_steps and self.net.num_models > 1):

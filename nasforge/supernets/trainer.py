@@ -152,6 +152,17 @@ class SandwichOptions(BaseModel):
     eval_smallest: bool = Field(default=True, description="score the smallest child after each epoch too")
 
 
+def options_error(e: ValidationError, where: str = "training.options") -> JobSpecError:
+    """One line for a refused ``training.options``: the key and pydantic's message; a check across
+    options (no key) names the key its message starts with."""
+    first = e.errors()[0]
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    if first["loc"]:
+        return JobSpecError(f"{where}.{'.'.join(map(str, first['loc']))}: {msg}")
+    key, sep, _ = msg.partition(": ")
+    return JobSpecError(f"{where}.{msg}" if sep and key.isidentifier() else f"{where}: {msg}")
+
+
 def lr_at(step: int, total_steps: int, peak: float, warmup_steps: int, final_fraction: float,
           decay_end_fraction: float) -> float:
     """Learning rate of ``step`` (0-based): linear warm-up, exponential decay, then constant."""
@@ -247,8 +258,7 @@ class SandwichTrainer:
             try:
                 options = SandwichOptions.model_validate(dict(options or {}))
             except ValidationError as e:
-                first = e.errors()[0]
-                raise JobSpecError(f"training.options.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+                raise options_error(e) from None
         self.supernet, self.data, self.spec, self.seed = supernet, data, spec, int(seed)
         self.checkpoint_dir = Path(checkpoint_dir)
         self.resume_notes: list[str] = getattr(self, "resume_notes", [])  # a subclass may have noted its own

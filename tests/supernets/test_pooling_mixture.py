@@ -22,6 +22,7 @@ from nasforge.supernets.pooling_mixture import (
     PoolingMixtureTrainer,
     balanced_assignment,
     paired_standard_error,
+    similar_groups,
 )
 
 torch.set_num_threads(1)
@@ -346,3 +347,50 @@ def test_a_resumed_run_keeps_the_options_it_was_trained_with(tmp_path):
     state_file.write_text(json.dumps(legacy))
     with pytest.raises(JobSpecError, match=r"training.options.move_margin: the checkpoint .* move_margin=-1.0"):
         _digits_trainer(tmp_path / "cut", 2, 2, began)
+
+
+def test_similar_groups_recovers_planted_groups_and_keeps_sizes():
+    rng = np.random.default_rng(0)
+    L, K = 12, 3
+    truth = np.repeat(np.arange(K), L // K)
+    S = np.where(truth[:, None] == truth[None, :], 0.8, 0.1) + 0.05 * rng.standard_normal((L, L))
+    S = (S + S.T) / 2
+    for seed in range(5):
+        start = np.random.default_rng(seed).permutation(truth)  # a random balanced start
+        out = similar_groups(S, start)
+        assert sorted(np.bincount(out, minlength=K)) == sorted(np.bincount(start, minlength=K))
+        same = out[:, None] == out[None, :]
+        assert (same == (truth[:, None] == truth[None, :])).all()  # the planted grouping, group labels aside
+    # uneven sizes are kept; with nothing to gain nothing moves
+    start = np.array([0, 0, 1, 1, 2])
+    assert similar_groups(np.ones((5, 5)), start).tolist() == start.tolist()
+    with pytest.raises(ValueError, match="finite 3x3"):
+        similar_groups(np.full((3, 3), np.nan), [0, 1, 2])
+
+
+def test_gradient_split_groups_by_gradient_similarity_and_leaves_the_supernet_unchanged(tmp_path):
+    options = {"shared_warmup_fraction": 0.5, "split": "gradient", "explore_fraction": 0.0, "reassign_every": 0,
+               "probe_images": 64}
+    data, net, spec, trainer = _digits_trainer(tmp_path, 2, 0.5, options)
+    X, y = data.train
+    for step in range(trainer.shared_steps):
+        trainer.step = step
+        trainer._train_step(X[:64], y[:64])
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    sim = net.gradient_similarity(X[:64], y[:64])
+    L = net.space.num_layouts
+    assert sim.shape == (L, L) and np.allclose(np.diag(sim), 1.0) and np.allclose(sim, sim.T)
+    assert all(p.grad is None for p in net.parameters())  # zeroed by the optimizer step: untouched since
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    start = net.routing()
+    trainer.step = trainer.shared_steps
+    trainer._train_step(X[:64], y[:64])  # the split: regroup, then copy model 0 into every model
+    (row,) = trainer.layout_sampler.history
+    routed = net.routing()
+    assert row["split"] == 1.0 and row["moved"] == float((routed != start).sum())
+    assert routed.tolist() == similar_groups(sim, start).tolist()
+    assert row["similarity_within_after"] >= row["similarity_within_before"]
+    with pytest.raises(JobSpecError, match=r"^training.options.split: 'gradient' groups .* set shared_warmup_fraction > 0"):
+        PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path / "x",
+                              options={"split": "gradient", "shared_warmup_fraction": 0})
