@@ -43,14 +43,14 @@ def model_of(tp: Any) -> type[BaseModel] | None:
     return None
 
 
-def _default(field: Any) -> str:
+def _default(field: Any, required: str = "**required**") -> str:
     if field.default is not PydanticUndefined:
         d = field.default
         return "null" if d is None else (f"`{d.value}`" if hasattr(d, "value") else f"`{d}`")
     if field.default_factory is not None:
         v = field.default_factory()
         return "(section defaults)" if isinstance(v, BaseModel) else f"`{v}`"
-    return "**required**"
+    return required
 
 
 def _limits(field: Any) -> str:
@@ -64,17 +64,31 @@ def _limits(field: Any) -> str:
     return ", ".join(out)
 
 
-def _rows(model: type[BaseModel], prefix: str, sections: list[tuple[str, type[BaseModel]]]) -> list[str]:
+def _rows(model: type[BaseModel], prefix: str, sections: list[tuple[str, type[BaseModel]]],
+          required: str = "**required**") -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
         sub_model = model_of(field.annotation)
         sub_doc = (sub_model.__doc__ or "").strip().splitlines() if sub_model is not None else []
         desc = field.description or (sub_doc[0] if sub_doc else "")
-        cells = (f"`{path}`", _type_name(field.annotation), _default(field), _limits(field), desc)
+        cells = (f"`{path}`", _type_name(field.annotation), _default(field, required), _limits(field), desc)
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")  # "a | b" kept in its cell
         if sub_model is not None and (path, sub_model) not in sections:
             sections.append((path, sub_model))
+    return rows
+
+
+def option_rows(model: type[BaseModel], prefix: str, required: str = "**required**") -> list[str]:
+    """Table rows for every key of ``model`` under ``prefix``, nested option groups in line;
+    ``required``: the default cell of a top-level key without a default (a preset may fill it)."""
+    sections: list[tuple[str, type[BaseModel]]] = []
+    rows = _rows(model, prefix, sections, required)
+    i = 0
+    while i < len(sections):
+        path, sub = sections[i]
+        rows += _rows(sub, f"{path}.", sections)
+        i += 1
     return rows
 
 
@@ -85,7 +99,7 @@ def job_file_reference() -> str:
         "Generated from `nasforge/core/spec.py` by `python -m nasforge.core.spec_docs`; a test keeps",
         "it in step with the models. Unknown keys are errors. Component options (`space.options`,",
         "`strategy.options`, `supernet.options`, `training.options`, `predictor.options`) are checked",
-        "by the component named beside them: `nasforge validate JOB` reports the allowed ones.",
+        "by the component named beside them (`docs/components.md` lists every component's options).",
         "A key written with no value (`options:`, `training:`) takes its defaults: an empty",
         "section, or the default below; where a key's type admits null, null means what it says",
         "(`budget.evaluations: null`: no limit). A required key left empty is an error.",
