@@ -577,16 +577,17 @@ class PoolingMixtureTrainer(SandwichTrainer):
                 options = PoolingMixtureTrainerOptions.model_validate(dict(options or {}))
             except ValidationError as e:
                 raise options_error(e) from None
-        options, note = checkpointed_options(checkpoint_dir, options, "mixture_options")
+        assert isinstance(options, PoolingMixtureTrainerOptions)
+        given: PoolingMixtureTrainerOptions = options
+        o, note = checkpointed_options(checkpoint_dir, given, "mixture_options")
         self.resume_notes = [note] if note else []
         newest = newest_checkpoint(checkpoint_dir)
         if newest is not None and "mixture_options" not in newest[1] and newest[1]["step"] < newest[1]["total_steps"]:
             self.resume_notes.append(
                 "training.options: the checkpoint does not record the pooling_mixture trainer's options (written "
                 "before nasforge kept them); resuming with this nasforge's defaults, shared_warmup_fraction="
-                f"{options.shared_warmup_fraction:g} and move_margin={options.move_margin:g}, where a job started on "
+                f"{o.shared_warmup_fraction:g} and move_margin={o.move_margin:g}, where a job started on "
                 "an earlier version trained with 0 and 0; delete the job and submit it anew for one recipe throughout")
-        o = options
         sandwich = SandwichOptions(
             sampling="sandwich", num_random=0, inplace_distill=False, dropout=o.dropout,
             label_smoothing=o.label_smoothing, final_lr_fraction=o.final_lr_fraction,

@@ -262,9 +262,12 @@ class SandwichTrainer:
         self.supernet, self.data, self.spec, self.seed = supernet, data, spec, int(seed)
         self.checkpoint_dir = Path(checkpoint_dir)
         self.resume_notes: list[str] = getattr(self, "resume_notes", [])  # a subclass may have noted its own
-        options, note = checkpointed_options(self.checkpoint_dir, options, "options")
+        assert isinstance(options, SandwichOptions)
+        given: SandwichOptions = options
+        resumed, note = checkpointed_options(self.checkpoint_dir, given, "options")
         self.resume_notes += [note] if note else []
-        self.options: SandwichOptions = options
+        self.options: SandwichOptions = resumed
+        options = resumed
         self.space = supernet.space
         self.largest = largest if largest is not None else self.space.largest()
         self.device = torch.device(device) if device is not None else next(supernet.parameters()).device
