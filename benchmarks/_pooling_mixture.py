@@ -3,12 +3,14 @@
 Space ``pooling_layout`` preset ``mnist`` (a stem, 6 basic residual blocks, 2 of them
 downsampling with channel doubling: C(6, 2) = 15 layouts) on MNIST-5k. Per seed:
 
-1. Train two supernets for the same number of steps with the ``pooling_mixture`` trainer
-   (``LAYOUTS_PER_STEP`` distinct uniform layouts per step, each from the labels on the model it
-   is routed to; same data order and recipe): ``balanced`` with K = ``K_MIXTURE`` weight models
-   and the learned balanced routing (exploration over the first 30% of training, re-assignment
-   from probe losses every 25 steps until 80%), and ``single`` with K = 1 (plain weight sharing:
-   every layout on the one model, so routing is moot).
+1. Train the supernets of ``ARMS`` for the same number of steps with the ``pooling_mixture``
+   trainer (``LAYOUTS_PER_STEP`` distinct uniform layouts per step, each from the labels on the
+   model it is routed to; same data order and recipe): ``balanced`` with K = ``K_MIXTURE`` weight
+   models and the trainer's defaults (``SHIPPED``: a shared warm start over the first 30% of
+   training, the layouts then grouped by gradient similarity, re-assignment from probe losses
+   every 25 steps until 80% with a move margin), ``single`` with K = 1 (plain weight sharing:
+   every layout on the one model, so routing is moot), and ``cold``, the balanced mixture as first
+   measured (exploration and learned routing from K separate initializations).
 2. Each layout's *inherited* accuracy: ``extract(layout)`` from the model it is routed to, BN
    recalibrated on 1,000 training images, top-1 on the test split (500 images).
    Ablation ``fixed``: K = ``K_MIXTURE`` models with the initial random balanced routing kept
@@ -57,13 +59,13 @@ CALIB = 1000
 # (the trainer's defaults since moved to the shared warm start that benchmarks/pooling_warm measures)
 TRAINER = {"layouts_per_step": LAYOUTS_PER_STEP, "explore_fraction": 0.3, "reassign_every": 25,
            "freeze_fraction": 0.8, "probe_images": 256, "loss_ema": 0.5, "eval_images": 200,
-           "calib_images": 256, "threads": 1, "shared_warmup_fraction": 0.0, "move_margin": 0.0}
+           "calib_images": 256, "threads": 1, "shared_warmup_fraction": 0.0, "move_margin": 0.0, "split": "random"}
 
 
 def _config(quick: bool) -> dict[str, Any]:
     if quick:
         return {"epochs": 1.0, "seeds": [0], "standalone_seeds": [0], "layouts": 6}
-    return {"epochs": float(os.environ.get("POOLING_EPOCHS", 15)), "seeds": [0, 1, 2],
+    return {"epochs": float(os.environ.get("POOLING_EPOCHS", 15)), "seeds": [0, 1, 2, 3, 4, 5],
             "standalone_seeds": [0, 1, 2], "layouts": 15}
 
 
@@ -94,9 +96,10 @@ def _train_supernet(space: PoolingLayoutSpace, data: Any, spec: TrainingSpec, nu
 
 
 # the pooling_mixture trainer's own defaults for the options TRAINER pins to the earlier configuration
-# (the shared warm start and the move margin, e86f811): what a job file that leaves them out trains
+# (the shared warm start and the move margin, e86f811; the gradient split, since pooling_gradient_split):
+# what a job file that leaves them out trains
 SHIPPED = {name: PoolingMixtureTrainerOptions.model_fields[name].default
-           for name in ("shared_warmup_fraction", "move_margin")}
+           for name in ("shared_warmup_fraction", "move_margin", "split")}
 
 Arm = tuple[str, int, dict[str, Any]]
 SINGLE: Arm = ("single", 1, {})
@@ -129,7 +132,7 @@ def run_part(quick: bool = False, *, epochs: float | None = None, standalone_epo
              seeds: list[int] | None = None,
              arms: tuple[Arm, ...] = ARMS) -> dict:
     """``epochs``: the supernets' training (default ``POOLING_EPOCHS``, 15); ``standalone_epochs``:
-    the standalone reference's (default: the same); ``seeds``: the supernet seeds (default 0-2);
+    the standalone reference's (default: the same); ``seeds``: the supernet seeds (default 0-5);
     ``arms``: (label, K, trainer options over ``TRAINER``) per supernet, trained per seed."""
     cfg = _config(quick)
     if epochs is not None:

@@ -299,7 +299,9 @@ def test_a_shared_warmup_run_trains_resumes_and_scores(tmp_path):
     space = net.space
     final = trainer.fit()
     assert final["largest_test_acc"] > 0.3
-    assert all(h["step"] > trainer.shared_steps for h in trainer.layout_sampler.history)
+    split, *rest = trainer.layout_sampler.history  # the gradient split at the copy, then re-solves
+    assert split["split"] == 1.0 and split["step"] == trainer.shared_steps
+    assert all(h["step"] > trainer.shared_steps for h in rest)
     fresh = PoolingMixtureSupernet(space, {"num_models": 2, "assign_seed": 4})
     again = PoolingMixtureTrainer(fresh, data, spec, seed=0, checkpoint_dir=tmp_path, options=options)
     assert again.fit() == final and fresh.routing().tolist() == net.routing().tolist()
@@ -394,3 +396,7 @@ def test_gradient_split_groups_by_gradient_similarity_and_leaves_the_supernet_un
     with pytest.raises(JobSpecError, match=r"^training.options.split: 'gradient' groups .* set shared_warmup_fraction > 0"):
         PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path / "x",
                               options={"split": "gradient", "shared_warmup_fraction": 0})
+    # the default split is moot without a shared start: no error for leaving it out
+    cold = PoolingMixtureTrainer(net, data, spec, seed=0, checkpoint_dir=tmp_path / "y",
+                                 options={"shared_warmup_fraction": 0})
+    assert cold.mixture_options.split == "gradient" and cold.shared_steps == 0
