@@ -307,7 +307,7 @@ def test_ctrl_c_while_training_then_resume_trains_on_from_the_last_epoch(tmp_pat
     assert progress, "no epoch finished"
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground group
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
+    assert proc.returncode == 130, f"stdout:\n{out[-2000:]}\nstderr:\n{err[-2000:]}"
     job_id = progress[0].parents[1].name
     assert f"job {job_id} interrupted; its progress is kept; continue with: nasforge resume {job_id}" in out
     status = json.loads(_cli(home, "status", job_id, "--json").stdout)
