@@ -595,9 +595,10 @@ class PoolingMixtureTrainer(SandwichTrainer):
         if newest is not None and "mixture_options" not in newest[1] and newest[1]["step"] < newest[1]["total_steps"]:
             self.resume_notes.append(
                 "training.options: the checkpoint does not record the pooling_mixture trainer's options (written "
-                "before nasforge kept them); resuming with this nasforge's defaults, shared_warmup_fraction="
-                f"{o.shared_warmup_fraction:g} and move_margin={o.move_margin:g}, where a job started on "
-                "an earlier version trained with 0 and 0; delete the job and submit it anew for one recipe throughout")
+                "before nasforge kept them); resuming with this nasforge's options, shared_warmup_fraction="
+                f"{o.shared_warmup_fraction:g}, move_margin={o.move_margin:g} and split={o.split}, where a job started "
+                "on an earlier version may have trained with 0, 0 and random; delete the job and submit it anew for "
+                "one recipe throughout")
         sandwich = SandwichOptions(
             sampling="sandwich", num_random=0, inplace_distill=False, dropout=o.dropout,
             label_smoothing=o.label_smoothing, final_lr_fraction=o.final_lr_fraction,
