@@ -494,27 +494,27 @@ def checkpointed_options(checkpoint_dir: Path | str, current: OptionsT, key: str
     newest = newest_checkpoint(checkpoint_dir)
     if newest is None:
         return current, None
-    name, state = newest
+    folder, state = newest
     stored = state.get(key)
     now = current.model_dump(mode="json")
     if not isinstance(stored, dict) or stored == now:
         return current, None
-    merged = {**now, **{name: value for name, value in stored.items() if name in now}}
+    merged = {**now, **{k: v for k, v in stored.items() if k in now}}
     try:
         resumed = type(current).model_validate(merged)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(map(str, first["loc"]))
         raise JobSpecError(
-            f"training.options.{where}: the checkpoint {name} was trained with {where}="
+            f"training.options.{where}: the checkpoint {folder} was trained with {where}="
             f"{merged.get(str(first['loc'][0]))!r}, which this nasforge refuses ({first['msg']}); "
             "delete the job and submit it anew") from None
     again = resumed.model_dump(mode="json")
-    changed = [name for name in now if again[name] != now[name]]
+    changed = [k for k in now if again[k] != now[k]]
     if not changed:
         return current, None
-    listed = ", ".join(f"{name}={again[name]!r} (default now {now[name]!r})" for name in changed)
-    return resumed, (f"training.options: resuming {Path(name).name} with the options it was trained with: {listed}; "
+    listed = ", ".join(f"{k}={again[k]!r} (default now {now[k]!r})" for k in changed)
+    return resumed, (f"training.options: resuming {Path(folder).name} with the options it was trained with: {listed}; "
                      "delete the job and submit it anew to train with the current defaults")
 
 
