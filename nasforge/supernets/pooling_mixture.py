@@ -56,7 +56,8 @@ conv stride comes from the layout, so no "active subnet" state is kept between c
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -419,11 +420,8 @@ class PoolingMixtureSupernet(Supernet):
         Measured as :meth:`loss_matrix` (its mean over images); the per-image values let a caller
         tell a real difference between two models from the spread of the images.
         """
-        saved = {k: v.clone() for k, v in self.named_buffers() if k != "assignment"}
-        was_training = self.training
-        self.train()
-        try:
-            out = np.zeros((self.space.num_layouts, self.num_models, x.shape[0]))
+        out = np.zeros((self.space.num_layouts, self.num_models, x.shape[0]))
+        with self._measuring():
             for i, arch in enumerate(self.space.layouts()):
                 plan = self.plan(arch)
                 for k, model in enumerate(self.models):
@@ -431,12 +429,22 @@ class PoolingMixtureSupernet(Supernet):
                         logits = model(x[s:s + batch_size], plan)
                         out[i, k, s:s + batch_size] = F.cross_entropy(
                             logits, y[s:s + batch_size], reduction="none").double().cpu().numpy()
+        return out
+
+    @contextmanager
+    def _measuring(self) -> Iterator[None]:
+        """Training mode (BN normalizes with batch statistics) with every running statistic and the
+        mode put back afterwards: a measurement leaves the supernet exactly as it was."""
+        saved = {k: v.clone() for k, v in self.named_buffers() if k != "assignment"}
+        was_training = self.training
+        self.train()
+        try:
+            yield
         finally:
             buffers = dict(self.named_buffers())
             for name, value in saved.items():
                 buffers[name].copy_(value)
             self.train(was_training)
-        return out
 
     def gradient_similarity(self, x: torch.Tensor, y: torch.Tensor, model: int = 0) -> np.ndarray:
         """Cosine similarity of the layouts' loss gradients on weight model ``model``: an (L, L) array.
@@ -447,22 +455,14 @@ class PoolingMixtureSupernet(Supernet):
         """
         net = self.models[model]
         params = [p for p in net.parameters() if p.requires_grad]
-        saved = {k: v.clone() for k, v in self.named_buffers() if k != "assignment"}
-        was_training = self.training
-        self.train()
-        try:
-            rows = []
+        rows = []
+        with self._measuring():
             for arch in self.space.layouts():
                 loss = F.cross_entropy(net(x, self.plan(arch)), y)
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
                 flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
                                   for g, p in zip(grads, params, strict=True)])
                 rows.append(flat / flat.norm().clamp_min(1e-12))
-        finally:
-            buffers = dict(self.named_buffers())
-            for name, value in saved.items():
-                buffers[name].copy_(value)
-            self.train(was_training)
         g = torch.stack(rows).double()
         return (g @ g.T).cpu().numpy()
 
@@ -618,11 +618,14 @@ class PoolingMixtureTrainer(SandwichTrainer):
         span = self.mixture_options.explore_fraction * self.total_steps
         return 0.0 if span <= 0 else max(0.0, 1.0 - step / span)
 
+    def probe_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``probe_images`` training images (and labels) that routing decisions are measured on."""
+        n = self.mixture_options.probe_images
+        return self.data.train[0][:n].to(self.device), self.data.train[1][:n].to(self.device)
+
     def probe_samples(self) -> np.ndarray:
         """The (L, K, N) per-image losses on the N probe images (the supernet is left unchanged)."""
-        n = self.mixture_options.probe_images
-        X, y = self.data.train[0][:n].to(self.device), self.data.train[1][:n].to(self.device)
-        return self.net.loss_samples(X, y)
+        return self.net.loss_samples(*self.probe_batch())
 
     def probe(self) -> np.ndarray:
         """The (L, K) loss matrix on the probe images (the supernet is left unchanged)."""
@@ -658,18 +661,19 @@ class PoolingMixtureTrainer(SandwichTrainer):
         """Route layouts whose loss gradients on the shared model 0 agree to the same model
         (:func:`similar_groups` on :meth:`PoolingMixtureSupernet.gradient_similarity` over the probe
         images, from the current routing); returns the history row it records."""
-        n = self.mixture_options.probe_images
-        X, y = self.data.train[0][:n].to(self.device), self.data.train[1][:n].to(self.device)
-        similarity = self.net.gradient_similarity(X, y, model=0)
+        similarity = self.net.gradient_similarity(*self.probe_batch(), model=0)
         old = self.net.routing()
         new = similar_groups(similarity, old)
         self.net.set_routing(new)
-        within = (new[:, None] == new[None, :]) & ~np.eye(len(new), dtype=bool)
-        before = (old[:, None] == old[None, :]) & ~np.eye(len(old), dtype=bool)
+        others = ~np.eye(len(new), dtype=bool)
+
+        def within(groups: np.ndarray) -> float:
+            pairs = (groups[:, None] == groups[None, :]) & others
+            return float(similarity[pairs].mean()) if pairs.any() else float("nan")
+
         row = {"step": float(self.step), "moved": float((old != new).sum()), "split": 1.0,
-               "similarity_within_before": float(similarity[before].mean()) if before.any() else float("nan"),
-               "similarity_within_after": float(similarity[within].mean()) if within.any() else float("nan"),
-               "similarity_mean": float(similarity[~np.eye(len(new), dtype=bool)].mean())}
+               "similarity_within_before": within(old), "similarity_within_after": within(new),
+               "similarity_mean": float(similarity[others].mean())}
         self.layout_sampler.history.append(row)
         return row
 
