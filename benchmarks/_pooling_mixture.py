@@ -109,6 +109,8 @@ SINGLE: Arm = ("single", 1, {})
 COLD: Arm = ("cold", K_MIXTURE, {})
 # ablation: the same K models with the initial random balanced routing kept (nothing learned)
 FIXED: Arm = ("fixed", K_MIXTURE, {"reassign_every": 0, "explore_fraction": 0.0})
+
+
 def describe_arm(k: int, overrides: dict[str, Any]) -> str:
     """What an arm trains, in words, from its effective options (``TRAINER`` with ``overrides``)."""
     o = {**TRAINER, **overrides}
