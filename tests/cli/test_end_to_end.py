@@ -297,8 +297,16 @@ def test_ctrl_c_while_training_then_resume_trains_on_from_the_last_epoch(tmp_pat
     spec["training"]["epochs"] = 3
     job.write_text(yaml.safe_dump(spec))
     env = {**os.environ, "NASFORGE_HOME": str(home)}
+
+    def as_a_terminal_job() -> None:
+        # a job started from a terminal takes Ctrl-C; one started in the background of a
+        # non-interactive shell (`pytest ... &`, as a CI script may run the tests) inherits SIGINT
+        # ignored, and Python then installs no handler: the test would send a signal nobody takes
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     proc = subprocess.Popen([sys.executable, "-m", "nasforge.cli", "submit", str(job)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=as_a_terminal_job)
     deadline = time.monotonic() + 300
     progress = list((home / "jobs").glob("*/supernet/progress.json"))
     while not progress and proc.poll() is None and time.monotonic() < deadline:
