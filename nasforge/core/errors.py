@@ -5,6 +5,8 @@ Anything that is not a :class:`NasforgeError` is a bug in nasforge and keeps its
 
 from __future__ import annotations
 
+import re
+
 
 class NasforgeError(Exception):
     """Base class for user-facing errors: the message names the file/key and the fix."""
@@ -43,3 +45,12 @@ class BudgetError(NasforgeError):
 class NasforgeWarning(UserWarning):
     """Something the user should know that does not stop the job (said once, by the driver;
     Ray workers, which repeat the driver's setup, keep it to themselves)."""
+
+
+_KEY_FIRST = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*( / [A-Za-z_][A-Za-z0-9_]*)*: ")
+
+
+def option_message(where: str, msg: str) -> str:
+    """One line for a check across several options (pydantic gives it no key): ``where.KEY: ...``
+    when the message starts with the key it is about, else ``where: ...``."""
+    return f"{where}.{msg}" if _KEY_FIRST.match(msg) else f"{where}: {msg}"

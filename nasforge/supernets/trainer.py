@@ -52,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file, save_file
 
-from nasforge.core.errors import JobSpecError, NasforgeError
+from nasforge.core.errors import JobSpecError, NasforgeError, option_message
 from nasforge.core.paths import ordinary_file_mode, replace_folder
 from nasforge.core.spec import TrainingSpec
 from nasforge.core.types import Arch
@@ -159,8 +159,7 @@ def options_error(e: ValidationError, where: str = "training.options") -> JobSpe
     msg = str(first["msg"]).removeprefix("Value error, ")
     if first["loc"]:
         return JobSpecError(f"{where}.{'.'.join(map(str, first['loc']))}: {msg}")
-    key, sep, _ = msg.partition(": ")
-    return JobSpecError(f"{where}.{msg}" if sep and key.isidentifier() else f"{where}: {msg}")
+    return JobSpecError(option_message(where, msg))
 
 
 def lr_at(step: int, total_steps: int, peak: float, warmup_steps: int, final_fraction: float,

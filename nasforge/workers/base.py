@@ -16,7 +16,6 @@ Life cycle:
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -139,10 +138,3 @@ class Workload(ABC):
         """Rebuild the exported model (a plain ``nn.Module`` in eval mode) from its folder."""
 
 
-_KEY_FIRST = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*( / [A-Za-z_][A-Za-z0-9_]*)*: ")
-
-
-def option_message(where: str, msg: str) -> str:
-    """One line for a check across several options (pydantic gives it no key): ``where.KEY: ...``
-    when the message starts with the key it is about, else ``where: ...``."""
-    return f"{where}.{msg}" if _KEY_FIRST.match(msg) else f"{where}: {msg}"

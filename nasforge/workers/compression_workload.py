@@ -31,13 +31,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nasforge.core.errors import ExportError, JobSpecError
+from nasforge.core.errors import ExportError, JobSpecError, option_message
 from nasforge.core.paths import ordinary_file_mode
 from nasforge.core.spec import JobSpec
 from nasforge.core.types import ARCH_SCHEMA_VERSION, Arch
 from nasforge.spaces.base import SearchSpace
 from nasforge.spaces.compression import CompressionSpace, CompressionSpaceOptions
-from nasforge.workers.base import LogFn, Workload, option_message
+from nasforge.workers.base import LogFn, Workload
 
 #: the export's ONNX graph with quantized weights as integer codes (``nasforge.compress.onnx_codes``)
 QDQ_ONNX_FILE = "model.qdq.onnx"

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nasforge.core.errors import JobSpecError, NasforgeError, NasforgeWarning
+from nasforge.core.errors import JobSpecError, NasforgeError, NasforgeWarning, option_message
 from nasforge.core.paths import SUPERNET_DIR, TRAINING_PROGRESS_FILE
 from nasforge.core.spec import JobSpec
 from nasforge.core.spec_docs import model_of
@@ -33,7 +33,7 @@ from nasforge.data.text import TEXT_DATASET_NAMES
 from nasforge.spaces import SPACES
 from nasforge.spaces.base import SearchSpace
 from nasforge.supernets import SUPERNETS, TRAINERS
-from nasforge.workers.base import LogFn, Workload, option_message
+from nasforge.workers.base import LogFn, Workload
 
 #: absolute tolerance of the ONNX check (float32 logits)
 ONNX_ATOL = 1e-4
