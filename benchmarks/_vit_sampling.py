@@ -100,15 +100,15 @@ def _band_pools(space: ElasticViTSpace, n: int) -> dict[str, list[Arch]]:
 
 
 def run_part(quick: bool = False, *, sampling: str = "uniform", arms: list[str] | None = None,
-             seeds: list[int] | None = None) -> dict:
+             seeds: list[int] | None = None, epochs: float = 10.0) -> dict:
     """Part (a). ``sampling``: the trainer's ``sampling`` option, ``uniform`` (single-path, the
     default: one child per step, the sampler's) or ``sandwich`` (the largest, the smallest and
     ``num_random`` (2) children of the sampler per step, in-place distillation: ElasticViT's own
     recipe, and ``examples/elastic_vit.yaml``'s); ``arms``: a subset of ``ARMS`` (``uniform`` always
-    runs, it is the baseline)."""
+    runs, it is the baseline); ``epochs``: training length of every arm (``quick``: 2)."""
     env_seeds = [int(x) for x in os.environ.get("VIT_SAMPLING_SEEDS", "").split(",") if x.strip()]
     seeds = seeds if seeds is not None else ([0] if quick else env_seeds or [0, 1, 2])
-    epochs = 2.0 if quick else 10.0
+    epochs = 2.0 if quick else float(epochs)
     arm_names = ["uniform"] + [a for a in (arms or list(ARMS)) if a != "uniform"]
     unknown = sorted(set(arm_names) - set(ARMS))
     if unknown:
