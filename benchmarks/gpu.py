@@ -10,7 +10,12 @@
 2. Supernet training where the workers evaluate: one epoch of the quickstart supernet trained by
    ``SupernetWorkload.prepare`` with ``workers.gpus`` 0 (CPU) and 0.5 (CUDA), same seed;
    ``train_speedup_gpu_vs_cpu`` = CPU seconds / GPU seconds.
-3. A job on GPU workers: the GPU-trained supernet searched by ``run_job`` with two Ray workers of
+3. Peak memory (``peak_memory_mb``): for ``MEMORY_CHILDREN`` quickstart-space children at batch
+   32 on the GPU, the activation peak by the CUDA allocator's counter (what GPU workers report)
+   over the peak by the op tracker (what CPU workers report), ``memory_allocator_over_tracker_*``:
+   near 1 when the tracker sees what the pass really allocates (the allocator also rounds blocks
+   up and holds kernel workspaces, so somewhat above 1).
+4. A job on GPU workers: the GPU-trained supernet searched by ``run_job`` with two Ray workers of
    half a GPU each (``evaluation.latency`` on CUDA), ``JOB_EVALS`` candidates; every candidate must
    succeed with a CUDA device profile (``gpu_job_failed`` = 0, ``gpu_worker_device``).
 
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 TRAIN, TEST, ROUNDS = 150, 100, 4
+MEMORY_CHILDREN = 24
 JOB_EVALS = 48
 
 
@@ -71,6 +77,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     out["latency_remeasure_within_10pct_gpu"] = lat["remeasure_within_10pct"]
     out["latency_lut_sum_kendall_tau_gpu"] = lat["lut_sum_kendall_tau"]
     out["latency_part_s"] = time.perf_counter() - t0
+    out |= _memory_part(device, 8 if quick else MEMORY_CHILDREN)
 
     with tempfile.TemporaryDirectory(prefix="nasforge-gpu-") as tmp:
         root = Path(tmp)
@@ -118,6 +125,31 @@ def run(quick: bool = False) -> dict[str, Any]:
         out["gpu_job_best_accuracy"] = max((c.metrics.get("accuracy", 0.0) for c in done), default=0.0)
         store.close()
     return _finish(out, lat, device, n_train, n_test, rounds)
+
+
+def _memory_part(device: str, n: int) -> dict[str, Any]:
+    """Peak memory of ``n`` quickstart-space children at batch 32: the CUDA allocator's counter
+    against the op tracker (what CPU workers report) on the same device and input."""
+    import numpy as np
+    import torch
+
+    from nasforge.spaces import SPACES
+    from nasforge.supernets import SUPERNETS
+    from nasforge.workers.memory import measure_peak_memory
+
+    space = SPACES.get("bignas_cnn")({"preset": "mnist"})
+    net = SUPERNETS.get("bignas")(space, {})
+    rng = np.random.default_rng(0)
+    archs = [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(n - 2)]
+    ratios = []
+    x = torch.randn(32, 1, 28, 28, device=device)
+    for arch in archs:
+        child = net.extract(arch).to(device).eval()
+        tracked = measure_peak_memory(child, x, method="tracker")["activation_peak_mb"]
+        counted = measure_peak_memory(child, x)["activation_peak_mb"]
+        ratios.append(counted / tracked)
+    return {"memory_allocator_over_tracker_median": float(np.median(ratios)),
+            "memory_allocator_over_tracker_max": float(np.max(ratios)), "memory_children": len(archs)}
 
 
 def _finish(out: dict[str, Any], lat: dict[str, Any], device: str, n_train: int, n_test: int,

@@ -45,6 +45,7 @@ SHOWN_METRICS: dict[str, tuple[str, Any]] = {
     "flops": ("MFLOPs", lambda v: f"{v / 1e6:.2f}"),
     "params": ("params k", lambda v: f"{v / 1e3:.1f}"),
     "model_bytes": ("size KB", lambda v: f"{v / 1024:.1f}"),
+    "peak_memory_mb": ("mem MB", lambda v: f"{v:.2f}"),
     "kl": ("KL", lambda v: f"{v:.4g}"),
     "avg_bits": ("avg bits", lambda v: f"{v:.2f}"),
     "sparsity": ("sparsity", lambda v: f"{v:.2f}"),

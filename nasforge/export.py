@@ -97,7 +97,8 @@ def metric_direction(spec: JobSpec, metric: str) -> Direction:
     direction = next((o.direction for o in spec.objectives if o.metric == metric), None)
     if direction is not None:
         return direction
-    costs = ("latency", "flops", "params", "model_bytes", "kl", "loss", "perplexity", "bops", "avg_bits")
+    costs = ("latency", "flops", "params", "model_bytes", "peak_memory", "kl", "loss", "perplexity", "bops",
+             "avg_bits")
     return Direction.MINIMIZE if metric.startswith(costs) else Direction.MAXIMIZE
 
 

@@ -36,6 +36,8 @@ KNOWN_METRICS: dict[str, str] = {
     "flops": "multiply-accumulates of one forward pass at batch size 1",
     "params": "parameter count",
     "model_bytes": "bytes of the weights as stored (packed for compressed models)",
+    "peak_memory_mb": "most memory (MiB) one forward pass at evaluation.latency.batch_size holds at once: "
+    "weights, input and live activations (supernet jobs)",
     "kl": "KL divergence of outputs to the uncompressed model (compression jobs)",
     "bops": "bit operations: MACs x weight bits x activation bits (compression jobs)",
     "avg_bits": "parameter-weighted average weight bit-width (compression jobs)",

@@ -246,7 +246,7 @@ class SupernetWorkload(Workload):
         assert spec.supernet is not None
         tokens = getattr(SUPERNETS.get(spec.supernet.name, "supernet.name"), "input_kind", "image") == "tokens"
         names = {"loss", "perplexity"} if tokens else {"accuracy", "loss"}
-        names |= {"flops", "params", "model_bytes"}
+        names |= {"flops", "params", "model_bytes", "peak_memory_mb"}
         timed = spec.evaluation.latency.enabled
         if timed:
             names |= set(cls.LATENCY_METRICS)
@@ -384,9 +384,11 @@ class SupernetWorkload(Workload):
     TAKES_KNOWN_LATENCY = True
 
     def evaluate(self, arch: Arch, latency: Mapping[str, float] | None = None) -> dict[str, float]:
-        """Accuracy (or loss), counted FLOPs / params / bytes and timed latency; ``latency``: the
-        figures recorded for this child on this device, used instead of timing it again."""
+        """Accuracy (or loss), counted FLOPs / params / bytes, the peak memory of one forward pass
+        at the latency batch size, and timed latency; ``latency``: the figures recorded for this
+        child on this device, used instead of timing it again."""
         from nasforge.supernets.evaluate import count_flops_params, evaluate_classifier
+        from nasforge.workers.memory import measure_peak_memory
 
         model = self.child(arch)
         metrics: dict[str, float] = {}
@@ -403,6 +405,7 @@ class SupernetWorkload(Workload):
             sum(t.numel() * t.element_size() for t in model.state_dict().values())
         )
         lat = self.spec.evaluation.latency
+        metrics.update(measure_peak_memory(model, self.example_input(arch, lat.batch_size)))
         if lat.enabled and latency:
             metrics.update({k: float(v) for k, v in latency.items()})
             metrics["latency_cached"] = 1.0

@@ -23,3 +23,4 @@ def test_the_gpu_checks_run_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     out = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert 0.0 <= out["latency_within_10pct_gpu"] <= 1.0 and out["train_s_gpu"] > 0
     assert out["gpu_job_done"] == 12 and out["gpu_job_failed"] == 0
+    assert out["memory_children"] == 8 and out["memory_allocator_over_tracker_median"] == 1.0  # one method on CPU
