@@ -2,8 +2,10 @@
 
 ``export_candidate`` writes ``arch.json`` (versioned schema), the weights and the runtime formats
 through the job's Workload, into a folder confined to ``NASFORGE_HOME/<export_dir>``.
-``load_export`` (``nasforge.load``) reads ``arch.json`` and rebuilds the model through the
-Workload registered for its ``kind``; no supernet or job store is needed.
+``load_export`` (``nasforge.load``; it lives in ``workers/exports``, beside the workloads whose
+``load_export`` it calls, so a workload that loads an export imports no module above it) reads
+``arch.json`` and rebuilds the model through the Workload registered for its ``kind``; no supernet
+or job store is needed. ``prepare_inputs`` makes raw inputs what an export takes.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from nasforge.core.errors import ExportError, StoreError
 from nasforge.core.interfaces import Store
 from nasforge.core.paths import SUPERNET_DIR, confined, home, job_dir, ordinary_file_mode, replace_folder
 from nasforge.core.spec import JobSpec, did_you_mean
-from nasforge.core.types import ARCH_SCHEMA_VERSION, Candidate, CandidateStatus, Constraint, Direction
+from nasforge.core.types import Candidate, CandidateStatus, Constraint, Direction
 from nasforge.workers import WORKLOADS, workload_kind
+from nasforge.workers.exports import GIVE_EXPORT, find_export, load_export
+
+__all__ = ["export_candidate", "find_export", "load_export", "pick_candidate", "prepare_inputs"]
 
 
 def export_root(spec: JobSpec) -> Path:
@@ -225,7 +230,7 @@ def prepare_inputs(path: str | Path, inputs: Any) -> Any:
     try:
         path = find_export(path)
     except ExportError as e:
-        raise ExportError(f"prepare_inputs: {e}; {_GIVE_EXPORT}") from None
+        raise ExportError(f"prepare_inputs: {e}; {GIVE_EXPORT}") from None
     meta_path = path / "arch.json"
     try:
         meta = json.loads(meta_path.read_text())
@@ -314,34 +319,3 @@ def _pil_pixels(im: Any, channels: int, h: int, w: int) -> Any:
     from nasforge.data.loaders import pil_pixels
 
     return pil_pixels(im, "L" if channels == 1 else "RGB", (w, h))
-
-
-#: what to give instead of a path that is not an export
-_GIVE_EXPORT = "give the folder `nasforge export -o NAME` wrote (or its NAME)"
-
-
-def find_export(path: str | Path, search_roots: Sequence[str | Path] = ()) -> Path:
-    """The export folder ``path`` names: absolute, or relative to ``search_roots`` or the current
-    folder, else in the exports folder (where ``nasforge export -o NAME`` wrote it, so the NAME
-    given there works here too). ExportError listing where it looked otherwise."""
-    p = Path(path).expanduser()
-    places = [p] if p.is_absolute() else [*(Path(r) / p for r in search_roots), Path.cwd() / p,
-                                           home() / "exports" / p]
-    for place in places:
-        if (place / "arch.json").is_file():
-            return place.resolve()
-    looked = "" if p.is_absolute() else f" (looked in {', '.join(str(q.parent) for q in dict.fromkeys(places))})"
-    raise ExportError(f"{path} is not a nasforge export folder{looked}")
-
-
-def load_export(path: str | Path) -> Any:
-    try:
-        p = find_export(path)
-    except ExportError as e:
-        raise ExportError(f"{e}; {_GIVE_EXPORT}") from None
-    meta_path = p / "arch.json"
-    meta = json.loads(meta_path.read_text())
-    if int(meta.get("schema_version", 0)) > ARCH_SCHEMA_VERSION:
-        raise ExportError(f"{meta_path}: schema_version {meta['schema_version']} is newer than this nasforge reads "
-                          f"({ARCH_SCHEMA_VERSION}); upgrade nasforge")
-    return WORKLOADS.get(meta["kind"], f"{meta_path}: kind").load_export(p, meta)

@@ -147,7 +147,7 @@ def build_dense_model(spec: JobSpec, search_roots: tuple[str, ...] = ()) -> Any:
     src = spec.model.source
     search_roots = (*search_roots, *spec.model.search_path)
     if src.startswith("export:"):
-        from nasforge.export import load_export
+        from nasforge.workers.exports import load_export
 
         return load_export(export_source_folder(src, search_roots)).eval().cpu()
     if src.startswith("job:"):
@@ -159,7 +159,7 @@ def build_dense_model(spec: JobSpec, search_roots: tuple[str, ...] = ()) -> Any:
 def export_source_folder(source: str, search_roots: tuple[str, ...] | list[str] = ()) -> Path:
     """The folder of ``export:PATH``: absolute, or relative to the folder the job was submitted
     from, the current folder, or the exports folder (where ``nasforge export -o NAME`` wrote it)."""
-    from nasforge.export import find_export
+    from nasforge.workers.exports import find_export
 
     given = source.split(":", 1)[1]
     try:
@@ -586,7 +586,7 @@ class CompressionWorkload(Workload):
         def build(block: Mapping[str, Any]) -> Any:
             src = block["source"]
             if src.startswith("export:"):
-                from nasforge.export import load_export
+                from nasforge.workers.exports import load_export
 
                 return load_export(export_source_folder(src, block.get("search_roots", [])))
             return build_model(src, None, block.get("options", {}), block.get("search_roots", []),
