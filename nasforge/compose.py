@@ -28,7 +28,7 @@ from nasforge.core.errors import (
 from nasforge.core.interfaces import NullTracker, Store, Tracker
 from nasforge.core.paths import home, job_dir
 from nasforge.core.spec import JobSpec, ModelSpec, load_job_file
-from nasforge.core.types import Candidate, CandidateStatus, Job, JobState
+from nasforge.core.types import ARCH_SCHEMA_VERSION, Candidate, CandidateStatus, Job, JobState
 from nasforge.search import STRATEGIES
 from nasforge.search.driver import DriverSummary, Progress, SearchDriver
 from nasforge.spaces.base import SearchSpace
@@ -76,6 +76,8 @@ def _check_measured_metrics(spec: JobSpec, measured: tuple[frozenset[str], str] 
 
 #: a local instance refuses more than this many worker CPUs per core of the machine
 LOCAL_OVERSUBSCRIPTION = 4
+#: the job folder's summary of its best candidate (finish_artifacts)
+BEST_FILE = "best.json"
 
 
 def validate(spec: JobSpec, *, address: str | None = None) -> SearchSpace:
@@ -338,7 +340,8 @@ class RunResult:
 
 
 def finish_artifacts(store: Store, job: Job, spec: JobSpec, pareto: list[Candidate]) -> dict[str, Path]:
-    """pareto.png, candidates.parquet and the best arch.json in the job folder."""
+    """pareto.png, candidates.parquet and ``best.json`` in the job folder: the Pareto candidate best
+    by the first objective, its arch and metrics (not an export: ``nasforge export`` makes one)."""
     from nasforge.store.export_formats import write_parquet
     from nasforge.tracking.plots import pareto_plot
 
@@ -356,10 +359,14 @@ def finish_artifacts(store: Store, job: Job, spec: JobSpec, pareto: list[Candida
     if pareto:
         first = objectives[0]
         best = min(pareto, key=lambda c: first.sign() * float(c.metrics[first.metric]))
-        arch_json = out / "arch.json"
-        arch_json.write_text(json.dumps({**best.arch.to_dict(), "key": best.key, "candidate_id": best.id,
-                                         "metrics": dict(best.metrics)}, indent=2) + "\n")
-        artifacts["arch.json"] = arch_json
+        best_json = out / BEST_FILE
+        best_json.write_text(json.dumps({
+            "schema_version": ARCH_SCHEMA_VERSION, "job_id": job.id,
+            "picked_by": f"{first.direction.value} {first.metric} on the Pareto front",
+            "candidate_id": best.id, "key": best.key, "arch": best.arch.to_dict(), "metrics": dict(best.metrics),
+            "export": f"nasforge export {job.id} {best.id} -o NAME",
+        }, indent=2) + "\n")
+        artifacts[BEST_FILE] = best_json
     return artifacts
 
 

@@ -39,7 +39,12 @@ def load_export(path: str | Path) -> Any:
     except ExportError as e:
         raise ExportError(f"{e}; {GIVE_EXPORT}") from None
     meta_path = p / "arch.json"
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        raise ExportError(f"{meta_path}: cannot read it ({e}); {GIVE_EXPORT}") from None
+    if not isinstance(meta, dict) or "kind" not in meta:
+        raise ExportError(f"{meta_path}: not the arch.json of an export (it names no kind); {GIVE_EXPORT}")
     if int(meta.get("schema_version", 0)) > ARCH_SCHEMA_VERSION:
         raise ExportError(f"{meta_path}: schema_version {meta['schema_version']} is newer than this nasforge reads "
                           f"({ARCH_SCHEMA_VERSION}); upgrade nasforge")

@@ -240,3 +240,32 @@ def test_random_search_that_exhausts_a_small_space_says_so() -> None:
                                  options={"max_tries": 50})
     assert len(s.ask(10)) == 4 and s.ask(10) == []
     assert s.finished_why() == "the space looks exhausted: 4 architectures asked, none new in 50 samples each"
+
+
+def test_job_folder_best_json_names_its_candidate_and_is_no_export(store, tmp_path, monkeypatch) -> None:
+    """finish_artifacts writes best.json (versioned, the first objective's best on the front, how to
+    export it); nasforge.load on the job folder says it is no export instead of a KeyError."""
+    import json
+
+    import nasforge
+    from nasforge.compose import BEST_FILE, finish_artifacts
+    from nasforge.core.errors import ExportError
+    from nasforge.core.paths import job_dir
+    from nasforge.core.types import ARCH_SCHEMA_VERSION
+    from tests.toy import toy_spec
+
+    monkeypatch.setenv("NASFORGE_HOME", str(tmp_path / "home"))
+    summary = _driver(store, _strategy("random"), LocalEvaluator(toy_metrics), budget=16).run()
+    job = store.get_job(summary.job_id)
+    front = [c for c in store.get_candidates(job.id) if c.pareto]
+    spec = toy_spec(objectives=[{"metric": m, "direction": d} for m, d in
+                                (("accuracy", "maximize"), ("latency_ms", "minimize"))])
+    artifacts = finish_artifacts(store, job, spec, front)
+    best = json.loads(artifacts[BEST_FILE].read_text())
+    top = max(front, key=lambda c: c.metrics["accuracy"])
+    assert best["schema_version"] == ARCH_SCHEMA_VERSION and best["candidate_id"] == top.id
+    assert best["arch"] == top.arch.to_dict() and best["metrics"]["accuracy"] == top.metrics["accuracy"]
+    assert best["export"] == f"nasforge export {job.id} {top.id} -o NAME"
+    (job_dir(job.id) / "arch.json").write_text(json.dumps(best))  # a folder with an arch.json of another kind
+    with pytest.raises(ExportError, match=r"not the arch\.json of an export \(it names no kind\); give the folder"):
+        nasforge.load(job_dir(job.id))

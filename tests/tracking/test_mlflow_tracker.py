@@ -36,8 +36,8 @@ def _artifacts(lj: LoggedJob, out: Path) -> dict[str, Path]:
     front = [c for c in lj.candidates if c.pareto]
     art = {"candidates.parquet": write_parquet(lj.candidates, out / "candidates.parquet"),
            "pareto.png": pareto_plot(lj.candidates, "latency_ms", "accuracy", out / "pareto.png")}
-    (out / "best.json").write_text(json.dumps({"key": front[0].key}) + "\n")
-    art["arch.json"] = out / "best.json"  # logged under the artifact name, not the file name
+    (out / "front-best.json").write_text(json.dumps({"key": front[0].key}) + "\n")
+    art["best.json"] = out / "front-best.json"  # logged under the artifact name, not the file name
     return art
 
 
@@ -89,7 +89,7 @@ def test_parent_and_child_runs(mlflow_uri: str, experiment: str, logged_job: Log
     assert str(by_key[lj.candidates[1].key].data.metrics["accuracy"]) == "nan"
 
     arts = {a.path for a in _client(mlflow_uri).list_artifacts(parent.info.run_id)}
-    assert arts == {"candidates.parquet", "pareto.png", "arch.json"}
+    assert arts == {"candidates.parquet", "pareto.png", "best.json"}
 
 
 def test_resumed_job_reuses_runs_and_retags_the_front(mlflow_uri: str, experiment: str, logged_job: LoggedJob) -> None:
