@@ -25,7 +25,7 @@ from nasforge.core.paths import SUPERNET_DIR, confined, home, job_dir, ordinary_
 from nasforge.core.spec import JobSpec, did_you_mean
 from nasforge.core.types import Candidate, CandidateStatus, Constraint, Direction
 from nasforge.workers import WORKLOADS, workload_kind
-from nasforge.workers.exports import GIVE_EXPORT, find_export, load_export
+from nasforge.workers.exports import find_export, load_export, read_export
 
 __all__ = ["export_candidate", "find_export", "load_export", "pick_candidate", "prepare_inputs"]
 
@@ -227,16 +227,8 @@ def prepare_inputs(path: str | Path, inputs: Any) -> Any:
     import numpy as np
     import torch
 
-    try:
-        path = find_export(path)
-    except ExportError as e:
-        raise ExportError(f"prepare_inputs: {e}; {GIVE_EXPORT}") from None
-    meta_path = path / "arch.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-        pre = meta.get("preprocessing")
-    except (OSError, ValueError) as e:
-        raise ExportError(f"{meta_path}: cannot read it ({e}); give a folder `nasforge export` wrote") from None
+    path, meta = read_export(path, "prepare_inputs")
+    pre = meta.get("preprocessing")
     if not pre:
         raise ExportError(f"{path}: the export records no preprocessing (it predates it); export the candidate again")
     if pre["input"] == "tokens":

@@ -33,17 +33,28 @@ def find_export(path: str | Path, search_roots: Sequence[str | Path] = ()) -> Pa
     raise ExportError(f"{path} is not a nasforge export folder{looked}")
 
 
-def load_export(path: str | Path) -> Any:
+def read_export(path: str | Path, caller: str = "") -> tuple[Path, dict[str, Any]]:
+    """The export folder ``path`` names and its ``arch.json``; one-line ExportError (prefixed by
+    ``caller``) when it is no export folder or its arch.json cannot be read."""
+    lead = f"{caller}: " if caller else ""
     try:
         p = find_export(path)
     except ExportError as e:
-        raise ExportError(f"{e}; {GIVE_EXPORT}") from None
+        raise ExportError(f"{lead}{e}; {GIVE_EXPORT}") from None
     meta_path = p / "arch.json"
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as e:
-        raise ExportError(f"{meta_path}: cannot read it ({e}); {GIVE_EXPORT}") from None
-    if not isinstance(meta, dict) or "kind" not in meta:
+        raise ExportError(f"{lead}{meta_path}: cannot read it ({e}); {GIVE_EXPORT}") from None
+    if not isinstance(meta, dict):
+        raise ExportError(f"{lead}{meta_path}: not the arch.json of an export (no JSON object); {GIVE_EXPORT}")
+    return p, meta
+
+
+def load_export(path: str | Path) -> Any:
+    p, meta = read_export(path)
+    meta_path = p / "arch.json"
+    if "kind" not in meta:
         raise ExportError(f"{meta_path}: not the arch.json of an export (it names no kind); {GIVE_EXPORT}")
     if int(meta.get("schema_version", 0)) > ARCH_SCHEMA_VERSION:
         raise ExportError(f"{meta_path}: schema_version {meta['schema_version']} is newer than this nasforge reads "
