@@ -100,25 +100,11 @@ def test_metric_of_an_unmeasured_class_is_rejected() -> None:
 def test_supernet_workload_measures_latency_without_scoring(tmp_path: Path) -> None:
     """A device-class worker of a supernet job times the child; it does not evaluate accuracy."""
     import numpy as np
-    import torch
-    import yaml
-    from safetensors.torch import save_file
 
-    from nasforge.core.spec import JobSpec
-    from nasforge.supernets import SUPERNETS
-    from nasforge.workers.supernet_workload import SupernetWorkload
+    from tests.workers.quickstart_workload import quickstart_workload
 
-    torch.set_num_threads(1)
-    data = yaml.safe_load((Path(__file__).parents[2] / "examples" / "quickstart.yaml").read_text())
-    data.pop("training", None)
-    data["evaluation"]["latency"] = {"warmup": 1, "repeats": 3, "threads": 1}
-    data["evaluation"]["bn_recalibration_images"] = 16
-    space = SupernetWorkload.build_space(JobSpec.model_validate({**data, "supernet": {"name": "bignas"}}))
-    net = SUPERNETS.get("bignas")(space, {})
-    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "model.safetensors"))
-    spec = JobSpec.model_validate({**data, "supernet": {"name": "bignas", "checkpoint": str(tmp_path / "model.safetensors")}})
-    wl = SupernetWorkload(spec, tmp_path)
-    wl.setup()
+    wl, space = quickstart_workload(tmp_path, bn_recalibration_images=16,
+                                    latency={"warmup": 1, "repeats": 3, "threads": 1})
     arch = space.sample(np.random.default_rng(0))
     lat = wl.measure_latency(arch)
     # the figures, and how the timing went: a disturbed one is flagged (and kept out of the cache) here too
@@ -131,30 +117,13 @@ def test_supernet_workload_reference_normalised_latency(tmp_path: Path) -> None:
     """evaluation.latency.reference: each timing is rescaled by the largest child timed just
     before it; the raw figure and the scale are kept, and the device profile id changes."""
     import numpy as np
-    import torch
-    import yaml
-    from safetensors.torch import save_file
 
-    from nasforge.core.spec import JobSpec
-    from nasforge.supernets import SUPERNETS
-    from nasforge.workers.supernet_workload import SupernetWorkload
+    from tests.workers.quickstart_workload import quickstart_workload
 
-    torch.set_num_threads(1)
-    data = yaml.safe_load((Path(__file__).parents[2] / "examples" / "quickstart.yaml").read_text())
-    data.pop("training", None)
-    data["evaluation"]["bn_recalibration_images"] = 16
-    data["evaluation"]["max_images"] = 32
-    space = SupernetWorkload.build_space(JobSpec.model_validate({**data, "supernet": {"name": "bignas"}}))
-    net = SUPERNETS.get("bignas")(space, {})
-    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "model.safetensors"))
     profiles = []
     for reference in (False, True):
-        data["evaluation"]["latency"] = {"warmup": 1, "repeats": 3, "threads": 1, "statistic": "min",
-                                         "reference": reference}
-        spec = JobSpec.model_validate({**data, "supernet": {"name": "bignas",
-                                                            "checkpoint": str(tmp_path / "model.safetensors")}})
-        wl = SupernetWorkload(spec, tmp_path)
-        wl.setup()
+        wl, space = quickstart_workload(tmp_path, bn_recalibration_images=16, max_images=32, latency={
+            "warmup": 1, "repeats": 3, "threads": 1, "statistic": "min", "reference": reference})
         m = wl.evaluate(space.sample(np.random.default_rng(0)))
         assert m["latency_p90_ms"] >= m["latency_ms"] == m["latency_min_ms"] > 0  # statistic: min
         if reference:

@@ -62,27 +62,13 @@ def test_shared_weights_count_once() -> None:
 
 def test_supernet_child_memory_grows_with_the_child(tmp_path: Path) -> None:
     """Every supernet candidate carries peak_memory_mb; the largest child needs more than the smallest."""
-    import yaml
-    from safetensors.torch import save_file
-
-    from nasforge.core.spec import JobSpec
-    from nasforge.supernets import SUPERNETS
     from nasforge.workers.supernet_workload import SupernetWorkload
+    from tests.workers.quickstart_workload import quickstart_workload
 
-    torch.set_num_threads(1)
-    data = yaml.safe_load((Path(__file__).parents[2] / "examples" / "quickstart.yaml").read_text())
-    data.pop("training", None)
-    data["evaluation"]["latency"] = {"enabled": False, "batch_size": 4}
-    data["evaluation"]["bn_recalibration_images"] = 16
-    data["evaluation"]["max_images"] = 32
-    space = SupernetWorkload.build_space(JobSpec.model_validate({**data, "supernet": {"name": "bignas"}}))
-    net = SUPERNETS.get("bignas")(space, {})
-    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "model.safetensors"))
-    spec = JobSpec.model_validate({**data, "supernet": {"name": "bignas", "checkpoint": str(tmp_path / "model.safetensors")}})
-    wl = SupernetWorkload(spec, tmp_path)
-    wl.setup()
+    wl, space = quickstart_workload(tmp_path, bn_recalibration_images=16, max_images=32,
+                                    latency={"enabled": False, "batch_size": 4})
     small, large = wl.evaluate(space.smallest()), wl.evaluate(space.largest())
-    assert "peak_memory_mb" in SupernetWorkload.metrics(spec)[0]
+    assert "peak_memory_mb" in SupernetWorkload.metrics(wl.spec)[0]
     assert 0 < small["peak_memory_mb"] < large["peak_memory_mb"]
     assert small["activation_peak_mb"] < large["activation_peak_mb"]
     # weights as stored (model_bytes, BN statistics included) are what the pass holds as weights
