@@ -210,3 +210,15 @@ def run_part(quick: bool = False, *, sampling: str = "uniform", arms: list[str] 
             f"median child has resolution {children['median']['resolution']})."
         ),
     }
+
+
+def run_one_thread(quick: bool = False, **kwargs: Any) -> dict:
+    """:func:`run_part` with torch at one thread for the whole run, scoring included (the trainer
+    pins training alone): what the benchmarks built on part (a) run, so that their figures do not
+    depend on the machine's core count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_part(quick=quick, **kwargs)
+    finally:
+        torch.set_num_threads(threads)

@@ -21,9 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
-
-from benchmarks._vit_sampling import run_part
+from benchmarks._vit_sampling import run_one_thread
 
 ARMS = ["uniform", "performance", "complexity"]
 EPOCHS = 30.0
@@ -31,11 +29,6 @@ SEEDS = [0, 1, 2, 3, 4, 5]
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     seeds = None if quick or os.environ.get("VIT_SAMPLING_SEEDS") else SEEDS
-    try:
-        result = run_part(quick=quick, sampling="uniform", arms=ARMS, seeds=seeds, epochs=EPOCHS)
-    finally:
-        torch.set_num_threads(threads)
+    result = run_one_thread(quick, sampling="uniform", arms=ARMS, seeds=seeds, epochs=EPOCHS)
     return {"vit_sampling_epochs": 2.0 if quick else EPOCHS, **result}

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from benchmarks._vit_sampling import run_part
+from benchmarks._vit_sampling import run_one_thread
 
 ARMS = ["uniform", "performance"]
 EPOCHS = 60.0
@@ -22,10 +20,5 @@ SEEDS = [0, 1, 2]
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = run_part(quick=quick, sampling="uniform", arms=ARMS, seeds=None if quick else SEEDS, epochs=EPOCHS)
-    finally:
-        torch.set_num_threads(threads)
+    result = run_one_thread(quick, sampling="uniform", arms=ARMS, seeds=None if quick else SEEDS, epochs=EPOCHS)
     return {"vit_sampling_epochs": 2.0 if quick else EPOCHS, **result}

@@ -20,17 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from benchmarks._vit_sampling import run_part
+from benchmarks._vit_sampling import run_one_thread
 
 ARMS = ["uniform", "performance", "complexity"]
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return run_part(quick=quick, sampling="sandwich", arms=ARMS)
-    finally:
-        torch.set_num_threads(threads)
+    return run_one_thread(quick, sampling="sandwich", arms=ARMS)
