@@ -536,6 +536,66 @@ def _runs_since(pid: int, written: float) -> bool:
     return started <= written + 2.0  # btime is whole seconds
 
 
+#: set in the environment of a --detach driver, whose output already goes to driver.log
+DRIVER_LOG_ENV = "NASFORGE_OUTPUT_IS_DRIVER_LOG"
+
+
+def start_detached(spec: JobSpec, store: Store, *, address: str | None = None) -> Job:
+    """``submit --detach``: record the job and start its driver as a process of its own (``nasforge
+    resume JOB``), whose output goes to the job's ``driver.log``; returns the job at once."""
+    import subprocess
+    import sys
+
+    job = store.create_job(spec.to_dict(), name=spec.name, seed=spec.seed)
+    logf = open(job_dir(job.id) / "driver.log", "ab")  # noqa: SIM115 - handed to the child
+    # not --quiet: the log gets what a foreground run prints (progress lines, the Pareto table, the
+    # final line), unbuffered so that `nasforge logs` shows a running job's progress
+    cmd = [sys.executable, "-m", "nasforge.cli", "resume", job.id]
+    if address:
+        cmd += ["--address", address]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", DRIVER_LOG_ENV: "1"}
+    if spec.store.url:
+        env["NASFORGE_STORE_URL"] = spec.store.url
+    with logf:
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=env)
+    # the child rewrites this with the same pid once it runs; written here too, so that `status` and
+    # `logs --follow` see the driver from the first instant (and see it gone if it dies on start)
+    write_driver_pid(job.id, proc.pid)
+    return job
+
+
+def resume_plan(job_id: str, store: Store, *, evaluations: int | None = None,
+                address: str | None = None) -> tuple[Job, JobSpec | None, str | None]:
+    """What ``nasforge resume JOB [--evaluations N]`` runs: ``(job, spec, None)``, the spec with the
+    budget raised to ``evaluations`` in all (stored before it runs, so a later resume keeps it), or
+    ``(job, None, why)`` when there is nothing to run (a done or cancelled job without a larger
+    budget). A budget the job has already spent, a cancelled job, or a wall-time budget is refused."""
+    job = store.get_job(job_id)
+    spec = JobSpec.model_validate(dict(job.spec))
+    evaluated = job.counts.get("done", 0) + job.counts.get("failed", 0)
+    if evaluations is not None:  # a larger budget: a done job goes on where it stopped
+        if evaluations <= evaluated:
+            raise NasforgeError(f"--evaluations {evaluations}: job {job.id} has evaluated {evaluated} "
+                                f"candidates already; give a larger total budget")
+        if job.state == JobState.CANCELLED:
+            raise NasforgeError(f"job {job.id} was cancelled; it is not continued (submit the job file again)")
+        if spec.budget.wall_time_s is not None:
+            raise NasforgeError(f"--evaluations: job {job.id} also has a wall-time budget (budget.wall_time_s "
+                                f"{spec.budget.wall_time_s:g}), which this does not extend; submit the job file "
+                                "again with the budget you want")
+        budget = spec.budget.model_copy(update={"evaluations": evaluations})
+        spec = JobSpec.model_validate({**spec.to_dict(), "budget": budget.model_dump()})
+        validate(spec, address=address)  # before the store holds the new budget
+        store.set_job_spec(job.id, spec.to_dict())
+        return job, spec, None
+    if job.state in (JobState.DONE, JobState.CANCELLED):
+        more = (f"; to evaluate more candidates: nasforge resume {job.id} --evaluations N (a total above "
+                f"{evaluated})") if job.state == JobState.DONE else ""
+        return job, None, f"job {job.id} is already {job.state.value}{more}"
+    return job, spec, None
+
+
 def resume_job(job_id: str, store: Store, **kwargs: Any) -> RunResult:
     job = store.get_job(job_id)
     if job.state in (JobState.DONE, JobState.CANCELLED):

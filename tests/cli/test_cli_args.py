@@ -128,12 +128,12 @@ def test_an_address_nothing_answers_at_is_refused_before_a_job_exists(form: str,
 def test_progress_lines_once_per_ten_and_the_last_count_of_the_budget(monkeypatch,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """A 48-evaluation job printed 40/48 last, so a log never said the search had finished."""
-    import argparse
     from pathlib import Path
 
     import yaml
 
-    from nasforge import cli, compose
+    from nasforge import compose
+    from nasforge.console import run_in_terminal
     from nasforge.core.spec import JobSpec
     from nasforge.search.driver import Progress
 
@@ -150,7 +150,7 @@ def test_progress_lines_once_per_ten_and_the_last_count_of_the_budget(monkeypatc
 
     monkeypatch.setattr(compose, "run_job", fake_run_job)
     with pytest.raises(Stop):
-        cli._run(argparse.Namespace(json=False, quiet=False, address=None), spec, None)
+        run_in_terminal(spec, None)
     shown = [line.split(" (")[0] for line in capsys.readouterr().out.splitlines()]
     assert shown == ["evaluated 10/48", "evaluated 27/48", "evaluated 40/48", "evaluated 48/48"]
 
@@ -161,7 +161,7 @@ def test_progress_lines_once_per_ten_and_the_last_count_of_the_budget(monkeypatc
 
     monkeypatch.setattr(compose, "run_job", wall_time_run_job)
     with pytest.raises(Stop):
-        cli._run(argparse.Namespace(json=False, quiet=False, address=None), spec, None)
+        run_in_terminal(spec, None)
     shown = [line.split(" (")[0] for line in capsys.readouterr().out.splitlines()]
     assert shown == ["evaluated 14", "evaluated 27", "evaluated 38", "evaluated 41", "evaluated 43"]
 

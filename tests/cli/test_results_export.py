@@ -3,7 +3,6 @@ best-so-far of ``nasforge status``, on a real SQLite store."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -157,11 +156,11 @@ def test_export_folder_must_be_inside_the_output_folder_and_not_it(tmp_path: Pat
 
 def test_a_job_with_no_feasible_candidate_says_which_constraint_failed(tmp_path: Path) -> None:
     """In place of an empty Pareto table: each constraint, how many met it and the closest value."""
-    from nasforge.cli import _no_feasible_note
+    from nasforge.reports import no_feasible_note
 
     store, spec, job_id, _, ids = _job(tmp_path / "store.db")
     strict = spec.model_copy(update={"constraints": [c.model_copy(update={"bound": 0.99}) for c in spec.constraints]})
-    note = _no_feasible_note(strict, store, job_id)
+    note = no_feasible_note(strict, store, job_id)
     assert note.startswith("no Pareto front: none of the 5 done candidates meets every constraint (accuracy >= 0.99: "
                            f"met by 0, closest 0.96 (candidate {ids[0]})). Loosen them or train the supernet longer; ")
     assert f"`nasforge results {job_id}`" in note
@@ -169,7 +168,7 @@ def test_a_job_with_no_feasible_candidate_says_which_constraint_failed(tmp_path:
     from nasforge.core.spec import ObjectiveSpec
 
     unmeasured = spec.model_copy(update={"objectives": [*spec.objectives, ObjectiveSpec(metric="flops", direction="minimize")]})
-    assert _no_feasible_note(unmeasured, store, job_id).startswith(
+    assert no_feasible_note(unmeasured, store, job_id).startswith(
         "no Pareto front: the done candidates that meet the constraints lack a finite value of flops; ")
 
 
@@ -380,9 +379,9 @@ def test_the_summary_counts_the_children_whose_timing_stayed_disturbed(tmp_path:
 
 def test_where_filters_by_the_timing_flags_that_a_job_file_may_not_name(tmp_path: Path, monkeypatch: Any,
                                                                         capsys: Any) -> None:
-    from nasforge.cli import _where
     from nasforge.core.errors import NasforgeError
     from nasforge.core.spec import ConstraintSpec
+    from nasforge.reports import parse_limits
 
     monkeypatch.setenv("NASFORGE_HOME", str(tmp_path))
     store, spec, _, archs, _ = _job(tmp_path / "store.db")
@@ -401,4 +400,4 @@ def test_where_filters_by_the_timing_flags_that_a_job_file_may_not_name(tmp_path
                                          r"it with nasforge results JOB --where 'latency_disturbed < 1'"):
         ConstraintSpec.model_validate("latency_disturbed < 1")
     with pytest.raises(NasforgeError, match="did you mean 'latency_disturbed'"):  # a misspelling is still refused
-        _where(argparse.Namespace(where=["latency_disturbd < 1"]))
+        parse_limits(["latency_disturbd < 1"])

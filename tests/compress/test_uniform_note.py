@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from nasforge.cli import _uniform_note
 from nasforge.core.spec import JobSpec
 from nasforge.core.types import Arch, Candidate, CandidateStatus
+from nasforge.reports import uniform_note
 from nasforge.spaces.compression import uniform_levels
 
 
@@ -36,15 +36,15 @@ def test_the_note_compares_the_best_found_with_the_best_uniform_within_the_const
         _cand(3, _arch(bits__a=2, bits__b=2), kl=2.0, accuracy=0.60, avg_bits=2.0),
         _cand(4, _arch(bits__a=2, bits__b=4), kl=0.004, accuracy=0.96, avg_bits=2.9),
     ]
-    assert _uniform_note(spec, done) == (
+    assert uniform_note(spec, done) == (
         "uniform allocation within the constraints (bits 3 everywhere, candidate 2): kl=0.5, accuracy=0.9; "
         "best found (candidate 4): kl=0.004, accuracy=0.96 (kl 125x lower)")
-    assert _uniform_note(spec, done[:3]).endswith("; no mixed allocation beat it on kl")
-    assert _uniform_note(spec, [done[0], done[3]]) is None  # no uniform allocation within the constraints
+    assert uniform_note(spec, done[:3]).endswith("; no mixed allocation beat it on kl")
+    assert uniform_note(spec, [done[0], done[3]]) is None  # no uniform allocation within the constraints
     unbudgeted = JobSpec.model_validate({**spec.to_dict(), "constraints": ["accuracy >= 0.5"]})
-    assert _uniform_note(unbudgeted, done) is None  # without a budget the best kl is the largest allocation
+    assert uniform_note(unbudgeted, done) is None  # without a budget the best kl is the largest allocation
     other = spec.model_copy(update={"space": spec.space.model_copy(update={"name": "bignas_cnn"})})
-    assert _uniform_note(other, done) is None
+    assert uniform_note(other, done) is None
 
 
 def test_other_strategies_say_their_uniform_allocation_was_met_by_chance() -> None:
@@ -58,7 +58,7 @@ def test_other_strategies_say_their_uniform_allocation_was_met_by_chance() -> No
     for strategy, asked in (({"name": "guided"}, False), ({"name": "random"}, False),
                             ({"name": "dp", "options": {"reference": False}}, False),
                             ({"name": "ilp"}, True), ({"name": "evopress"}, True)):
-        note = _uniform_note(JobSpec.model_validate({**base, "strategy": strategy}), done)
+        note = uniform_note(JobSpec.model_validate({**base, "strategy": strategy}), done)
         assert note is not None
         if asked:
             assert note.startswith("uniform allocation within the constraints (bits 2 everywhere") and "happened" not in note
