@@ -2,8 +2,10 @@
 
 from nasforge.data.loaders import (
     DATASET_NAMES,
+    DATASETS,
     TORCHVISION_DATASETS,
     DatasetError,
+    DatasetSource,
     DataSplits,
     clear_cache,
     dataset_name_error,
@@ -12,5 +14,5 @@ from nasforge.data.loaders import (
     preprocessing,
 )
 
-__all__ = ["DATASET_NAMES", "TORCHVISION_DATASETS", "DataSplits", "DatasetError", "clear_cache", "dataset_name_error",
+__all__ = ["DATASETS", "DATASET_NAMES", "TORCHVISION_DATASETS", "DataSplits", "DatasetError", "DatasetSource", "clear_cache", "dataset_name_error",
            "describe_inputs", "load_dataset", "preprocessing"]

@@ -41,6 +41,7 @@ from __future__ import annotations
 import io
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,11 @@ import numpy as np
 import torch
 
 from nasforge.core.errors import NasforgeError
+from nasforge.core.registry import Registry
 from nasforge.core.spec import DatasetSpec
-from nasforge.data.text import TEXT_DATASET_NAMES, VOCAB_SIZE, split_text
+from nasforge.data.text import VOCAB_SIZE, split_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-IMAGE_DATASET_NAMES = ("mnist5k", "digits", "folder", "arrays")
-DATASET_NAMES = IMAGE_DATASET_NAMES + TEXT_DATASET_NAMES
 #: torchvision datasets read from disk as ``torchvision:NAME`` (``path``: the ``root`` torchvision was
 #: given; never downloaded), each with the argument that picks its train or test part (train=bool or
 #: split="train"/"test")
@@ -64,21 +64,25 @@ TORCHVISION_DATASETS = {
 }
 TORCHVISION_PREFIX = "torchvision:"
 
+#: what an image reader returns: pixels as float (N, C, H, W) scaled to 0..1, raw labels, the raw
+#: pixel value that became 1.0 (255 for 8-bit images, 16 for scikit-learn's digits, 1 for arrays
+#: already 0..1), and the class names of label ids 0..K-1 where the dataset has them
+RawImages = tuple[np.ndarray, np.ndarray, float, "list[str] | None"]
+ImageReader = Callable[[DatasetSpec, "tuple[int, int] | None"], RawImages]
 
-def dataset_name_error(name: str) -> str | None:
-    """Why ``evaluation.dataset.name`` is not a dataset nasforge reads (None when it is)."""
-    from nasforge.core.spec import did_you_mean
 
-    torchvision = [TORCHVISION_PREFIX + k for k in TORCHVISION_DATASETS]
-    if name in DATASET_NAMES or name in torchvision:
-        return None
-    if name.startswith(TORCHVISION_PREFIX):
-        return (f"evaluation.dataset.name: {name!r}{did_you_mean(name, torchvision)}: torchvision datasets read from "
-                f"disk: {', '.join(TORCHVISION_DATASETS)}; any other image dataset: save it as a folder of class "
-                "folders (name: folder) or as arrays (name: arrays)")
-    return (f"evaluation.dataset.name: unknown dataset {name!r}{did_you_mean(name, DATASET_NAMES + tuple(torchvision))}; "
-            f"choose one of {', '.join(DATASET_NAMES)}, or torchvision:NAME ({', '.join(TORCHVISION_DATASETS)}) for a "
-            "torchvision dataset on disk")
+@dataclass(frozen=True)
+class DatasetSource:
+    """How one ``evaluation.dataset.name`` is read.
+
+    ``kind`` is ``image`` (``read(spec, image_size) -> RawImages``, then split and normalized here)
+    or ``text`` (byte tokens, read by :mod:`nasforge.data.text`). ``path`` says what
+    ``evaluation.dataset.path`` must name; None: the dataset ships inside an installed package.
+    """
+
+    kind: str
+    read: ImageReader | None = None
+    path: str | None = None
 
 
 class DatasetError(NasforgeError):
@@ -142,7 +146,7 @@ def load_dataset(spec: DatasetSpec, *, image_size: tuple[int, int] | None = None
         raise DatasetError(
             "evaluation.dataset: val_fraction + test_fraction must leave at least 10% for training; lower them"
         )
-    if spec.name in TEXT_DATASET_NAMES:
+    if DATASETS.get(spec.name).kind == "text":
         if spec.normalize != "standardize":
             raise DatasetError(f"evaluation.dataset.normalize: applies to images; remove it for {spec.name} (text)")
         return _load_text(spec)
@@ -242,34 +246,50 @@ def _load_text(spec: DatasetSpec) -> DataSplits:
 # Reading
 
 
-def _read(spec: DatasetSpec, image_size: tuple[int, int] | None
-          ) -> tuple[np.ndarray, np.ndarray, float, list[str] | None]:
-    """Raw images as float (N, C, H, W) scaled to 0..1, raw labels, the raw pixel value that
-    became 1.0 (255 for 8-bit images, 16 for scikit-learn's digits, 1 for arrays already 0..1), and
-    the class names of label ids 0..K-1 where the dataset has them (torchvision's)."""
-    if spec.name == "mnist5k":
-        X, y = _mnist5k()
-        return (X.reshape(-1, 1, 28, 28) / 255.0), y, 255.0, None
-    if spec.name == "digits":
-        from sklearn.datasets import load_digits
+def _read(spec: DatasetSpec, image_size: tuple[int, int] | None) -> RawImages:
+    """The raw images of an image dataset (:data:`RawImages`), by the reader :data:`DATASETS` holds for
+    its name, after checking that a dataset that reads ``path`` has one that exists."""
+    source = DATASETS.get(spec.name, "evaluation.dataset.name")
+    if source.read is None:
+        raise DatasetError(f"evaluation.dataset.name: {spec.name} is a {source.kind} dataset, not images")
+    if source.path is not None:
+        if spec.path is None:
+            raise DatasetError(f"evaluation.dataset.path: required for dataset {spec.name!r}; set it to {source.path}")
+        if not Path(spec.path).expanduser().exists():
+            raise DatasetError(f"evaluation.dataset.path: {spec.path} does not exist; give an existing path")
+    return source.read(spec, image_size)
 
-        d = load_digits()
-        return (d.images.reshape(-1, 1, 8, 8) / 16.0), d.target, 16.0, None
-    if spec.path is None:
-        raise DatasetError(
-            f"evaluation.dataset.path: required for dataset {spec.name!r}; set it to "
-            + ("a folder holding one sub-folder of images per class" if spec.name == "folder"
-               else "the root folder torchvision was given (where it downloaded the dataset)"
-               if spec.name.startswith(TORCHVISION_PREFIX) else "a .npz (X, y) or .parquet file")
-        )
-    path = Path(spec.path).expanduser()
-    if not path.exists():
-        raise DatasetError(f"evaluation.dataset.path: {spec.path} does not exist; give an existing path")
-    if spec.name == "folder":
-        return (*_read_folder(path, image_size), 255.0, None)
-    if spec.name.startswith(TORCHVISION_PREFIX):
-        return _read_torchvision(spec.name[len(TORCHVISION_PREFIX):], path)
-    return (*_read_arrays(path, spec.pixel_max), None)
+
+def _given_path(spec: DatasetSpec) -> Path:
+    assert spec.path is not None  # _read checked it
+    return Path(spec.path).expanduser()
+
+
+def _read_mnist5k(spec: DatasetSpec, image_size: tuple[int, int] | None) -> RawImages:
+    X, y = _mnist5k()
+    return (X.reshape(-1, 1, 28, 28) / 255.0), y, 255.0, None
+
+
+def _read_digits(spec: DatasetSpec, image_size: tuple[int, int] | None) -> RawImages:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.images.reshape(-1, 1, 8, 8) / 16.0), d.target, 16.0, None
+
+
+def _read_folder_of_classes(spec: DatasetSpec, image_size: tuple[int, int] | None) -> RawImages:
+    return (*_read_folder(_given_path(spec), image_size), 255.0, None)
+
+
+def _read_array_file(spec: DatasetSpec, image_size: tuple[int, int] | None) -> RawImages:
+    return (*_read_arrays(_given_path(spec), spec.pixel_max), None)
+
+
+def _torchvision_reader(name: str) -> ImageReader:
+    def read(spec: DatasetSpec, image_size: tuple[int, int] | None) -> RawImages:
+        return _read_torchvision(name, _given_path(spec))
+
+    return read
 
 
 def _read_torchvision(name: str, root: Path) -> tuple[np.ndarray, np.ndarray, float, list[str] | None]:
@@ -566,3 +586,43 @@ def _split_and_normalize(X: np.ndarray, y_raw: np.ndarray, spec: DatasetSpec) ->
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# The datasets
+
+#: every dataset name a job may give, in the order messages list them
+_SOURCES: dict[str, DatasetSource] = {
+    "mnist5k": DatasetSource("image", _read_mnist5k),
+    "digits": DatasetSource("image", _read_digits),
+    "folder": DatasetSource("image", _read_folder_of_classes, path="a folder holding one sub-folder of images per class"),
+    "arrays": DatasetSource("image", _read_array_file, path="a .npz (X, y) or .parquet file"),
+    "pystdlib": DatasetSource("text"),
+    "text": DatasetSource("text", path="a text file or a folder of text files"),
+    **{TORCHVISION_PREFIX + name: DatasetSource(
+        "image", _torchvision_reader(name),
+        path="the root folder torchvision was given (where it downloaded the dataset)") for name in TORCHVISION_DATASETS},
+}
+#: name -> :class:`DatasetSource`: ``load_dataset`` reads through it
+DATASETS: Registry[DatasetSource] = Registry("dataset")
+for _name, _source in _SOURCES.items():
+    DATASETS.add(_name, _source)
+#: the datasets named as they are (the torchvision ones are ``torchvision:NAME``)
+DATASET_NAMES = tuple(n for n in _SOURCES if not n.startswith(TORCHVISION_PREFIX))
+IMAGE_DATASET_NAMES = tuple(n for n in DATASET_NAMES if _SOURCES[n].kind == "image")
+
+
+def dataset_name_error(name: str) -> str | None:
+    """Why ``evaluation.dataset.name`` is not a dataset nasforge reads (None when it is)."""
+    from nasforge.core.spec import did_you_mean
+
+    if name in DATASETS:
+        return None
+    torchvision = [TORCHVISION_PREFIX + k for k in TORCHVISION_DATASETS]
+    if name.startswith(TORCHVISION_PREFIX):
+        return (f"evaluation.dataset.name: {name!r}{did_you_mean(name, torchvision)}: torchvision datasets read from "
+                f"disk: {', '.join(TORCHVISION_DATASETS)}; any other image dataset: save it as a folder of class "
+                "folders (name: folder) or as arrays (name: arrays)")
+    return (f"evaluation.dataset.name: unknown dataset {name!r}{did_you_mean(name, DATASET_NAMES + tuple(torchvision))}; "
+            f"choose one of {', '.join(DATASET_NAMES)}, or torchvision:NAME ({', '.join(TORCHVISION_DATASETS)}) for a "
+            "torchvision dataset on disk")

@@ -28,8 +28,7 @@ from nasforge.core.paths import SUPERNET_DIR, TRAINING_PROGRESS_FILE
 from nasforge.core.spec import JobSpec
 from nasforge.core.spec_docs import model_of
 from nasforge.core.types import ARCH_SCHEMA_VERSION, Arch
-from nasforge.data.loaders import coarse_split_warning, dataset_name_error
-from nasforge.data.text import TEXT_DATASET_NAMES
+from nasforge.data.loaders import DATASETS, coarse_split_warning, dataset_name_error
 from nasforge.spaces import SPACES
 from nasforge.spaces.base import SearchSpace
 from nasforge.supernets import SUPERNETS, TRAINERS
@@ -214,8 +213,9 @@ class SupernetWorkload(Workload):
         if (bad := dataset_name_error(ds.name)) is not None:
             raise JobSpecError(bad)
         tokens = getattr(net_cls, "input_kind", "image") == "tokens"
-        if tokens != (ds.name in TEXT_DATASET_NAMES):
-            want = "a text dataset (" + ", ".join(TEXT_DATASET_NAMES) + ")" if tokens else "an image dataset"
+        if tokens != (DATASETS.get(ds.name).kind == "text"):
+            texts = [n for n in DATASETS.names() if DATASETS.get(n).kind == "text"]
+            want = "a text dataset (" + ", ".join(texts) + ")" if tokens else "an image dataset"
             raise JobSpecError(
                 f"evaluation.dataset.name: supernet {spec.supernet.name!r} takes "
                 f"{'token sequences' if tokens else 'images'}; {ds.name!r} does not fit, use {want}"

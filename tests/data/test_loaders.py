@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from PIL import Image
 
 from nasforge.core.errors import NasforgeError
 from nasforge.core.spec import DatasetSpec
-from nasforge.data import DataSplits, load_dataset
+from nasforge.data import DatasetError, DataSplits, load_dataset
 
 
 def _sizes(d: DataSplits) -> tuple[int, int, int]:
@@ -378,3 +379,22 @@ def test_a_split_too_small_to_rank_by_accuracy_is_named():
     assert coarse_split_warning(small, "test").endswith("add data or raise evaluation.dataset.test_fraction")
     assert f"scored on {n_test} test images" in coarse_split_warning(small, "test")
     assert coarse_split_warning(small, "val") is None
+
+
+def test_every_dataset_name_is_one_registry_entry_that_reads_as_its_kind_says(tmp_path):
+    """The names a job may give, the check of a name, and how each is read come from one table."""
+    from nasforge.data import DATASET_NAMES, DATASETS, TORCHVISION_DATASETS, dataset_name_error
+
+    assert set(DATASETS.names()) == set(DATASET_NAMES) | {f"torchvision:{n}" for n in TORCHVISION_DATASETS}
+    assert all(dataset_name_error(n) is None for n in DATASETS.names())
+    assert "choose one of mnist5k, digits, folder, arrays, pystdlib, text" in dataset_name_error("mnist")
+    for name in DATASETS.names():
+        source = DATASETS.get(name)
+        assert (source.read is not None) == (source.kind == "image"), name
+        if source.kind == "image" and source.path is not None:  # a dataset that reads a path says what it names
+            with pytest.raises(DatasetError, match=f"evaluation.dataset.path: required for dataset '{name}'; set it to "
+                                                   + re.escape(source.path)):
+                load_dataset(DatasetSpec(name=name))
+    shipped = [n for n in DATASETS.names() if DATASETS.get(n).kind == "image" and DATASETS.get(n).path is None]
+    assert shipped == ["digits", "mnist5k"]
+    assert load_dataset(DatasetSpec(name="digits")).input_shape == (1, 8, 8)
