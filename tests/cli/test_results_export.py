@@ -289,8 +289,11 @@ def test_failed_candidates_show_why_in_the_table_and_in_status(tmp_path: Path, m
     last = max((c for c in store.get_candidates(job_id) if c.status.value == "failed"), key=lambda c: c.seq)
     assert f"  last failure: candidate {last.id}: ValueError: kernel 7 not in [3, 5]\n" in capsys.readouterr().out
     assert main(["status", job_id, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["last_failure"] == {"candidate_id": last.id,
-                                                                    "error": "ValueError: kernel 7 not in [3, 5]"}
+    row = json.loads(capsys.readouterr().out)
+    assert row["last_failure"] == {"candidate_id": last.id, "error": "ValueError: kernel 7 not in [3, 5]"}
+    done = [c for c in store.get_candidates(job_id) if c.status.value == "done"]
+    assert row["done_candidates"] == len(done) and row["uniform_note"] is None  # not a compression job
+    assert row["counts"]["failed"] == 2 and row["job_id"] == job_id
 
 
 def test_best_and_sort_know_which_way_a_metric_is_better(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
