@@ -66,7 +66,7 @@ def candidate_table(cands: Sequence[Any], title: str) -> Any:
         head, fmt = SHOWN_METRICS[base]
         return (f"{head} @{cls}" if cls else head), fmt
 
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title) + 4)  # an empty or narrow table does not wrap its title
     table.add_column("id", justify="right")
     table.add_column("key")
     table.add_column("status")
