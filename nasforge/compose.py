@@ -596,14 +596,6 @@ def resume_plan(job_id: str, store: Store, *, evaluations: int | None = None,
     return job, spec, None
 
 
-def resume_job(job_id: str, store: Store, **kwargs: Any) -> RunResult:
-    job = store.get_job(job_id)
-    if job.state in (JobState.DONE, JobState.CANCELLED):
-        raise StoreError(f"job {job_id} is {job.state.value}; nothing to resume")
-    spec = JobSpec.model_validate(dict(job.spec))
-    return run_job(spec, store, job=job, **kwargs)
-
-
 @dataclass(frozen=True)
 class Deleted:
     """What ``delete_job`` removed."""

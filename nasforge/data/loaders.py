@@ -292,7 +292,7 @@ def _torchvision_reader(name: str) -> ImageReader:
     return read
 
 
-def _read_torchvision(name: str, root: Path) -> tuple[np.ndarray, np.ndarray, float, list[str] | None]:
+def _read_torchvision(name: str, root: Path) -> RawImages:
     """A torchvision dataset from its files under ``root`` (``download=False``: nothing is fetched):
     its train and test parts joined, as nasforge makes its own split; labels 0..K-1 and its class
     names."""
@@ -609,7 +609,6 @@ for _name, _source in _SOURCES.items():
     DATASETS.add(_name, _source)
 #: the datasets named as they are (the torchvision ones are ``torchvision:NAME``)
 DATASET_NAMES = tuple(n for n in _SOURCES if not n.startswith(TORCHVISION_PREFIX))
-IMAGE_DATASET_NAMES = tuple(n for n in DATASET_NAMES if _SOURCES[n].kind == "image")
 
 
 def dataset_name_error(name: str) -> str | None:
