@@ -226,12 +226,7 @@ class SupernetWorkload(Workload):
                 f"evaluation.dataset.seq_len: {ds.seq_len} is longer than space.options.context ({context}); "
                 f"set seq_len <= {context}"
             )
-        if ds.name in ("folder", "arrays"):
-            if ds.path is None:
-                raise JobSpecError(f"evaluation.dataset.path: required for dataset {ds.name!r}")
-            if not Path(ds.path).exists():
-                raise JobSpecError(f"evaluation.dataset.path: {ds.path} does not exist")
-        # read it now, before a job exists (a file without X / y, a folder without class folders, 2
+        # read it now, before a job exists (no path or a missing one, a file without X / y, a folder without class folders, 2
         # classes for a 10-class space); load_dataset caches it, so a foreground job reads it once
         from nasforge.data import load_dataset
         from nasforge.supernets.trainer import check_data_fits

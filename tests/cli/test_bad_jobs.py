@@ -65,7 +65,7 @@ EXPECTED = {
     "bad_space_option": "space.options.no_such_option: unknown option",
     "bad_strategy_option": "strategy.options.populaton: unknown option",
     "unknown_dataset": "evaluation.dataset.name: unknown dataset",
-    "dataset_path_missing": "evaluation.dataset.path",
+    "dataset_path_missing": "evaluation.dataset.path: /nonexistent/images does not exist; give an existing path",
     "dataset_torchvision_name_case": "evaluation.dataset.name: 'torchvision:fashionmnist' (did you mean "
                                      "'torchvision:FashionMNIST'?)",
     "dataset_torchvision_without_root": "evaluation.dataset.path: required for dataset 'torchvision:MNIST'; set it "
