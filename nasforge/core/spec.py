@@ -215,6 +215,11 @@ class BudgetSpec(_Strict):
         return self
 
 
+#: the datasets that ship inside an installed package and read no ``path`` (``nasforge.data.DATASETS``
+#: knows them too; a test keeps the two in step: core may not import data)
+SHIPPED_DATASETS = ("mnist5k", "digits", "pystdlib")
+
+
 class DatasetSpec(_Strict):
     """The dataset: shipped (mnist5k, digits) or yours (class folders, .npz/.parquet, torchvision on disk)."""
 
@@ -244,7 +249,7 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _custom_stats(self) -> DatasetSpec:
-        if self.path is not None and self.name in ("mnist5k", "digits", "pystdlib"):  # it was ignored
+        if self.path is not None and self.name in SHIPPED_DATASETS:  # it was ignored
             raise ValueError(f"path: dataset {self.name} ships inside an installed package and reads no path; "
                              "remove it, or name your files with name: folder, arrays or text")
         if self.pixel_max is not None and self.name != "arrays":  # the others know their pixel range

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from nasforge.core.errors import NasforgeError
-from nasforge.core.spec import DatasetSpec
+from nasforge.core.spec import SHIPPED_DATASETS, DatasetSpec
 from nasforge.data import DatasetError, DataSplits, load_dataset
 
 
@@ -397,4 +397,6 @@ def test_every_dataset_name_is_one_registry_entry_that_reads_as_its_kind_says(tm
                 load_dataset(DatasetSpec(name=name))
     shipped = [n for n in DATASETS.names() if DATASETS.get(n).kind == "image" and DATASETS.get(n).path is None]
     assert shipped == ["digits", "mnist5k"]
+    # the job file's check that a shipped dataset is given no path knows the same ones
+    assert sorted(SHIPPED_DATASETS) == [n for n in DATASETS.names() if DATASETS.get(n).path is None]
     assert load_dataset(DatasetSpec(name="digits")).input_shape == (1, 8, 8)
