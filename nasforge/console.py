@@ -226,12 +226,11 @@ def _run_logged(spec: Any, store: Any, job: Any, log: DriverLog, *, address: str
         ending.append(candidate_table(sorted(result.pareto, key=lambda c: c.id), f"Pareto front of {result.job.id}"))
     elif result.counts.get("done", 0):
         ending.append(no_feasible_note(spec, store, result.job.id))
-    if spec.space.name == "compression":
-        from nasforge.core.types import CandidateStatus
+    from nasforge.core.types import CandidateStatus
 
-        note = uniform_note(spec, store.get_candidates(result.job.id, status=CandidateStatus.DONE))
-        if note:
-            ending.append(note)
+    note = uniform_note(spec, store.get_candidates(result.job.id, status=CandidateStatus.DONE))  # compression jobs
+    if note:
+        ending.append(note)
     if result.summary.strategy_note:
         ending.append(result.summary.strategy_note)
     ending.append(f"job {result.job.id}: {result.summary.state.value} ({result.summary.stop_reason}); "
