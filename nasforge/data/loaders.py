@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nasforge.core.errors import NasforgeError
+from nasforge.core.errors import JobSpecError, NasforgeError
 from nasforge.core.registry import Registry
 from nasforge.core.spec import DatasetSpec
 from nasforge.data.text import VOCAB_SIZE, split_text
@@ -85,8 +85,9 @@ class DatasetSource:
     path: str | None = None
 
 
-class DatasetError(NasforgeError):
-    """The dataset named in ``evaluation.dataset`` cannot be read (missing path, bad format)."""
+class DatasetError(JobSpecError):
+    """The dataset named in ``evaluation.dataset`` cannot be read (missing path, bad format): an error
+    of the job file, as its message names the key."""
 
 
 Split = tuple[torch.Tensor, torch.Tensor]
