@@ -37,7 +37,7 @@ KNOWN_METRICS: dict[str, str] = {
     "params": "parameter count",
     "model_bytes": "bytes of the weights as stored (packed for compressed models)",
     "peak_memory_mb": "most memory (MiB) one forward pass at evaluation.latency.batch_size holds at once: "
-    "weights, input and live activations (supernet jobs)",
+    "weights, input and live activations (compression jobs: the weights at their packed size)",
     "kl": "KL divergence of outputs to the uncompressed model (compression jobs)",
     "bops": "bit operations: MACs x weight bits x activation bits (compression jobs)",
     "avg_bits": "parameter-weighted average weight bit-width (compression jobs)",

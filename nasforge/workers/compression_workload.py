@@ -213,7 +213,8 @@ class CompressionWorkload(Workload):
 
     @classmethod
     def metrics(cls, spec: JobSpec) -> tuple[frozenset[str], str] | None:
-        names = {"kl", "accuracy", "loss", "model_bytes", "avg_bits", "sparsity", "bops", "params", "flops"}
+        names = {"kl", "accuracy", "loss", "model_bytes", "avg_bits", "sparsity", "bops", "params", "flops",
+                 "peak_memory_mb", "activation_peak_mb", "weight_mb"}
         return frozenset(names), "a compression job (fake-quant weights: latency is not timed)"
 
     @classmethod
@@ -377,6 +378,13 @@ class CompressionWorkload(Workload):
         self.calib = data.train[0][: space.opts.calibration_images]
         self.eval_X, self.eval_y = self._heldout(spec, data)
         self.db = LevelDatabase(root / "levels", space)
+        # one forward pass at the latency batch size: its input and activations are the same for every
+        # allocation (weights are fake-quantized, activations stay float), so they are measured once
+        from nasforge.workers.memory import measure_peak_memory
+
+        mem = measure_peak_memory(self.model, self.eval_X[: spec.evaluation.latency.batch_size].clone())  # not a view of all
+        self.activation_peak_mb = mem["activation_peak_mb"]
+        self.input_and_activations_mb = mem["peak_memory_mb"] - mem["weight_mb"]
         # the submit folder, then the job file's folder that holds the model module (model.search_path)
         self.search_roots = tuple(dict.fromkeys([*roots, *spec.model.search_path]))
 
@@ -387,6 +395,7 @@ class CompressionWorkload(Workload):
 
     def evaluate(self, arch: Arch) -> dict[str, float]:
         from nasforge.compress.metrics import accuracy, cross_entropy, kl_divergence, logits_of
+        from nasforge.workers.memory import MIB
 
         model = self.compressed_model(arch)
         bs = self.spec.evaluation.batch_size
@@ -395,6 +404,11 @@ class CompressionWorkload(Workload):
         metrics["accuracy"] = accuracy(logits, self.eval_y)
         metrics["loss"] = cross_entropy(logits, self.eval_y)
         metrics.update({k: float(v) for k, v in self.space.cost(arch).items()})
+        # memory as deployed: the weights at their packed size (what the export stores), plus the input
+        # and activations of one pass (measured in setup)
+        metrics["weight_mb"] = metrics["model_bytes"] / MIB
+        metrics["activation_peak_mb"] = self.activation_peak_mb
+        metrics["peak_memory_mb"] = metrics["weight_mb"] + self.input_and_activations_mb
         return metrics
 
     def device_profile(self) -> dict[str, Any]:

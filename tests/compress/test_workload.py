@@ -14,6 +14,7 @@ from nasforge.core.types import Constraint, Direction, EvalResult, Objective
 from nasforge.search import STRATEGIES
 from nasforge.workers.base import ShippedFiles
 from nasforge.workers.compression_workload import CompressionWorkload
+from nasforge.workers.memory import MIB
 
 torch.set_num_threads(1)
 
@@ -43,6 +44,12 @@ def test_workload_evaluate_allocate_export_load(tmp_path) -> None:
     low = w.evaluate(space.uniform(bits=2, sparsity=0.5))
     assert low["kl"] > 10 * dense["kl"] and low["model_bytes"] < dense["model_bytes"]
     assert 0.49 < low["sparsity"] <= 0.5 and low["avg_bits"] == 2
+    # memory as deployed: packed weights + the input and activations of one pass, which no allocation changes
+    for m in (dense, low):
+        assert m["weight_mb"] * MIB == m["model_bytes"] and m["activation_peak_mb"] > 0
+    assert low["activation_peak_mb"] == dense["activation_peak_mb"]
+    assert dense["peak_memory_mb"] - low["peak_memory_mb"] == pytest.approx(dense["weight_mb"] - low["weight_mb"])
+    assert low["peak_memory_mb"] > low["weight_mb"] + low["activation_peak_mb"]  # the input counts too
 
     strategy = STRATEGIES.get("dp")(space, objectives=[Objective("kl", Direction.MINIMIZE)],
                                     constraints=[Constraint("avg_bits", "<=", 4.0)], seed=0)
