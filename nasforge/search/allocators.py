@@ -174,8 +174,11 @@ def budgets_of(table: LevelTable, constraints: Sequence[Constraint], who: str
         res, cap = table.capacity(c.metric, c.op, c.bound)
         out.append((np.stack(res), float(cap), c))
     if not out:
+        others = sorted({c.metric for c in constraints})
+        kept = (f"; the constraints on {', '.join(others)} keep candidates within them but set no budget to "
+                "allocate" if others else "")
         raise JobSpecError(f"constraints: strategy {who!r} needs a budget, a constraint on one of "
-                           f"{', '.join(BUDGET_METRICS)} (e.g. 'sparsity >= 0.6' or 'avg_bits <= 3')")
+                           f"{', '.join(BUDGET_METRICS)} (e.g. 'sparsity >= 0.6' or 'avg_bits <= 3'){kept}")
     return out
 
 

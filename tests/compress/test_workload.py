@@ -51,6 +51,11 @@ def test_workload_evaluate_allocate_export_load(tmp_path) -> None:
     assert dense["peak_memory_mb"] - low["peak_memory_mb"] == pytest.approx(dense["weight_mb"] - low["weight_mb"])
     assert low["peak_memory_mb"] > low["weight_mb"] + low["activation_peak_mb"]  # the input counts too
 
+    # a limit on peak memory alone keeps candidates within it but is no budget an allocator solves for
+    with pytest.raises(JobSpecError, match=r"needs a budget, .*; the constraints on peak_memory_mb keep candidates "
+                                           r"within them but set no budget to allocate"):
+        STRATEGIES.get("dp")(space, objectives=[Objective("kl", Direction.MINIMIZE)],
+                             constraints=[Constraint("peak_memory_mb", "<=", 0.007)], seed=0).ask(1)
     strategy = STRATEGIES.get("dp")(space, objectives=[Objective("kl", Direction.MINIMIZE)],
                                     constraints=[Constraint("avg_bits", "<=", 4.0)], seed=0)
     asked = 0
